@@ -1,0 +1,3 @@
+from dgprov.cli import main
+
+main()

@@ -1,0 +1,17 @@
+"""The ``dgprov`` entry point: a click group that only registers the commands."""
+
+from __future__ import annotations
+
+import click
+
+from . import __version__
+from .commands.sandbox import sandbox_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dgprov")
+def main() -> None:
+    """Zero-touch provisioning of Defguard VPN clients from Entra ID and Active Directory."""
+
+
+main.add_command(sandbox_command)

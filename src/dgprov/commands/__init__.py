@@ -1,0 +1,1 @@
+"""One module per CLI command; each only wires options to library code."""

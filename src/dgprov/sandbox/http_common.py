@@ -1,0 +1,284 @@
+"""HTTP plumbing shared by the emulators: axum-style body parsing, faults, counters, headers.
+
+Both Defguard services are axum applications, so malformed requests are rejected by extractors
+with **text/plain** bodies before any handler runs. Emulating that here, rather than answering
+with a tidy JSON error, is what lets a client's error handling be tested honestly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Match, Router
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+INSPECTION_PREFIX = "/_sandbox"
+JSON_SYNTAX_PREFIX = "Failed to parse the request body as JSON: "
+
+
+class Rejection(Exception):
+    """An axum extractor rejection: a status and a text/plain body."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
+
+    def response(self) -> Response:
+        return PlainTextResponse(self.text, status_code=self.status)
+
+
+def _is_json_content_type(header: str | None) -> bool:
+    if header is None:
+        return False
+    mime = header.split(";", 1)[0].strip().lower()
+    return mime == "application/json" or (
+        mime.startswith("application/") and mime.endswith("+json")
+    )
+
+
+async def read_json_body(request: Request) -> Any:
+    """axum's ``Json`` extractor: 415 without the content type, 400 when the JSON is malformed."""
+    if not _is_json_content_type(request.headers.get("content-type")):
+        raise Rejection(415, "Expected request with `Content-Type: application/json`")
+    raw = await request.body()
+    if not raw.strip():
+        raise Rejection(400, f"{JSON_SYNTAX_PREFIX}EOF while parsing a value at line 1 column 0")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = (
+            f" at line {exc.lineno} column {exc.colno}"
+            if isinstance(exc, json.JSONDecodeError)
+            else ""
+        )
+        raise Rejection(400, f"{JSON_SYNTAX_PREFIX}expected value{where}") from None
+
+
+def _serde_describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean `{str(value).lower()}`"
+    if isinstance(value, int):
+        return f"integer `{value}`"
+    if isinstance(value, float):
+        return f"floating point `{value}`"
+    if isinstance(value, str):
+        return f"string {json.dumps(value)}"
+    if isinstance(value, list):
+        return "a sequence"
+    return "a map"
+
+
+_EXPECTED = {bool: "a boolean", str: "a string"}
+
+
+class BodyReader:
+    """Typed field access on a decoded JSON body with serde's 422 wording on mismatch."""
+
+    def __init__(self, body: Any, struct: str) -> None:
+        if not isinstance(body, dict):
+            raise Rejection(
+                422,
+                self._prefix(f"invalid type: {_serde_describe(body)}, expected struct {struct}"),
+            )
+        self.body = body
+
+    @staticmethod
+    def _prefix(detail: str) -> str:
+        return f"Failed to deserialize the JSON body into the target type: {detail}"
+
+    def _typed(self, name: str, kind: type, *, optional: bool) -> Any:
+        value = self.body[name]
+        if value is None and optional:
+            return None
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            expected = _EXPECTED[kind]
+            raise Rejection(
+                422,
+                self._prefix(
+                    f"{name}: invalid type: {_serde_describe(value)}, expected {expected}"
+                ),
+            )
+        return value
+
+    def required(self, name: str, kind: type) -> Any:
+        if name not in self.body:
+            raise Rejection(422, self._prefix(f"missing field `{name}`"))
+        return self._typed(name, kind, optional=False)
+
+    def optional(self, name: str, kind: type) -> Any:
+        return self._typed(name, kind, optional=True) if name in self.body else None
+
+    def defaulted(self, name: str, kind: type, default: Any) -> Any:
+        return self._typed(name, kind, optional=False) if name in self.body else default
+
+
+def json_response(payload: Any, status: int = 200, *, sort_keys: bool) -> Response:
+    """Compact JSON as serde_json writes it; core sorts keys, the proxy keeps field order."""
+    text = json.dumps(payload, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False)
+    return Response(text, status_code=status, media_type="application/json")
+
+
+@dataclass
+class FaultSettings:
+    """Injected infrastructure faults, drawn from one seeded RNG so a run can be replayed."""
+
+    latency_ms: float = 0.0
+    error_rate: float = 0.0
+    drop_rate: float = 0.0
+    seed: int = 0
+
+
+class FaultInjector:
+    """ASGI middleware adding latency, 500/503 answers and dropped connections.
+
+    The inspection API under ``/_sandbox/`` is exempt: tests must be able to read state while
+    the service they exercise misbehaves.
+    """
+
+    def __init__(self, app: ASGIApp, settings: FaultSettings, rng: random.Random) -> None:
+        self.app = app
+        self.settings = settings
+        self.rng = rng
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(INSPECTION_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        settings = self.settings
+        if settings.latency_ms > 0:
+            await asyncio.sleep(settings.latency_ms / 1000)
+        draw = self.rng.random()
+        if draw < settings.drop_rate:
+            await _drop_connection(send)
+            return
+        if draw < settings.drop_rate + settings.error_rate:
+            status = 503 if self.rng.random() < 0.5 else 500
+            text = "Service Unavailable" if status == 503 else "Internal Server Error"
+            await PlainTextResponse(text, status_code=status)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+async def _drop_connection(send: Send) -> None:
+    """Close the TCP connection without an answer, as a crashed upstream or a reset would.
+
+    uvicorn's ``send`` is a bound method of the request cycle that owns the transport; closing
+    that is a real drop. Should a server not expose it, a response that promises a body and
+    ends early makes the server abort the connection, which clients see the same way.
+    """
+    cycle: Any = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if transport is not None:
+        transport.close()
+        # Tell uvicorn the client is gone, so it neither logs nor answers the unanswered request.
+        if hasattr(cycle, "disconnected"):
+            cycle.disconnected = True
+        return
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]}
+    )
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class RequestCounter:
+    """ASGI middleware counting requests per route template, for tests and benchmarks."""
+
+    def __init__(self, app: ASGIApp, router: Router, counts: Counter[str]) -> None:
+        self.app = app
+        self.router = router
+        self.counts = counts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith(INSPECTION_PREFIX):
+            self.counts[f"{scope['method']} {self._template(scope)}"] += 1
+        await self.app(scope, receive, send)
+
+    def _template(self, scope: Scope) -> str:
+        for route in self.router.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return str(getattr(route, "path", scope["path"]))
+        return str(scope["path"])
+
+
+class ExtraHeaders:
+    """ASGI middleware appending fixed headers to every response."""
+
+    def __init__(self, app: ASGIApp, headers: dict[str, str]) -> None:
+        self.app = app
+        self.headers = [(k.encode(), v.encode()) for k, v in headers.items()]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.headers]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+
+
+class RateLimiter:
+    """tower_governor as Defguard 2.0 configures it: a token bucket per client IP.
+
+    Disabled when either setting is 0, as in Defguard. The key is the first X-Forwarded-For
+    address, then X-Real-IP, then the peer, like axum's ``SmartIpKeyExtractor``.
+    """
+
+    def __init__(self, app: ASGIApp, per_second: int, burst: int, prefix: str = "/api/v1") -> None:
+        self.app = app
+        self.per_second = per_second
+        self.burst = burst
+        self.prefix = prefix
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    @staticmethod
+    def client_key(scope: Scope) -> str:
+        headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
+        forwarded = headers.get("x-forwarded-for")
+        if forwarded:
+            return str(forwarded.split(",")[0].strip())
+        if headers.get("x-real-ip"):
+            return str(headers["x-real-ip"].strip())
+        client = scope.get("client")
+        return str(client[0]) if client else "unknown"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or self.per_second <= 0
+            or self.burst <= 0
+            or not scope["path"].startswith(self.prefix)
+        ):
+            await self.app(scope, receive, send)
+            return
+        key = self.client_key(scope)
+        now = time.monotonic()
+        tokens, last = self.buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.per_second)
+        if tokens < 1.0:
+            self.buckets[key] = (tokens, now)
+            wait = max(1, int(-(-(1.0 - tokens) // self.per_second)))
+            response = PlainTextResponse(f"Too Many Requests! Wait for {wait}s", status_code=429)
+            response.headers["x-ratelimit-after"] = str(wait)
+            response.headers["retry-after"] = str(wait)
+            await response(scope, receive, send)
+            return
+        self.buckets[key] = (tokens - 1.0, now)
+        await self.app(scope, receive, send)

@@ -1,0 +1,201 @@
+"""Tenant files: the one JSON document that seeds every emulator of a sandbox run.
+
+A tenant is validated twice: against ``tenant.schema.json`` (shapes and types) and then for the
+references the schema cannot express (a group member who does not exist, two users with one
+username). Either failure names the offending field as a JSON path, because an administrator
+editing a 500-line file needs to know *where*, not just *that*.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import random
+import string
+import uuid
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+Tenant = dict[str, Any]
+"""A tenant document as it appears on disk (already validated when returned from this module)."""
+
+
+class TenantError(ValueError):
+    """The tenant document is invalid; the message names the field and the problem."""
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema of tenant files, shipped inside the package."""
+    text = resources.files(__package__).joinpath("tenant.schema.json").read_text("utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def load_tenant(path: Path) -> Tenant:
+    """Read and validate a tenant file."""
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise TenantError(f"cannot read tenant file {path}: {exc.strerror}") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TenantError(
+            f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+    return validate_tenant(document)
+
+
+def validate_tenant(document: Any) -> Tenant:
+    """Check ``document`` against the schema and its cross-references; return it unchanged."""
+    validator = jsonschema.Draft202012Validator(
+        schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    error = jsonschema.exceptions.best_match(validator.iter_errors(document))
+    if error is not None:
+        raise TenantError(f"tenant field {error.json_path}: {error.message}")
+    _check_references(document)
+    return document  # type: ignore[no-any-return]
+
+
+def _duplicates(values: Iterable[str]) -> list[str]:
+    seen: set[str] = set()
+    repeated: list[str] = []
+    for value in values:
+        if value in seen and value not in repeated:
+            repeated.append(value)
+        seen.add(value)
+    return repeated
+
+
+def _check_references(document: Tenant) -> None:
+    users = document["users"]
+    usernames = [u["username"] for u in users if u.get("username")]
+    for index, user in enumerate(users):
+        if user.get("username") is None and user.get("entra") is None:
+            raise TenantError(
+                f"tenant field $.users[{index}]: a person needs a username, an entra account, "
+                "or both"
+            )
+    for name in _duplicates(usernames):
+        raise TenantError(f"tenant field $.users: username {name!r} is used twice")
+    object_ids = [u["entra"]["object_id"].lower() for u in users if u.get("entra")]
+    for object_id in _duplicates(object_ids):
+        raise TenantError(f"tenant field $.users: entra object_id {object_id} is used twice")
+    known = set(usernames)
+    group_names = [g["name"] for g in document["groups"]]
+    for name in _duplicates(group_names):
+        raise TenantError(f"tenant field $.groups: group name {name!r} is used twice")
+    for gi, group in enumerate(document["groups"]):
+        for mi, member in enumerate(group.get("members", [])):
+            if member not in known:
+                raise TenantError(
+                    f"tenant field $.groups[{gi}].members[{mi}]: no user named {member!r}"
+                )
+    for ti, token in enumerate(document["api_tokens"]):
+        if token["owner"] not in known:
+            raise TenantError(
+                f"tenant field $.api_tokens[{ti}].owner: no user named {token['owner']!r}"
+            )
+    for li, location in enumerate(document.get("locations", [])):
+        try:
+            ipaddress.ip_interface(location["address"])
+        except ValueError:
+            raise TenantError(
+                f"tenant field $.locations[{li}].address: {location['address']!r} is not an "
+                "address with prefix such as 10.10.0.1/24"
+            ) from None
+        for gi, group_name in enumerate(location.get("allowed_groups") or []):
+            if group_name not in group_names:
+                raise TenantError(
+                    f"tenant field $.locations[{li}].allowed_groups[{gi}]: no group named "
+                    f"{group_name!r}"
+                )
+
+
+SYNTHETIC_GROUP = "vpn-users"
+SYNTHETIC_ADMIN = "admin"
+
+
+def synthetic_tenant(users: int, seed: int) -> Tenant:
+    """A tenant of ``users`` active, not-yet-enrolled members of one group, the same for one seed.
+
+    Every value is drawn from ``random.Random(seed)`` so two runs with the same arguments produce
+    the same tenant, API token included, which lets scripts and benchmarks be replayed.
+    """
+    if users < 0:
+        raise TenantError("--users must be zero or more")
+    rng = random.Random(seed)
+    alphabet = string.ascii_letters + string.digits
+
+    def new_uuid() -> str:
+        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+    domain = "example.com"
+    people: list[dict[str, Any]] = [
+        {
+            "username": SYNTHETIC_ADMIN,
+            "first_name": "Sandbox",
+            "last_name": "Admin",
+            "email": f"{SYNTHETIC_ADMIN}@{domain}",
+            "password": "".join(rng.choices(alphabet, k=16)) + "!1aA",
+            "entra": {
+                "object_id": new_uuid(),
+                "user_principal_name": f"{SYNTHETIC_ADMIN}@{domain}",
+                "mail": f"{SYNTHETIC_ADMIN}@{domain}",
+                "directory_roles": ["User Administrator", "Attribute Assignment Administrator"],
+            },
+        }
+    ]
+    members = []
+    width = max(4, len(str(users)))
+    for number in range(1, users + 1):
+        username = f"user{number:0{width}d}"
+        members.append(username)
+        people.append(
+            {
+                "username": username,
+                "first_name": "User",
+                "last_name": f"{number:0{width}d}",
+                "email": f"{username}@{domain}",
+                "entra": {
+                    "object_id": new_uuid(),
+                    "user_principal_name": f"{username}@{domain}",
+                    "mail": f"{username}@{domain}",
+                    "directory_roles": ["Attribute Assignment Reader"] if number == 1 else [],
+                },
+            }
+        )
+    return validate_tenant(
+        {
+            "instance": {"id": new_uuid(), "name": "Sandbox Defguard"},
+            "license": {"tier": "business", "expires_at": None},
+            "settings": {"public_proxy_url": None},
+            "entra": {"tenant_id": new_uuid(), "domain": domain},
+            "users": people,
+            "groups": [
+                {"name": "admin", "is_admin": True, "members": [SYNTHETIC_ADMIN]},
+                {"name": SYNTHETIC_GROUP, "members": members, "entra_object_id": new_uuid()},
+            ],
+            "api_tokens": [
+                {
+                    "owner": SYNTHETIC_ADMIN,
+                    "name": "sandbox",
+                    "token": "dg-" + "".join(rng.choices(alphabet, k=32)),
+                }
+            ],
+            "locations": [
+                {
+                    "name": "HQ",
+                    "address": "10.10.0.1/16",
+                    "endpoint": "vpn.example.com",
+                    "allowed_ips": ["10.10.0.0/16"],
+                    "dns": "10.10.0.1",
+                }
+            ],
+        }
+    )

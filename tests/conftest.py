@@ -1,0 +1,111 @@
+"""Fixtures that start real sandboxes on 127.0.0.1, port 0, for tests over real HTTP."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from dgprov.sandbox import Sandbox, SandboxOptions
+from dgprov.sandbox.http_common import FaultSettings
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_TENANT = REPO / "examples" / "tenant.example.json"
+ADMIN_TOKEN = "dg-Exampl3TokenForTheSandbox0000001"
+DISABLED_ADMIN_TOKEN = "dg-Exampl3TokenOfADisabledAdmin0002"
+
+
+def example_tenant() -> dict[str, Any]:
+    """A fresh copy of the example tenant, for tests to adjust."""
+    loaded: dict[str, Any] = json.loads(EXAMPLE_TENANT.read_text("utf-8"))
+    return copy.deepcopy(loaded)
+
+
+class Running:
+    """A started sandbox with clients for its core (as the admin) and its proxy."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.info = sandbox.info
+        assert sandbox.state is not None
+        self.state = sandbox.state
+        self.core = httpx.Client(
+            base_url=self.info["defguard_url"],
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "User-Agent": "dgprov-tests"},
+        )
+        self.anonymous = httpx.Client(base_url=self.info["defguard_url"])
+        self.proxy = httpx.Client(base_url=self.info["proxy_url"])
+
+    def issue(self, username: str, **body: Any) -> str:
+        response = self.core.post(f"/api/v1/user/{username}/start_enrollment", json=body)
+        assert response.status_code == 201, response.text
+        token: str = response.json()["enrollment_token"]
+        return token
+
+    def tokens(self, username: str) -> list[dict[str, Any]]:
+        response = self.anonymous.get("/_sandbox/tokens", params={"username": username})
+        tokens: list[dict[str, Any]] = response.json()["tokens"]
+        return tokens
+
+    def advance_clock(self, seconds: float) -> None:
+        response = self.anonymous.post("/_sandbox/clock", json={"advance_seconds": seconds})
+        assert response.status_code == 200
+
+    def close(self) -> None:
+        for client in (self.core, self.anonymous, self.proxy):
+            client.close()
+        # uvicorn's shutdown sleeps 100 ms; let it happen while the next test runs.
+        self.sandbox.stop(wait=False)
+        _stopping.append(self.sandbox)
+
+
+StartSandbox = Callable[..., Running]
+_stopping: list[Sandbox] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _join_stopped_sandboxes() -> Iterator[None]:
+    yield
+    for sandbox in _stopping:
+        sandbox.join()
+
+
+@pytest.fixture
+def start_sandbox() -> Iterator[StartSandbox]:
+    """Start sandboxes for a test; all are stopped at its end."""
+    running: list[Running] = []
+
+    def start(
+        tenant: dict[str, Any] | None = None,
+        line: str = "2.0",
+        faults: FaultSettings | None = None,
+    ) -> Running:
+        options = SandboxOptions(defguard_version="1.6" if line == "1.6" else "2.0")
+        if faults is not None:
+            options.faults = faults
+        sandbox = Sandbox(tenant or example_tenant(), options)
+        sandbox.start()
+        running.append(Running(sandbox))
+        return running[-1]
+
+    yield start
+    for item in running:
+        item.close()
+
+
+@pytest.fixture(params=["1.6", "2.0"])
+def line(request: pytest.FixtureRequest) -> str:
+    """Run a test once per Defguard server line."""
+    value: str = request.param
+    return value
+
+
+@pytest.fixture
+def sandbox(start_sandbox: StartSandbox, line: str) -> Running:
+    """The example tenant on the server line under test."""
+    return start_sandbox(line=line)

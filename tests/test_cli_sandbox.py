@@ -1,0 +1,135 @@
+"""``dgprov sandbox`` as an administrator runs it: a subprocess printing one JSON line."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .conftest import example_tenant
+
+DGPROV = [sys.executable, "-m", "dgprov"]
+READY_TIMEOUT = 20.0
+
+
+@contextmanager
+def running_sandbox(*args: str) -> Iterator[dict[str, Any]]:
+    process = subprocess.Popen(
+        [*DGPROV, "sandbox", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        selector = selectors.DefaultSelector()
+        selector.register(process.stdout, selectors.EVENT_READ)
+        assert selector.select(READY_TIMEOUT), "the sandbox printed nothing"
+        yield json.loads(process.stdout.readline())
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
+    assert process.returncode == 0
+
+
+def test_users_1_6_group_by_name_works() -> None:
+    with running_sandbox("--users", "20", "--defguard-version", "1.6") as info:
+        assert {"defguard_url", "proxy_url", "api_token", "defguard_version", "group_name"} <= set(
+            info
+        )
+        assert info["defguard_version"] == "1.6"
+        headers = {"Authorization": f"Bearer {info['api_token']}"}
+        response = httpx.get(
+            f"{info['defguard_url']}/api/v1/group/{info['group_name']}", headers=headers
+        )
+        assert response.status_code == 200
+        assert len(response.json()["members"]) == 20
+
+
+def test_users_2_0_refuses_group_names() -> None:
+    with running_sandbox("--users", "20") as info:
+        assert info["defguard_version"] == "2.0"
+        headers = {"Authorization": f"Bearer {info['api_token']}"}
+        response = httpx.get(
+            f"{info['defguard_url']}/api/v1/group/{info['group_name']}", headers=headers
+        )
+        assert response.status_code == 400
+        assert response.headers["content-type"].startswith("text/plain")
+
+
+def test_tokens_issued_by_a_synthetic_tenant_work_end_to_end() -> None:
+    with running_sandbox("--users", "3", "--seed", "5") as info:
+        core = httpx.Client(
+            base_url=info["defguard_url"], headers={"Authorization": f"Bearer {info['api_token']}"}
+        )
+        issued = core.post("/api/v1/user/user0002/start_enrollment", json={}).json()
+        assert issued["enrollment_url"] == info["proxy_url"] + "/"
+        start = httpx.post(
+            issued["enrollment_url"].rstrip("/") + "/api/v1/enrollment/start",
+            json={"token": issued["enrollment_token"]},
+        )
+        assert start.status_code == 200
+
+
+def test_tenant_file(tmp_path: Path) -> None:
+    tenant = tmp_path / "tenant.json"
+    tenant.write_text(json.dumps(example_tenant()), "utf-8")
+    with running_sandbox("--tenant", str(tenant)) as info:
+        assert "group_name" not in info
+        assert info["api_token"] == example_tenant()["api_tokens"][0]["token"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*DGPROV, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_invalid_tenant_is_rejected_naming_the_field(tmp_path: Path) -> None:
+    document = example_tenant()
+    document["users"][2]["active"] = "yes"
+    tenant = tmp_path / "tenant.json"
+    tenant.write_text(json.dumps(document), "utf-8")
+    result = run("sandbox", "--tenant", str(tenant))
+    assert result.returncode != 0 and result.stdout == ""
+    assert "$.users[2].active" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_usage_errors() -> None:
+    conflict = run("sandbox", "--users", "3", "--tenant", "x.json")
+    assert conflict.returncode == 2 and "--tenant and --users conflict" in conflict.stderr
+    public = run("sandbox", "--host", "0.0.0.0")
+    assert public.returncode == 2 and "not a loopback address" in public.stderr
+    rates = run("sandbox", "--error-rate", "0.7", "--drop-rate", "0.5")
+    assert rates.returncode == 2 and "exceed 1" in rates.stderr
+
+
+def test_port_in_use() -> None:
+    with running_sandbox("--users", "1") as info:
+        port = info["defguard_url"].rsplit(":", 1)[1]
+        result = run("sandbox", "--users", "1", "--port", port)
+        assert result.returncode == 1
+        assert f"127.0.0.1:{port}" in result.stderr and "0 for a free one" in result.stderr
+
+
+def test_version_and_help() -> None:
+    assert run("--version").stdout.startswith("dgprov, version ")
+    help_text = run("sandbox", "--help").stdout
+    for option in (
+        "--tenant",
+        "--users",
+        "--defguard-version",
+        "--latency-ms",
+        "--error-rate",
+        "--seed",
+    ):
+        assert option in help_text
