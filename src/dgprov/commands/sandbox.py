@@ -128,11 +128,19 @@ def sandbox_command(
     error_rate: float,
     drop_rate: float,
     seed: int,
+    authority_port: int,
+    graph_port: int,
+    auto_approve_as: str | None,
+    throttle: str,
+    time_scale: float,
+    quota_scale: float,
 ) -> None:
-    """Run the Defguard core and enrollment proxy emulators on loopback until interrupted.
+    """Run emulators of Defguard core, its enrollment proxy, Entra sign-in and Microsoft Graph
+    on loopback until interrupted.
 
     When ready, prints one JSON object on one line to stdout (defguard_url, proxy_url,
-    api_token, defguard_version, and group_name for --users). Logs go to stderr.
+    api_token, defguard_version, authority_url, graph_url, tenant_id, client_id, ca_bundle,
+    admin_upn, user_upns, and group_name for --users). Logs go to stderr.
     """
     if tenant_file is not None and users is not None:
         raise click.UsageError("--tenant and --users conflict; give one of them")
@@ -154,6 +162,12 @@ def sandbox_command(
             latency_ms=latency_ms, error_rate=error_rate, drop_rate=drop_rate, seed=seed
         ),
         synthetic_group=tenant_file is None,
+        authority_port=authority_port,
+        graph_port=graph_port,
+        throttle="documented" if throttle == "documented" else "off",
+        time_scale=time_scale,
+        quota_scale=quota_scale,
+        auto_approve_as=auto_approve_as,
     )
     sandbox = Sandbox(tenant, options)
     try:

@@ -152,10 +152,17 @@ class FaultInjector:
     the service they exercise misbehaves.
     """
 
-    def __init__(self, app: ASGIApp, settings: FaultSettings, rng: random.Random) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: FaultSettings,
+        rng: random.Random,
+        error_response: Callable[[random.Random], Response] | None = None,
+    ) -> None:
         self.app = app
         self.settings = settings
         self.rng = rng
+        self.error_response = error_response or plain_server_error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(INSPECTION_PREFIX):
@@ -169,11 +176,16 @@ class FaultInjector:
             await _drop_connection(send)
             return
         if draw < settings.drop_rate + settings.error_rate:
-            status = 503 if self.rng.random() < 0.5 else 500
-            text = "Service Unavailable" if status == 503 else "Internal Server Error"
-            await PlainTextResponse(text, status_code=status)(scope, receive, send)
+            await self.error_response(self.rng)(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+def plain_server_error(rng: random.Random) -> Response:
+    """A 500 or 503 as a load balancer in front of Defguard would answer."""
+    if rng.random() < 0.5:
+        return PlainTextResponse("Service Unavailable", status_code=503)
+    return PlainTextResponse("Internal Server Error", status_code=500)
 
 
 async def _drop_connection(send: Send) -> None:

@@ -10,26 +10,50 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import random
+import shutil
 import socket
+import tempfile
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
+from starlette.responses import Response
 
+from .authority_app import build_authority_app
 from .core_app import build_core_app
 from .defguard_state import DefguardState, SandboxClock, ServerLine
+from .entra_state import EntraState
+from .graph_app import GraphService, build_graph_app
 from .http_common import ASGIApp, FaultInjector, FaultSettings, RateLimiter
+from .keys import JwtSigner, make_tls_files
 from .proxy_app import build_proxy_app
 from .tenant import SYNTHETIC_GROUP, Tenant
+from .throttle import Throttle
 
 log = logging.getLogger("dgprov.sandbox")
 
 READY_TIMEOUT_SECONDS = 30.0
+
+
+class _QuietShutdown(logging.Filter):
+    """Drop uvicorn's complaint about idle TLS keep-alive connections at shutdown.
+
+    A TLS close waits for the peer's close_notify, which an idle pooled client never sends, so
+    every stop would otherwise log an error that says nothing about the sandbox's health.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "timeout graceful shutdown exceeded" not in record.getMessage()
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietShutdown())
 
 
 class SandboxError(RuntimeError):
@@ -42,16 +66,35 @@ class SandboxOptions:
     host: str = "127.0.0.1"
     port: int = 0
     proxy_port: int = 0
+    authority_port: int = 0
+    graph_port: int = 0
     faults: FaultSettings = field(default_factory=FaultSettings)
     synthetic_group: bool = False
+    throttle: Literal["off", "documented"] = "off"
+    time_scale: float = 1.0
+    quota_scale: float = 1.0
+    auto_approve_as: str | None = None
+    device_code_interval: int = 5
+    access_token_lifetime: int = 3600
 
 
-def _url(host: str, port: int) -> str:
+def graph_server_error(rng: random.Random) -> Response:
+    """A 503 (half of them with Retry-After) or 504, in Graph's error envelope."""
+    status = 503 if rng.random() < 0.5 else 504
+    code = "serviceNotAvailable" if status == 503 else "gatewayTimeout"
+    body = {"error": {"code": code, "message": "The service is temporarily unavailable."}}
+    headers = {"Retry-After": "1"} if status == 503 and rng.random() < 0.5 else {}
+    return Response(
+        json.dumps(body), status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+def _url(host: str, port: int, scheme: str = "http") -> str:
     try:
         is_v6 = ipaddress.ip_address(host).version == 6
     except ValueError:
         is_v6 = False
-    return f"http://[{host}]:{port}" if is_v6 else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if is_v6 else f"{scheme}://{host}:{port}"
 
 
 def _listen(host: str, port: int, what: str) -> socket.socket:
@@ -102,6 +145,10 @@ class Sandbox:
         self.clock = SandboxClock()
         self.core_requests: Counter[str] = Counter()
         self.proxy_requests: Counter[str] = Counter()
+        self.authority_requests: Counter[str] = Counter()
+        self.entra: EntraState | None = None
+        self.graph: GraphService | None = None
+        self._tls_dir: Path | None = None
         self._thread: threading.Thread | None = None
         self._servers: list[_PromptServer] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -110,22 +157,32 @@ class Sandbox:
         self.state: DefguardState | None = None
         self.info: dict[str, Any] = {}
 
-    def _wrap(self, app: ASGIApp, name: str) -> ASGIApp:
+    def _wrap(self, app: ASGIApp, name: str, error_response: Any = None) -> ASGIApp:
         faults = self.options.faults
         rng = random.Random(f"{faults.seed}:{name}")
-        return FaultInjector(app, faults, rng)
+        return FaultInjector(app, faults, rng, error_response)
 
     def start(self) -> dict[str, Any]:
         """Bind, build and serve; return the connection facts once every service accepts."""
         options = self.options
-        core_socket = _listen(options.host, options.port, "Defguard core")
+        sockets: list[socket.socket] = []
         try:
-            proxy_socket = _listen(options.host, options.proxy_port, "enrollment proxy")
+            for port, what in (
+                (options.port, "Defguard core"),
+                (options.proxy_port, "enrollment proxy"),
+                (options.authority_port, "Entra sign-in authority"),
+                (options.graph_port, "Microsoft Graph"),
+            ):
+                sockets.append(_listen(options.host, port, what))
         except SandboxError:
-            core_socket.close()
+            for sock in sockets:
+                sock.close()
             raise
+        core_socket, proxy_socket, authority_socket, graph_socket = sockets
         core_url = _url(options.host, core_socket.getsockname()[1])
         proxy_url = _url(options.host, proxy_socket.getsockname()[1])
+        authority_origin = _url(options.host, authority_socket.getsockname()[1], "https")
+        graph_origin = _url(options.host, graph_socket.getsockname()[1], "https")
         state = DefguardState(
             self.tenant,
             options.defguard_version,
@@ -135,13 +192,38 @@ class Sandbox:
             clock=self.clock,
         )
         self.state = state
+        entra = EntraState(
+            self.tenant,
+            clock=self.clock,
+            signer=JwtSigner(),
+            authority_origin=authority_origin,
+            seed=options.faults.seed,
+            device_code_interval=options.device_code_interval,
+            access_token_lifetime=options.access_token_lifetime,
+        )
+        self.entra = entra
+        if options.auto_approve_as is not None:
+            entra.auto_approve_upn = self._resolve_auto_approve(entra, options.auto_approve_as)
+        throttle = Throttle(
+            entra.tenant_id,
+            len(entra.users),
+            enabled=options.throttle == "documented",
+            time_scale=options.time_scale,
+            quota_scale=options.quota_scale,
+        )
+        graph = GraphService(entra, throttle, f"{graph_origin}/v1.0", options.faults.seed)
+        self.graph = graph
+        self._tls_dir = Path(tempfile.mkdtemp(prefix="dgprov-sandbox-"))
+        tls = make_tls_files(self._tls_dir)
+
         core_app: ASGIApp = build_core_app(state, self.core_requests)
         if options.defguard_version == "2.0":
             core_app = RateLimiter(core_app, state.rate_limit_per_second, state.rate_limit_burst)
-        proxy_app = build_proxy_app(state, self.proxy_requests)
-        apps = [
-            (self._wrap(core_app, "core"), core_socket),
-            (self._wrap(proxy_app, "proxy"), proxy_socket),
+        apps: list[tuple[ASGIApp, socket.socket, bool]] = [
+            (self._wrap(core_app, "core"), core_socket, False),
+            (self._wrap(build_proxy_app(state, self.proxy_requests), "proxy"), proxy_socket, False),
+            (build_authority_app(entra, self.authority_requests), authority_socket, True),
+            (self._wrap(build_graph_app(graph), "graph", graph_server_error), graph_socket, True),
         ]
         self._servers = [
             _PromptServer(
@@ -150,32 +232,101 @@ class Sandbox:
                     lifespan="off",
                     log_level="warning",
                     access_log=False,
-                    timeout_graceful_shutdown=2,
+                    timeout_graceful_shutdown=1,
+                    ssl_certfile=str(tls.certificate) if secure else None,
+                    ssl_keyfile=str(tls.private_key) if secure else None,
                 )
             )
-            for app, _ in apps
+            for app, _, secure in apps
         ]
         self._thread = threading.Thread(
-            target=self._run, args=([sock for _, sock in apps],), name="dgprov-sandbox", daemon=True
+            target=self._run,
+            args=([sock for _, sock, _ in apps],),
+            name="dgprov-sandbox",
+            daemon=True,
         )
         self._thread.start()
         if not self._ready.wait(READY_TIMEOUT_SECONDS) or self._failure is not None:
             self.stop()
             raise SandboxError(f"the sandbox did not start: {self._failure or 'timed out'}")
+        self.info = self._describe(
+            core_url, proxy_url, authority_origin, graph_origin, tls.ca_bundle
+        )
+        log.info(
+            "Defguard %s core at %s, proxy at %s, Entra at %s, Graph at %s/v1.0",
+            options.defguard_version,
+            core_url,
+            proxy_url,
+            authority_origin,
+            graph_origin,
+        )
+        return self.info
+
+    @staticmethod
+    def _resolve_auto_approve(entra: EntraState, name: str) -> str:
+        if name == "admin":
+            admin = entra.admin_user()
+            if admin is None:
+                raise SandboxError(
+                    "--auto-approve-as admin: the tenant has no Entra user holding User "
+                    "Administrator and Attribute Assignment Administrator"
+                )
+            return admin.user_principal_name
+        if entra.find_user(name) is None:
+            raise SandboxError(
+                f"--auto-approve-as {name}: no Entra user with that UPN in the tenant"
+            )
+        return name
+
+    def _describe(
+        self,
+        core_url: str,
+        proxy_url: str,
+        authority_origin: str,
+        graph_origin: str,
+        ca_bundle: Path,
+    ) -> dict[str, Any]:
+        """The ready line: how to reach each service, and who to sign in as."""
+        assert self.entra is not None
+        entra = self.entra
         api_tokens = self.tenant["api_tokens"]
-        self.info = {
+        apps = list(entra.applications.values())
+        public = next((a for a in apps if a.public_client), None)
+        confidential = next((a for a in apps if not a.public_client and a.client_secret), None)
+        admin = entra.admin_user()
+        member_names = [
+            m
+            for g in self.tenant["groups"]
+            if not g.get("is_admin")
+            for m in g.get("members", [])
+            if not self.options.synthetic_group or g["name"] == SYNTHETIC_GROUP
+        ]
+        upn_by_username = {
+            p["username"]: p["entra"]["user_principal_name"]
+            for p in self.tenant["users"]
+            if p.get("username") and p.get("entra")
+        }
+        info: dict[str, Any] = {
             "defguard_url": core_url,
             "proxy_url": proxy_url,
             "api_token": api_tokens[0]["token"] if api_tokens else None,
-            "defguard_version": options.defguard_version,
+            "defguard_version": self.options.defguard_version,
             "inspect_url": f"{core_url}/_sandbox",
+            "authority_url": f"{authority_origin}/{entra.tenant_id}",
+            "graph_url": f"{graph_origin}/v1.0",
+            "tenant_id": entra.tenant_id,
+            "client_id": public.client_id if public else None,
+            "ca_bundle": str(ca_bundle),
+            "admin_upn": admin.user_principal_name if admin else None,
+            "user_upns": list(
+                dict.fromkeys(upn_by_username[m] for m in member_names if m in upn_by_username)
+            ),
+            "confidential_client_id": confidential.client_id if confidential else None,
+            "client_secret": confidential.client_secret if confidential else None,
         }
-        if options.synthetic_group:
-            self.info["group_name"] = SYNTHETIC_GROUP
-        log.info(
-            "Defguard %s core at %s, proxy at %s", options.defguard_version, core_url, proxy_url
-        )
-        return self.info
+        if self.options.synthetic_group:
+            info["group_name"] = SYNTHETIC_GROUP
+        return info
 
     def _run(self, sockets: list[socket.socket]) -> None:
         try:
@@ -213,10 +364,13 @@ class Sandbox:
             self.join()
 
     def join(self) -> None:
-        """Wait for a stopping sandbox's thread to end."""
+        """Wait for a stopping sandbox's thread to end, then remove its key material."""
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+            self._tls_dir = None
 
     def __enter__(self) -> Sandbox:
         self.start()

@@ -119,6 +119,21 @@ def _check_references(document: Tenant) -> None:
 
 SYNTHETIC_GROUP = "vpn-users"
 SYNTHETIC_ADMIN = "admin"
+SYNTHETIC_ATTRIBUTE_SET = "Defguard"
+SYNTHETIC_DELEGATED_PERMISSIONS = [
+    "User.Read",
+    "User.Read.All",
+    "GroupMember.Read.All",
+    "CustomSecAttributeAssignment.Read.All",
+    "CustomSecAttributeAssignment.ReadWrite.All",
+    "CustomSecAttributeDefinition.Read.All",
+]
+SYNTHETIC_APPLICATION_PERMISSIONS = [
+    "User.Read.All",
+    "GroupMember.Read.All",
+    "CustomSecAttributeAssignment.ReadWrite.All",
+    "CustomSecAttributeDefinition.Read.All",
+]
 
 
 def synthetic_tenant(users: int, seed: int) -> Tenant:
@@ -136,6 +151,7 @@ def synthetic_tenant(users: int, seed: int) -> Tenant:
         return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
     domain = "example.com"
+    public_client_id = new_uuid()
     people: list[dict[str, Any]] = [
         {
             "username": SYNTHETIC_ADMIN,
@@ -175,7 +191,37 @@ def synthetic_tenant(users: int, seed: int) -> Tenant:
             "instance": {"id": new_uuid(), "name": "Sandbox Defguard"},
             "license": {"tier": "business", "expires_at": None},
             "settings": {"public_proxy_url": None},
-            "entra": {"tenant_id": new_uuid(), "domain": domain},
+            "entra": {
+                "tenant_id": new_uuid(),
+                "domain": domain,
+                "applications": [
+                    {
+                        "client_id": public_client_id,
+                        "display_name": "dgprov",
+                        "public_client": True,
+                        "redirect_uris": ["http://localhost"],
+                        "delegated_permissions": SYNTHETIC_DELEGATED_PERMISSIONS,
+                    },
+                    {
+                        "client_id": new_uuid(),
+                        "display_name": "dgprov automation",
+                        "public_client": False,
+                        "redirect_uris": [],
+                        "client_secret": "".join(rng.choices(alphabet, k=40)),
+                        "application_permissions": SYNTHETIC_APPLICATION_PERMISSIONS,
+                    },
+                ],
+                "attribute_sets": [
+                    {
+                        "id": SYNTHETIC_ATTRIBUTE_SET,
+                        "description": "Defguard VPN provisioning",
+                        "attributes": [
+                            {"name": "EnrollmentUrl", "type": "String"},
+                            {"name": "EnrollmentToken", "type": "String"},
+                        ],
+                    }
+                ],
+            },
             "users": people,
             "groups": [
                 {"name": "admin", "is_admin": True, "members": [SYNTHETIC_ADMIN]},

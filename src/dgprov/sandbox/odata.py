@@ -1,0 +1,316 @@
+"""The subset of OData ``$filter`` that Microsoft Graph accepts on users and groups.
+
+Parsing yields a predicate over a Graph object (a dict of property values) and the set of
+constructs that Graph only allows as *advanced queries* (``ne``, ``not``, ``endsWith``, ``eq
+null``, ``/$count``). The caller rejects those unless the request carries
+``ConsistencyLevel: eventual`` and ``$count=true``, as Graph does.
+
+String comparison is case-insensitive (the reference calls this likely but unverified); the
+``''`` escape inside literals is honoured, and nothing else is special.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+Predicate = Callable[[dict[str, Any], dict[str, Any]], bool]
+"""``(graph_object, lambda_bindings) -> bool``"""
+
+
+class FilterSyntaxError(ValueError):
+    """The filter is not valid OData; Graph answers 400 ``BadRequest``."""
+
+
+class FilterUnsupported(ValueError):
+    """Valid OData that Graph does not support here: 400 ``Request_UnsupportedQuery``."""
+
+
+_TOKEN = re.compile(
+    r"""\s*(?:
+        (?P<string>'(?:[^']|'')*')
+      | (?P<number>-?\d+(?:\.\d+)?)
+      | (?P<punct>[(),:])
+      | (?P<word>[A-Za-z_$][A-Za-z0-9_$./]*)
+    )""",
+    re.VERBOSE,
+)
+_COMPARISONS = {"eq", "ne", "ge", "le", "gt", "lt"}
+_ADVANCED_COMPARISONS = {"ne"}
+
+
+@dataclass
+class Token:
+    kind: str
+    text: str
+
+
+def tokenize(text: str) -> list[Token]:
+    tokens: list[Token] = []
+    position = 0
+    while position < len(text):
+        if text[position:].strip() == "":
+            break
+        match = _TOKEN.match(text, position)
+        if match is None or match.end() == position:
+            raise FilterSyntaxError(f"Syntax error at position {position} in '{text}'.")
+        kind = match.lastgroup or ""
+        tokens.append(Token(kind, match.group(kind)))
+        position = match.end()
+    return tokens
+
+
+@dataclass
+class PropertyRule:
+    """How one property may be filtered: its name in objects and whether it is a collection."""
+
+    name: str
+    collection: bool = False
+    string: bool = True
+
+
+@dataclass
+class ParsedFilter:
+    predicate: Predicate
+    advanced: set[str] = field(default_factory=set)
+
+    def matches(self, item: dict[str, Any]) -> bool:
+        return self.predicate(item, {})
+
+
+def _literal_value(token: Token) -> Any:
+    if token.kind == "string":
+        return token.text[1:-1].replace("''", "'")
+    if token.kind == "number":
+        return float(token.text) if "." in token.text else int(token.text)
+    lowered = token.text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "null":
+        return None
+    raise FilterSyntaxError(f"Expected a literal, found '{token.text}'.")
+
+
+def _fold(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _compare(op: str, left: Any, right: Any) -> bool:
+    left, right = _fold(left), _fold(right)
+    if op == "eq":
+        return bool(left == right)
+    if op == "ne":
+        return bool(left != right)
+    if left is None or right is None:
+        return False
+    try:
+        if op == "ge":
+            return bool(left >= right)
+        if op == "le":
+            return bool(left <= right)
+        if op == "gt":
+            return bool(left > right)
+        return bool(left < right)
+    except TypeError:  # a string property compared with a number matches nothing
+        return False
+
+
+class _Parser:
+    def __init__(self, text: str, properties: dict[str, PropertyRule], resource: str) -> None:
+        self.text = text
+        self.tokens = tokenize(text)
+        self.position = 0
+        self.properties = {name.lower(): rule for name, rule in properties.items()}
+        self.resource = resource
+        self.advanced: set[str] = set()
+        self.variables: set[str] = set()
+
+    # -------------------------------------------------------------------------- token helpers
+
+    def peek(self, offset: int = 0) -> Token | None:
+        index = self.position + offset
+        return self.tokens[index] if index < len(self.tokens) else None
+
+    def take(self) -> Token:
+        token = self.peek()
+        if token is None:
+            raise FilterSyntaxError(f"Unexpected end of filter '{self.text}'.")
+        self.position += 1
+        return token
+
+    def expect(self, text: str) -> None:
+        token = self.take()
+        if token.text != text:
+            raise FilterSyntaxError(f"Expected '{text}' but found '{token.text}'.")
+
+    def at_word(self, *words: str) -> bool:
+        token = self.peek()
+        return token is not None and token.kind == "word" and token.text.lower() in words
+
+    # ----------------------------------------------------------------------------------- grammar
+
+    def parse(self) -> ParsedFilter:
+        predicate = self.expression()
+        if self.peek() is not None:
+            raise FilterSyntaxError(f"Unexpected '{self.take().text}' in filter '{self.text}'.")
+        return ParsedFilter(predicate, self.advanced)
+
+    def expression(self) -> Predicate:
+        left = self.conjunction()
+        while self.at_word("or"):
+            self.take()
+            right = self.conjunction()
+            left = (lambda a, b: lambda o, v: a(o, v) or b(o, v))(left, right)
+        return left
+
+    def conjunction(self) -> Predicate:
+        left = self.unary()
+        while self.at_word("and"):
+            self.take()
+            right = self.unary()
+            left = (lambda a, b: lambda o, v: a(o, v) and b(o, v))(left, right)
+        return left
+
+    def unary(self) -> Predicate:
+        if self.at_word("not"):
+            self.take()
+            self.advanced.add("not")
+            inner = self.unary()
+            return lambda o, v: not inner(o, v)
+        return self.primary()
+
+    def primary(self) -> Predicate:
+        token = self.peek()
+        if token is None:
+            raise FilterSyntaxError(f"Unexpected end of filter '{self.text}'.")
+        if token.text == "(":
+            self.take()
+            inner = self.expression()
+            self.expect(")")
+            return inner
+        if token.kind != "word":
+            raise FilterSyntaxError(f"Unexpected '{token.text}' in filter '{self.text}'.")
+        lowered = token.text.lower()
+        if lowered in ("startswith", "endswith") and self.peek(1) is not None:
+            return self.string_function(lowered)
+        if "/" in token.text:
+            return self.collection_expression()
+        return self.comparison()
+
+    def operand(self) -> tuple[str, PropertyRule | None]:
+        """A property or a lambda variable; returns its name and rule (None for variables)."""
+        token = self.take()
+        if token.kind != "word":
+            raise FilterSyntaxError(f"Expected a property name, found '{token.text}'.")
+        if token.text in self.variables:
+            return token.text, None
+        rule = self.properties.get(token.text.lower())
+        if rule is None:
+            raise FilterUnsupported(
+                f"Unsupported or invalid query filter clause specified for property "
+                f"'{token.text}' of resource '{self.resource}'."
+            )
+        return token.text, rule
+
+    @staticmethod
+    def value_of(
+        name: str, rule: PropertyRule | None, item: dict[str, Any], bound: dict[str, Any]
+    ) -> Any:
+        return bound[name] if rule is None else item.get(rule.name)
+
+    def comparison(self) -> Predicate:
+        name, rule = self.operand()
+        operator = self.take()
+        op = operator.text.lower()
+        if rule is not None and rule.collection:
+            raise FilterUnsupported(
+                f"Unsupported or invalid query filter clause specified for property "
+                f"'{name}' of resource '{self.resource}'."
+            )
+        if op == "in":
+            self.expect("(")
+            values = [_literal_value(self.take())]
+            while self.peek() is not None and self.peek().text == ",":  # type: ignore[union-attr]
+                self.take()
+                values.append(_literal_value(self.take()))
+            self.expect(")")
+            folded = {_fold(v) for v in values}
+            return lambda o, v: _fold(self.value_of(name, rule, o, v)) in folded
+        if op not in _COMPARISONS:
+            raise FilterSyntaxError(f"Unknown operator '{operator.text}'.")
+        value = _literal_value(self.take())
+        if op in _ADVANCED_COMPARISONS:
+            self.advanced.add(op)
+        if value is None:
+            self.advanced.add("eq null")
+        return lambda o, v: _compare(op, self.value_of(name, rule, o, v), value)
+
+    def string_function(self, function: str) -> Predicate:
+        self.take()
+        self.expect("(")
+        name, rule = self.operand()
+        self.expect(",")
+        value = _literal_value(self.take())
+        self.expect(")")
+        if not isinstance(value, str):
+            raise FilterSyntaxError(f"{function} needs a string literal.")
+        if function == "endswith":
+            self.advanced.add("endsWith")
+        needle = value.lower()
+
+        def test(o: dict[str, Any], v: dict[str, Any]) -> bool:
+            actual = self.value_of(name, rule, o, v)
+            if not isinstance(actual, str):
+                return False
+            lowered = actual.lower()
+            return (
+                lowered.startswith(needle) if function == "startswith" else lowered.endswith(needle)
+            )
+
+        return test
+
+    def collection_expression(self) -> Predicate:
+        token = self.take()
+        path, _, operation = token.text.partition("/")
+        rule = self.properties.get(path.lower())
+        if rule is None or not rule.collection:
+            raise FilterUnsupported(
+                f"Unsupported or invalid query filter clause specified for property "
+                f"'{path}' of resource '{self.resource}'."
+            )
+        if operation.lower() == "$count":
+            self.advanced.add("$count")
+            op = self.take().text.lower()
+            number = _literal_value(self.take())
+            if op not in _COMPARISONS:
+                raise FilterSyntaxError(f"Unknown operator '{op}'.")
+            return lambda o, v: _compare(op, len(o.get(rule.name) or []), number)
+        if operation.lower() not in ("any", "all"):
+            raise FilterSyntaxError(f"Unknown collection operation '{operation}'.")
+        if operation.lower() == "all":
+            self.advanced.add("all")
+        self.expect("(")
+        variable = self.take()
+        if variable.kind != "word":
+            raise FilterSyntaxError("Expected a lambda variable.")
+        self.expect(":")
+        self.variables.add(variable.text)
+        body = self.expression()
+        self.variables.discard(variable.text)
+        self.expect(")")
+        quantifier = any if operation.lower() == "any" else all
+
+        def test(o: dict[str, Any], v: dict[str, Any]) -> bool:
+            values = o.get(rule.name) or []
+            return quantifier(body(o, {**v, variable.text: item}) for item in values)
+
+        return test
+
+
+def parse_filter(text: str, properties: dict[str, PropertyRule], resource: str) -> ParsedFilter:
+    """Parse ``$filter`` against the filterable ``properties`` of ``resource``."""
+    if not text.strip():
+        raise FilterSyntaxError("The $filter expression is empty.")
+    return _Parser(text, properties, resource).parse()
