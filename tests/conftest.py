@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -84,10 +85,13 @@ def start_sandbox() -> Iterator[StartSandbox]:
         tenant: dict[str, Any] | None = None,
         line: str = "2.0",
         faults: FaultSettings | None = None,
+        **options_overrides: Any,
     ) -> Running:
         options = SandboxOptions(defguard_version="1.6" if line == "1.6" else "2.0")
         if faults is not None:
             options.faults = faults
+        for name, value in options_overrides.items():
+            setattr(options, name, value)
         sandbox = Sandbox(tenant or example_tenant(), options)
         sandbox.start()
         running.append(Running(sandbox))
@@ -109,3 +113,62 @@ def line(request: pytest.FixtureRequest) -> str:
 def sandbox(start_sandbox: StartSandbox, line: str) -> Running:
     """The example tenant on the server line under test."""
     return start_sandbox(line=line)
+
+
+# ------------------------------------------------------------------------------ Entra and MSAL
+
+ADMIN_SCOPES = [
+    "User.Read.All",
+    "GroupMember.Read.All",
+    "CustomSecAttributeAssignment.ReadWrite.All",
+    "CustomSecAttributeDefinition.Read.All",
+]
+
+
+def msal_http_client(ca_bundle: str) -> Any:
+    """A requests session trusting the sandbox CA.
+
+    ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` would override ``verify``; ``trust_env=False``
+    stops that, which is what a product using MSAL against a private CA must do too.
+    """
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = ca_bundle
+    return session
+
+
+def public_client(info: dict[str, Any]) -> Any:
+    import msal
+
+    return msal.PublicClientApplication(
+        info["client_id"],
+        authority=info["authority_url"],
+        instance_discovery=False,
+        http_client=msal_http_client(info["ca_bundle"]),
+    )
+
+
+def trust(info: dict[str, Any]) -> ssl.SSLContext:
+    """An SSL context trusting the sandbox CA, for httpx."""
+    return ssl.create_default_context(cafile=info["ca_bundle"])
+
+
+def graph_client(info: dict[str, Any], access_token: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {access_token}"} if access_token else {}
+    return httpx.Client(base_url=info["graph_url"], verify=trust(info), headers=headers)
+
+
+def sign_in(running: Running, upn: str, scopes: list[str] | None = None) -> str:
+    """An access token for ``upn`` through MSAL's device-code flow, auto-approved as ``upn``."""
+    assert running.sandbox.entra is not None
+    running.sandbox.entra.auto_approve_upn = upn
+    app = public_client(running.info)
+    flow = app.initiate_device_flow(scopes=scopes or ADMIN_SCOPES)
+    assert "user_code" in flow, flow
+    result = app.acquire_token_by_device_flow(flow)
+    assert "access_token" in result, result
+    running.sandbox.entra.auto_approve_upn = None
+    token: str = result["access_token"]
+    return token

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from .conftest import example_tenant
+from .conftest import example_tenant, public_client
 
 DGPROV = [sys.executable, "-m", "dgprov"]
 READY_TIMEOUT = 20.0
@@ -133,3 +133,34 @@ def test_version_and_help() -> None:
         "--seed",
     ):
         assert option in help_text
+
+
+def test_entra_keys_in_the_ready_line() -> None:
+    with running_sandbox("--users", "4", "--seed", "9", "--auto-approve-as", "admin") as info:
+        for key in (
+            "authority_url",
+            "graph_url",
+            "tenant_id",
+            "client_id",
+            "ca_bundle",
+            "admin_upn",
+        ):
+            assert info[key], key
+        assert (
+            info["authority_url"]
+            == f"{info['authority_url'].rsplit('/', 1)[0]}/{info['tenant_id']}"
+        )
+        assert info["authority_url"].startswith("https://127.0.0.1:")
+        assert info["graph_url"].endswith("/v1.0")
+        assert info["user_upns"] == [f"user000{n}@example.com" for n in range(1, 5)]
+        assert Path(info["ca_bundle"]).read_text().startswith("-----BEGIN CERTIFICATE-----")
+        app = public_client(info)
+        result = app.acquire_token_by_device_flow(app.initiate_device_flow(scopes=["User.Read"]))
+        assert result["id_token_claims"]["preferred_username"] == info["admin_upn"]
+    with running_sandbox("--users", "4", "--seed", "9") as again:
+        assert again["tenant_id"] == info["tenant_id"] and again["user_upns"] == info["user_upns"]
+
+
+def test_unknown_auto_approve_user() -> None:
+    result = run("sandbox", "--users", "2", "--auto-approve-as", "nobody@example.com")
+    assert result.returncode == 1 and "no Entra user with that UPN" in result.stderr

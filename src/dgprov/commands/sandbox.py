@@ -117,6 +117,47 @@ def _check_rates(error_rate: float, drop_rate: float) -> None:
     show_default=True,
     help="Seed for the synthetic tenant and injected faults.",
 )
+@click.option(
+    "--authority-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Entra sign-in port (0 = free).",
+)
+@click.option(
+    "--graph-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Microsoft Graph port (0 = free).",
+)
+@click.option(
+    "--auto-approve-as",
+    metavar="UPN",
+    help="Sign this Entra user in on every device code and authorize request "
+    "('admin' = the sample admin).",
+)
+@click.option(
+    "--throttle",
+    type=click.Choice(["off", "documented"]),
+    default="off",
+    show_default=True,
+    help="Graph throttling: off, or the documented identity-and-access limits.",
+)
+@click.option(
+    "--time-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Multiply every throttling window by this factor.",
+)
+@click.option(
+    "--quota-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Multiply every throttling quota by this factor.",
+)
 def sandbox_command(
     tenant_file: Path | None,
     users: int | None,

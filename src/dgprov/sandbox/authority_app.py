@@ -118,7 +118,8 @@ class AuthorityHandlers:
         if not self.state.redirect_allowed(app, redirect_uri):
             return _page(
                 "Sign-in error",
-                f"<p>AADSTS50011: The redirect URI '{html.escape(redirect_uri)}' does not match the "
+                "<p>AADSTS50011: The redirect URI "
+                f"'{html.escape(redirect_uri)}' does not match the "
                 "redirect URIs configured for the application.</p>",
                 400,
             )
@@ -137,7 +138,8 @@ class AuthorityHandlers:
                     "<!doctype html><html><head><title>Working...</title></head>"
                     f"<body onload='document.forms[0].submit()'><form method='POST' "
                     f"action='{html.escape(redirect_uri)}'>{inputs}"
-                    "<noscript><button type='submit'>Continue</button></noscript></form></body></html>"
+                    "<noscript><button type='submit'>Continue</button></noscript>"
+                    "</form></body></html>"
                 )
             return RedirectResponse(f"{redirect_uri}?{urlencode(fields)}", status_code=302)
 
@@ -287,6 +289,7 @@ class AuthorityHandlers:
                         "approved": f.approved_user is not None,
                         "declined": f.declined,
                         "redeemed": f.redeemed,
+                        "polled": f.last_poll is not None,
                     }
                     for f in self.state.device_codes.values()
                 ]

@@ -334,6 +334,7 @@ class EntraState:
             "exp": now + lifetime,
             "appid": app.client_id,
             "tid": self.tenant_id,
+            "uti": _random_text(self._rng, 22),
             "ver": "1.0",
         }
 

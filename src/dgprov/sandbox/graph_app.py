@@ -9,6 +9,7 @@ attributes only on ``$select`` and ``null`` without read rights, advanced-query 
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import uuid
@@ -419,7 +420,8 @@ class GraphService:
         for name in (n.strip() for n in raw.split(",") if n.strip()):
             if name.lower() not in canonical:
                 raise _bad_request(
-                    f"Could not find a property named '{name}' on type 'microsoft.graph.{resource}'."
+                    f"Could not find a property named '{name}' on type "
+                    f"'microsoft.graph.{resource}'."
                 )
             selected.append(canonical[name.lower()])
         return list(dict.fromkeys(selected))
@@ -498,7 +500,8 @@ class GraphService:
         top_text = query.get("$top", str(DEFAULT_PAGE_SIZE))
         if not top_text.isdigit() or not 1 <= int(top_text) <= MAX_PAGE_SIZE:
             raise _bad_request(
-                f"Invalid page size specified: '{top_text}'. Must be between 1 and {MAX_PAGE_SIZE} inclusive."
+                f"Invalid page size specified: '{top_text}'. Must be between 1 and "
+                f"{MAX_PAGE_SIZE} inclusive."
             )
         top = int(top_text)
         page_items = items[offset : offset + top]
@@ -601,7 +604,9 @@ class GraphService:
             return GraphReply(
                 200,
                 {
-                    "@odata.context": f"{self.base_url}/$metadata#directory/customSecurityAttributeDefinitions",
+                    "@odata.context": (
+                        f"{self.base_url}/$metadata#directory/customSecurityAttributeDefinitions"
+                    ),
                     "value": views,
                 },
             )
@@ -614,7 +619,8 @@ class GraphService:
         unsupported = [key for key in body if key != "customSecurityAttributes"]
         if unsupported:
             raise _bad_request(
-                f"The sandbox emulates updates of customSecurityAttributes only, not '{unsupported[0]}'."
+                "The sandbox emulates updates of customSecurityAttributes only, not "
+                f"'{unsupported[0]}'."
             )
         attributes = body.get("customSecurityAttributes")
         if attributes is None:
@@ -638,7 +644,8 @@ class GraphService:
         )
         if count > CSA_VALUES_PER_OBJECT:
             raise _bad_request(
-                f"An object can hold at most {CSA_VALUES_PER_OBJECT} custom security attribute values."
+                f"An object can hold at most {CSA_VALUES_PER_OBJECT} custom security "
+                "attribute values."
             )
         user.custom_security_attributes = merged
         return GraphReply(204)
@@ -785,7 +792,8 @@ def _check_value(definition: AttributeDefinition, value: Any, annotation: Any) -
     )
     if expected_annotation is not None and annotation != expected_annotation:
         raise _bad_request(
-            f"Invalid value for property '{name}': '{name}@odata.type' must be '{expected_annotation}'."
+            f"Invalid value for property '{name}': '{name}@odata.type' must be "
+            f"'{expected_annotation}'."
         )
     for single in values:
         if not isinstance(single, python_type) or (python_type is int and isinstance(single, bool)):
@@ -833,14 +841,10 @@ def _dependency_order(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _b64(text: str) -> str:
-    import base64
-
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
 def _unb64(text: str) -> str:
-    import base64
-
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
 
 

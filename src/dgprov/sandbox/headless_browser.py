@@ -14,6 +14,7 @@ at once and does the browsing in a detached child process.
 from __future__ import annotations
 
 import argparse
+import ssl
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -65,7 +66,8 @@ class _FirstForm(HTMLParser):
 
 def browse(url: str, cafile: str | None) -> int:
     """Visit ``url`` like a person clicking "continue" on every page; 0 when a page was reached."""
-    with httpx.Client(verify=cafile or True, timeout=30, follow_redirects=False) as client:
+    verify = ssl.create_default_context(cafile=cafile) if cafile else True
+    with httpx.Client(verify=verify, timeout=30, follow_redirects=False) as client:
         method, data = "GET", None
         for _ in range(MAX_STEPS):
             response = client.request(method, url, data=data)

@@ -124,8 +124,15 @@ class JwtSigner:
     """RS256 signing and verification with one key pair, published as a JWKS."""
 
     def __init__(self) -> None:
-        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self._private_key: rsa.RSAPrivateKey | None = None
         self.key_id = uuid.uuid4().hex
+
+    @property
+    def _key(self) -> rsa.RSAPrivateKey:
+        # Generated on first use: most sandboxes in a test run never issue a token.
+        if self._private_key is None:
+            self._private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return self._private_key
 
     def sign(self, claims: dict[str, Any]) -> str:
         header = {"alg": "RS256", "typ": "JWT", "kid": self.key_id}
