@@ -468,3 +468,40 @@ def test_batch_depends_on_and_inner_errors(admin: httpx.Client) -> None:
     assert "body" not in by_id["6"]
     assert len(by_id["7"]["body"]["value"]) == 1
     assert read_csa(admin, "ed@contoso.example")["Defguard"]["EnrollmentToken"] == "z"
+
+
+def test_synthetic_tenant_roles_decide_who_reads_attributes(start_sandbox: StartSandbox) -> None:
+    running = start_sandbox(synthetic_tenant(3, 8))
+    info = running.info
+    admin = graph_client(info, sign_in(running, info["admin_upn"]))
+    for upn in info["user_upns"][:2]:
+        assert (
+            set_csa(
+                admin, upn, {"EnrollmentUrl": "https://vpn/", "EnrollmentToken": "t"}
+            ).status_code
+            == 204
+        )
+    reader_scopes = ["User.Read", "CustomSecAttributeAssignment.Read.All"]
+    first = graph_client(info, sign_in(running, info["user_upns"][0], reader_scopes))
+    second = graph_client(info, sign_in(running, info["user_upns"][1], reader_scopes))
+    own = first.get("/me", params={"$select": "customSecurityAttributes"}).json()
+    assert own["customSecurityAttributes"]["Defguard"]["EnrollmentToken"] == "t"
+    other = second.get("/me", params={"$select": "customSecurityAttributes"}).json()
+    assert other["customSecurityAttributes"] is None
+
+
+def test_graph_faults_use_graph_errors(start_sandbox: StartSandbox) -> None:
+    from dgprov.sandbox.http_common import FaultSettings
+
+    running = start_sandbox(example_tenant(), faults=FaultSettings(error_rate=1.0, seed=3))
+    client = graph_client(running.info, sign_in(running, running.info["admin_upn"]))
+    responses = [client.get("/me") for _ in range(12)]
+    assert {r.status_code for r in responses} == {503, 504}
+    assert all(
+        r.json()["error"]["code"] in ("serviceNotAvailable", "gatewayTimeout") for r in responses
+    )
+    assert any("Retry-After" in r.headers for r in responses if r.status_code == 503)
+    dropped = start_sandbox(example_tenant(), faults=FaultSettings(drop_rate=1.0))
+    token = sign_in(dropped, dropped.info["admin_upn"])
+    with pytest.raises(httpx.TransportError):
+        graph_client(dropped.info, token).get("/me")
