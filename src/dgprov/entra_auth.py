@@ -1,0 +1,235 @@
+"""Signing in to Entra ID with MSAL, and keeping the sign-in across runs.
+
+Interactive sign-in (``auto``: a browser when one can be opened, otherwise the device code) and
+app-only sign-in (client secret) produce one thing: a callable that returns a current Graph
+access token. The MSAL token cache is kept per user, encrypted by the OS where msal-extensions
+can (DPAPI, Keychain, libsecret), else in a 0600 file after a warning, so a second run does not
+prompt again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import webbrowser
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import msal
+import requests
+
+from .errors import AuthenticationError, UsageError
+
+log = logging.getLogger("dgprov")
+
+AuthMode = Literal["auto", "browser", "device-code", "client-secret"]
+MICROSOFT_AUTHORITY_HOSTS = {
+    "login.microsoftonline.com",
+    "login.microsoftonline.us",
+    "login.chinacloudapi.cn",
+    "login.partner.microsoftonline.cn",
+}
+SOVEREIGN_GRAPH_HOSTS = {
+    "graph.microsoft.us",
+    "dod-graph.microsoft.us",
+    "microsoftgraph.chinacloudapi.cn",
+}
+INTERACTIVE_TIMEOUT_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class EntraSettings:
+    tenant: str
+    client_id: str
+    authority: str | None = None
+    graph_url: str = "https://graph.microsoft.com/v1.0"
+    ca_bundle: str | None = None
+    auth: AuthMode = "auto"
+    client_secret: str | None = None
+
+    @property
+    def authority_url(self) -> str:
+        return (self.authority or f"https://login.microsoftonline.com/{self.tenant}").rstrip("/")
+
+    @property
+    def graph_resource(self) -> str:
+        """The resource the ``.default`` scope names: Graph's public host for this cloud."""
+        host = urlsplit(self.graph_url).hostname or ""
+        return f"https://{host}" if host in SOVEREIGN_GRAPH_HOSTS else "https://graph.microsoft.com"
+
+
+def cache_directory() -> Path:
+    """Where dgprov keeps per-user state; ``DGPROV_CACHE_DIR`` overrides it."""
+    if os.environ.get("DGPROV_CACHE_DIR"):
+        return Path(os.environ["DGPROV_CACHE_DIR"])
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home())) / "dgprov"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "dgprov"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dgprov"
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Atomically replace ``path`` with ``data``, readable by its owner only (0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class _PlainFileCache(msal.SerializableTokenCache):  # type: ignore[misc]
+    """The fallback cache: a 0600 file, saved after every sign-in that changed it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        if path.exists():
+            self.deserialize(path.read_text("utf-8"))
+
+    def save(self) -> None:
+        if self.has_state_changed:
+            write_private_file(self.path, self.serialize().encode())
+
+
+def token_cache(name: str = "msal_token_cache.bin") -> Any:
+    path = cache_directory() / name
+    try:
+        import msal_extensions
+
+        persistence = msal_extensions.build_encrypted_persistence(str(path))
+        return msal_extensions.PersistedTokenCache(persistence)
+    except (ImportError, RuntimeError, OSError) as exc:
+        log.warning(
+            "no OS-encrypted storage for the sign-in cache (%s); keeping it in %s, readable by "
+            "you only",
+            str(exc).splitlines()[0],
+            path,
+        )
+        return _PlainFileCache(path)
+
+
+def http_session(ca_bundle: str | None) -> requests.Session:
+    """With a CA bundle, ignore REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE, which would override it."""
+    session = requests.Session()
+    if ca_bundle:
+        session.trust_env = False
+        session.verify = ca_bundle
+    return session
+
+
+def browser_available() -> bool:
+    try:
+        webbrowser.get()
+    except webbrowser.Error:
+        return False
+    return True
+
+
+def _failure(result: dict[str, Any], what: str) -> AuthenticationError:
+    description = str(result.get("error_description", "")).splitlines()[0] if result else ""
+    return AuthenticationError(f"{what} failed: {result.get('error', 'no answer')}: {description}")
+
+
+class EntraSignIn:
+    """A signed-in session; ``token(fresh)`` returns a Graph access token."""
+
+    def __init__(
+        self, settings: EntraSettings, scopes: list[str], notify: Callable[[str], None]
+    ) -> None:
+        self.settings = settings
+        self.scopes = scopes
+        self.notify = notify
+        host = urlsplit(settings.authority_url).hostname or ""
+        common: dict[str, Any] = {
+            "authority": settings.authority_url,
+            "http_client": http_session(settings.ca_bundle),
+            "instance_discovery": host in MICROSOFT_AUTHORITY_HOSTS,
+            "token_cache": token_cache(),
+        }
+        try:
+            if settings.auth == "client-secret":
+                if not settings.client_secret:
+                    raise UsageError(
+                        "--auth client-secret needs the secret in DGPROV_CLIENT_SECRET or "
+                        "--client-secret-file"
+                    )
+                self._app: Any = msal.ConfidentialClientApplication(
+                    settings.client_id, client_credential=settings.client_secret, **common
+                )
+            else:
+                self._app = msal.PublicClientApplication(settings.client_id, **common)
+        except ValueError as exc:
+            raise UsageError(
+                f"the Entra authority {settings.authority_url} is not usable: {exc}"
+            ) from None
+        except requests.RequestException as exc:
+            raise AuthenticationError(
+                f"cannot reach the Entra authority {settings.authority_url} "
+                f"({type(exc).__name__}); "
+                "check --authority, the network and --ca-bundle"
+            ) from None
+        self._cache = common["token_cache"]
+        self._account: dict[str, Any] | None = None
+
+    def _app_only(self) -> str:
+        result = self._app.acquire_token_for_client([f"{self.settings.graph_resource}/.default"])
+        if "access_token" not in result:
+            raise _failure(result, "app sign-in")
+        return str(result["access_token"])
+
+    def _interactive(self) -> dict[str, Any]:
+        mode = self.settings.auth
+        if mode == "browser" or (mode == "auto" and browser_available()):
+            result: dict[str, Any] = self._app.acquire_token_interactive(
+                self.scopes, timeout=INTERACTIVE_TIMEOUT_SECONDS, prompt="select_account"
+            )
+            if "access_token" in result or mode == "browser":
+                return result
+        flow = self._app.initiate_device_flow(scopes=self.scopes)
+        if "user_code" not in flow:
+            raise _failure(flow, "starting the device-code sign-in")
+        self.notify(flow["message"])
+        return dict(self._app.acquire_token_by_device_flow(flow))
+
+    def token(self, fresh: bool = False) -> str:
+        try:
+            return self._token(fresh)
+        finally:
+            if isinstance(self._cache, _PlainFileCache):
+                self._cache.save()
+
+    def _token(self, fresh: bool) -> str:
+        try:
+            if self.settings.auth == "client-secret":
+                return self._app_only()
+            accounts = self._app.get_accounts()
+            account = self._account or (accounts[0] if accounts else None)
+            if account is not None:
+                result = self._app.acquire_token_silent(
+                    self.scopes, account=account, force_refresh=fresh
+                )
+                if result and "access_token" in result:
+                    self._account = account
+                    return str(result["access_token"])
+            result = self._interactive()
+        except requests.RequestException as exc:
+            raise AuthenticationError(
+                f"cannot reach the Entra authority ({type(exc).__name__}); check --authority "
+                "and --ca-bundle"
+            ) from None
+        if "access_token" not in result:
+            raise _failure(result, "sign-in")
+        accounts = self._app.get_accounts()
+        self._account = accounts[0] if accounts else None
+        return str(result["access_token"])

@@ -1,0 +1,293 @@
+"""Client for Microsoft Graph: find users in bulk and store custom security attributes.
+
+Everything goes through ``$batch`` (20 requests per round trip). Lookups put up to 15 addresses
+in one ``in (...)`` filter, escaping quotes by doubling them and percent-encoding the whole query
+(a raw ``+`` would reach Graph as a space and silently match nothing). Writes are idempotent
+PATCHes, so items refused with 429/503/504 inside a batch are simply sent again after the
+largest ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import httpx
+
+from . import __version__
+from .errors import AuthenticationError, PreflightError, RemoteError
+from .plan import DirectoryUser, Matches, unmatched
+from .retry import Backpressure, RetryPolicy, retry_after_seconds, send
+
+SERVICE = "Microsoft Graph"
+BATCH_SIZE = 20
+FILTER_VALUES = 15
+SELECT = "id,userPrincipalName,mail,otherMails"
+CSA_TYPE = "#Microsoft.DirectoryServices.CustomSecurityAttributeValue"
+ATTRIBUTE_NAMES = ("EnrollmentUrl", "EnrollmentToken")
+RETRYABLE_ITEM_STATUSES = frozenset({429, 500, 502, 503, 504})
+ITEM_ATTEMPTS = 12
+
+TokenProvider = Callable[[bool], str]
+"""Returns a Graph access token; ``True`` asks for a fresh one (after a 401)."""
+
+
+def odata_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def graph_error(body: Any, fallback: str) -> tuple[str, str]:
+    """``(code, message)`` of a Graph error envelope."""
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error = body["error"]
+        return str(error.get("code", "")), str(error.get("message", fallback))
+    return "", fallback
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    status: int
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 204
+
+
+class GraphClient:
+    def __init__(
+        self,
+        graph_url: str,
+        token_provider: TokenProvider,
+        *,
+        verify: Any = True,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.graph_url = graph_url.rstrip("/")
+        self.token_provider = token_provider
+        self.policy = policy or RetryPolicy()
+        self.backpressure = Backpressure()
+        self._client = httpx.AsyncClient(
+            base_url=self.graph_url,
+            headers={"User-Agent": f"dgprov/{__version__}"},
+            verify=verify,
+            timeout=httpx.Timeout(60.0),
+        )
+        self.requests = 0
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        for fresh in (False, True):
+            self.requests += 1
+            headers = {"Authorization": f"Bearer {self.token_provider(fresh)}"}
+            response = await send(
+                self._client,
+                method,
+                path,
+                service=SERVICE,
+                policy=self.policy,
+                backpressure=self.backpressure,
+                headers=headers,
+                **kwargs,
+            )
+            if response.status_code != 401:
+                return response
+        _, message = graph_error(response.json() if response.content else None, "")
+        raise AuthenticationError(
+            f"Microsoft Graph refused the access token ({message}); sign in again"
+        )
+
+    # ---------------------------------------------------------------------------- preflight
+
+    async def check_attribute_set(self, set_name: str) -> None:
+        """Both attributes must be defined, Available, single-valued Strings."""
+        for attribute in ATTRIBUTE_NAMES:
+            response = await self._request(
+                "GET",
+                "/directory/customSecurityAttributeDefinitions/"
+                + quote(f"{set_name}_{attribute}", safe=""),
+            )
+            if response.status_code == 403:
+                raise PreflightError(
+                    "the signed-in account cannot read custom security attribute definitions; it "
+                    "needs the Attribute Assignment Administrator role and consent to "
+                    "CustomSecAttributeDefinition.Read.All"
+                )
+            if response.status_code == 404:
+                raise PreflightError(
+                    f"Entra has no custom security attribute {set_name}.{attribute}; an Attribute "
+                    f"Definition Administrator must define the set {set_name!r} with the String "
+                    f"attributes {' and '.join(ATTRIBUTE_NAMES)} (see the README)"
+                )
+            if response.status_code != 200:
+                _, message = graph_error(response.json(), response.reason_phrase)
+                raise PreflightError(
+                    f"reading {set_name}.{attribute} failed ({response.status_code}: {message})"
+                )
+            definition = response.json()
+            if definition.get("type") != "String" or definition.get("isCollection"):
+                raise PreflightError(
+                    f"{set_name}.{attribute} must be a single-valued String attribute"
+                )
+            if definition.get("status") != "Available":
+                raise PreflightError(
+                    f"{set_name}.{attribute} is deactivated; reactivate it in Entra"
+                )
+
+    async def check_can_write(self, user_id: str, set_name: str) -> None:
+        """A PATCH that names the set but changes no value: authorised exactly like a real write."""
+        response = await self._request(
+            "PATCH",
+            f"/users/{quote(user_id, safe='')}",
+            json={"customSecurityAttributes": {set_name: {"@odata.type": CSA_TYPE}}},
+        )
+        if response.status_code == 403:
+            raise PreflightError(
+                "the signed-in account may not assign custom security attributes; it needs the "
+                "Attribute Assignment Administrator role (for the set or the tenant) and consent "
+                "to "
+                "CustomSecAttributeAssignment.ReadWrite.All"
+            )
+        if response.status_code != 204:
+            _, message = graph_error(
+                response.json() if response.content else None, response.reason_phrase
+            )
+            raise PreflightError(
+                f"a test write to {set_name} failed ({response.status_code}: {message})"
+            )
+
+    # -------------------------------------------------------------------------------- batch
+
+    async def _batch(self, items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Send items (``id``, ``method``, ``url``, …) in batches; retry throttled items."""
+        results: dict[str, dict[str, Any]] = {}
+        pending = list(items)
+        for _ in range(ITEM_ATTEMPTS):
+            if not pending:
+                break
+            retry: list[dict[str, Any]] = []
+            waits: list[float] = []
+            for start in range(0, len(pending), BATCH_SIZE):
+                chunk = pending[start : start + BATCH_SIZE]
+                response = await self._request("POST", "/$batch", json={"requests": chunk})
+                if response.status_code != 200:
+                    _, message = graph_error(
+                        response.json() if response.content else None, response.reason_phrase
+                    )
+                    raise RemoteError(SERVICE, response.status_code, message)
+                by_id = {item["id"]: item for item in chunk}
+                for answer in response.json()["responses"]:
+                    if answer["status"] in RETRYABLE_ITEM_STATUSES:
+                        retry.append(by_id[answer["id"]])
+                        headers = {k.lower(): v for k, v in (answer.get("headers") or {}).items()}
+                        wait = retry_after_seconds(headers.get("retry-after"))
+                        waits.append(wait if wait is not None else self.policy.backoff(len(waits)))
+                    else:
+                        results[answer["id"]] = answer
+            pending = retry
+            if pending:
+                self.backpressure.hold(max(waits))
+                await self.backpressure.wait()
+        for item in pending:
+            results[item["id"]] = {
+                "id": item["id"],
+                "status": 429,
+                "body": {"error": {"message": "still throttled after retries"}},
+            }
+        return results
+
+    # ------------------------------------------------------------------------------- lookups
+
+    async def _lookup(
+        self,
+        emails: Sequence[str],
+        build_filter: Callable[[list[str]], str],
+        key: Callable[[dict[str, Any]], Iterable[str]],
+    ) -> dict[str, list[DirectoryUser]]:
+        items = []
+        chunks = [list(emails[i : i + FILTER_VALUES]) for i in range(0, len(emails), FILTER_VALUES)]
+        for index, chunk in enumerate(chunks):
+            query = urlencode(
+                {"$filter": build_filter(chunk), "$select": SELECT, "$top": "999"}, quote_via=quote
+            )
+            items.append({"id": str(index), "method": "GET", "url": f"/users?{query}"})
+        found: dict[str, list[DirectoryUser]] = {}
+        wanted = set(emails)
+        answers = await self._batch(items)
+        for answer in answers.values():
+            if answer["status"] != 200:
+                _, message = graph_error(answer.get("body"), "lookup failed")
+                raise PreflightError(
+                    f"looking users up in Entra failed ({answer['status']}: {message})"
+                )
+            body = answer["body"]
+            values = list(body.get("value", []))
+            next_link = body.get("@odata.nextLink")
+            while next_link:
+                page = await self._request("GET", next_link)
+                values += page.json().get("value", [])
+                next_link = page.json().get("@odata.nextLink")
+            for value in values:
+                user = DirectoryUser(value["id"], value.get("userPrincipalName"), value.get("mail"))
+                for address in key(value):
+                    if address.lower() in wanted:
+                        found.setdefault(address.lower(), []).append(user)
+        return found
+
+    async def find_users(self, emails: Iterable[str]) -> Matches:
+        """Stage by stage, each stage only for the addresses still unmatched."""
+        remaining = sorted({e.lower() for e in emails})
+        by_mail = await self._lookup(
+            remaining,
+            lambda chunk: f"mail in ({','.join(map(odata_string, chunk))})",
+            lambda user: [user.get("mail") or ""],
+        )
+        remaining = unmatched(remaining, by_mail)
+        by_upn = await self._lookup(
+            remaining,
+            lambda chunk: f"userPrincipalName in ({','.join(map(odata_string, chunk))})",
+            lambda user: [user.get("userPrincipalName") or ""],
+        )
+        remaining = unmatched(remaining, by_upn)
+        by_other = await self._lookup(
+            remaining,
+            lambda chunk: " or ".join(f"otherMails/any(m:m eq {odata_string(e)})" for e in chunk),
+            lambda user: user.get("otherMails") or [],
+        )
+        return Matches(by_mail, by_upn, by_other)
+
+    # -------------------------------------------------------------------------------- writes
+
+    async def write_attributes(
+        self, set_name: str, assignments: Sequence[tuple[str, str, str]]
+    ) -> dict[str, WriteResult]:
+        """``(user_id, enrollment_url, token)`` triples -> result per user id."""
+        items = [
+            {
+                "id": str(index),
+                "method": "PATCH",
+                "url": f"/users/{quote(user_id, safe='')}",
+                "headers": {"Content-Type": "application/json"},
+                "body": {
+                    "customSecurityAttributes": {
+                        set_name: {
+                            "@odata.type": CSA_TYPE,
+                            "EnrollmentUrl": url,
+                            "EnrollmentToken": token,
+                        }
+                    }
+                },
+            }
+            for index, (user_id, url, token) in enumerate(assignments)
+        ]
+        answers = await self._batch(items)
+        results: dict[str, WriteResult] = {}
+        for index, (user_id, _, _) in enumerate(assignments):
+            answer = answers[str(index)]
+            _, message = graph_error(answer.get("body"), "")
+            results[user_id] = WriteResult(answer["status"], message)
+        return results

@@ -1,0 +1,166 @@
+"""Which member gets which action, and why: the pure decision logic of ``generate-tokens``.
+
+Nothing here does I/O. The inputs are what the remote systems said (Defguard's members and user
+records, the directory's matches); the output is one ``PlannedMember`` per member with an action
+and, for members that will not be touched, the final outcome and its reason. Keeping this apart
+is what lets every rule be tested without a network, and ``--dry-run`` print exactly what a real
+run would do.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from .defguard import DefguardUser
+
+
+class Action(str, enum.Enum):
+    START_ENROLLMENT = "start_enrollment"
+    START_DESKTOP = "start_desktop"
+    NONE = "none"
+
+
+class Outcome(str, enum.Enum):
+    PROVISIONED = "provisioned"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+class EnrolledPolicy(str, enum.Enum):
+    """What to do with users Defguard counts as enrolled (password set, OIDC, prefetched)."""
+
+    DESKTOP = "desktop"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryUser:
+    """A user object in Entra ID or AD that a Defguard member maps to."""
+
+    id: str
+    upn: str | None
+    mail: str | None
+
+
+@dataclass(frozen=True)
+class Matches:
+    """Directory users found per e-mail address (lower-cased), stage by stage.
+
+    Entra matching tries ``mail``, then ``userPrincipalName``, then ``otherMails``; the first stage
+    that finds anyone decides, so a user is never matched through an alias when a primary address
+    exists. AD fills only the stage it searches.
+    """
+
+    by_mail: Mapping[str, Sequence[DirectoryUser]]
+    by_upn: Mapping[str, Sequence[DirectoryUser]] | None = None
+    by_other_mail: Mapping[str, Sequence[DirectoryUser]] | None = None
+
+    def stages(self) -> list[tuple[str, Mapping[str, Sequence[DirectoryUser]]]]:
+        named = [
+            ("mail", self.by_mail),
+            ("userPrincipalName", self.by_upn),
+            ("otherMails", self.by_other_mail),
+        ]
+        return [(name, stage) for name, stage in named if stage is not None]
+
+
+def unmatched(emails: Iterable[str], *stages: Mapping[str, Sequence[DirectoryUser]]) -> list[str]:
+    """Addresses no earlier stage found anyone for: the only ones worth the next lookup."""
+    return [e for e in emails if not any(stage.get(e) for stage in stages)]
+
+
+@dataclass
+class PlannedMember:
+    username: str
+    email: str | None
+    action: Action
+    directory_user: DirectoryUser | None = None
+    outcome: Outcome | None = None  # set now for members left alone, after execution for others
+    reason: str = ""
+    expires_at: str | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.outcome is None
+
+
+def _decide_match(email: str, matches: Matches) -> tuple[DirectoryUser | None, str]:
+    for stage_name, stage in matches.stages():
+        found = {user.id: user for user in stage.get(email, ())}
+        if len(found) == 1:
+            return next(iter(found.values())), ""
+        if len(found) > 1:
+            return None, (
+                f"ambiguous: {len(found)} directory users have {stage_name} {email}; make the "
+                "address unique"
+            )
+    return None, ""
+
+
+def plan(
+    members: Sequence[str],
+    users: Mapping[str, DefguardUser],
+    matches: Matches,
+    *,
+    enrolled_policy: EnrolledPolicy,
+    already_done: Mapping[str, str] | None = None,
+    directory_name: str = "Entra ID",
+) -> list[PlannedMember]:
+    """One entry per group member, in group order, each with an action and (if final) outcome.
+
+    Tokens are planned only for members whose directory object was found, so nobody's valid
+    token is destroyed for a user the run could not store a new one for.
+    """
+    done = already_done or {}
+    planned: list[PlannedMember] = []
+    for username in dict.fromkeys(members):
+        user = users.get(username)
+        email = user.email if user else None
+        entry = PlannedMember(username, email, Action.NONE)
+        planned.append(entry)
+        if username in done:
+            entry.outcome, entry.reason = Outcome.SKIPPED, f"already provisioned ({done[username]})"
+            continue
+        if user is None:
+            entry.outcome, entry.reason = (
+                Outcome.FAILED,
+                "Defguard lists the member but has no such user",
+            )
+            continue
+        if not user.is_active:
+            entry.outcome, entry.reason = Outcome.SKIPPED, "disabled in Defguard"
+            continue
+        if not email:
+            entry.outcome, entry.reason = Outcome.SKIPPED, "no e-mail address in Defguard"
+            continue
+        directory_user, problem = _decide_match(email.lower(), matches)
+        entry.directory_user = directory_user
+        if problem:
+            entry.outcome, entry.reason = Outcome.FAILED, problem
+            continue
+        if directory_user is None:
+            entry.outcome = Outcome.SKIPPED
+            entry.reason = f"no {directory_name} user with this e-mail address; no token issued"
+            continue
+        if user.enrolled:
+            if enrolled_policy is EnrolledPolicy.SKIP:
+                entry.outcome, entry.reason = (
+                    Outcome.SKIPPED,
+                    "already enrolled (--enrolled-users skip)",
+                )
+                continue
+            entry.action = Action.START_DESKTOP
+            entry.reason = "already enrolled: desktop token, server default lifetime"
+        else:
+            entry.action = Action.START_ENROLLMENT
+    return planned
+
+
+def summary(planned: Iterable[PlannedMember]) -> dict[str, int]:
+    counts = {outcome.value: 0 for outcome in Outcome}
+    for entry in planned:
+        if entry.outcome is not None:
+            counts[entry.outcome.value] += 1
+    return counts

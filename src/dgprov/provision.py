@@ -1,0 +1,314 @@
+"""The admin job: preflight, plan, then issue and store enrollment tokens concurrently.
+
+The order is what keeps administrators safe. Everything that can be checked without changing
+anything is checked first (Defguard reachable and licensed, the group, the directory's attribute
+definitions and write rights). Tokens are issued only for members whose directory object was
+found, and each token is written as soon as a batch of them is ready, so an interruption loses at
+most the batches in flight. Every member ends in exactly one outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .defguard import DefguardClient, IssuedToken
+from .durations import parse_lifetime
+from .errors import DgprovError, PreflightError, RemoteError
+from .graph import GraphClient, WriteResult
+from .plan import Action, DirectoryUser, EnrolledPolicy, Matches, Outcome, PlannedMember, plan
+
+MAX_ATTRIBUTE_VALUE = 64
+DEFAULT_LIFETIME_SECONDS = 24 * 3600
+WRITE_BATCH = 20
+ALREADY_ACTIVATED = "User account is already activated"
+
+
+class Directory(Protocol):
+    """Where tokens are stored: Entra ID (Graph) or Active Directory (LDAP)."""
+
+    name: str
+
+    async def preflight(self) -> None: ...
+
+    async def find_users(self, emails: Iterable[str]) -> Matches: ...
+
+    async def check_can_write(self, user: DirectoryUser) -> None: ...
+
+    async def write(
+        self, assignments: Sequence[tuple[DirectoryUser, str, str]]
+    ) -> dict[str, WriteResult]: ...
+
+
+class EntraDirectory:
+    """Custom security attributes of Entra users, through Graph."""
+
+    name = "Entra ID"
+
+    def __init__(self, graph: GraphClient, attribute_set: str) -> None:
+        self.graph = graph
+        self.attribute_set = attribute_set
+
+    async def preflight(self) -> None:
+        await self.graph.check_attribute_set(self.attribute_set)
+
+    async def find_users(self, emails: Iterable[str]) -> Matches:
+        return await self.graph.find_users(emails)
+
+    async def check_can_write(self, user: DirectoryUser) -> None:
+        await self.graph.check_can_write(user.id, self.attribute_set)
+
+    async def write(
+        self, assignments: Sequence[tuple[DirectoryUser, str, str]]
+    ) -> dict[str, WriteResult]:
+        return await self.graph.write_attributes(
+            self.attribute_set, [(user.id, url, token) for user, url, token in assignments]
+        )
+
+
+@dataclass
+class ProvisionConfig:
+    group_name: str
+    expiration: str | None = None
+    enrolled_policy: EnrolledPolicy = EnrolledPolicy.DESKTOP
+    concurrency: int = 16
+    enrollment_url: str | None = None
+    keep_tokens: bool = False
+    already_done: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunState:
+    """What a run found and did; the report is written from this, whatever happened."""
+
+    server_version: str = ""
+    members: list[PlannedMember] = field(default_factory=list)
+    tokens: dict[str, str] = field(default_factory=dict)
+    interrupted: bool = False
+    enrollment_url: str | None = None
+
+
+def utc_iso(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def url_problem(url: str) -> str | None:
+    if len(url) > MAX_ATTRIBUTE_VALUE:
+        return (
+            f"the enrollment URL Defguard hands out is {len(url)} characters long; directory "
+            f"attribute values hold at most {MAX_ATTRIBUTE_VALUE}: give the enrollment proxy a "
+            "shorter public URL"
+        )
+    return None
+
+
+class Provisioner:
+    def __init__(
+        self,
+        config: ProvisionConfig,
+        defguard: DefguardClient,
+        directory: Directory,
+        *,
+        stop: asyncio.Event | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.defguard = defguard
+        self.directory = directory
+        self.stop = stop or asyncio.Event()
+        self.progress = progress or (lambda done, total: None)
+        self.state = RunState()
+        self._lifetime = (
+            parse_lifetime(config.expiration) if config.expiration else DEFAULT_LIFETIME_SECONDS
+        )
+
+    # ---------------------------------------------------------------------------- phases
+
+    async def prepare(self) -> list[PlannedMember]:
+        """Preflight and plan; changes nothing anywhere."""
+        if self.config.enrollment_url and (problem := url_problem(self.config.enrollment_url)):
+            raise PreflightError(problem)
+        self.state.server_version = await self.defguard.server_version()
+        group = await self.defguard.group(self.config.group_name)
+        await self.directory.preflight()
+        users = await self.defguard.users()
+        emails = [
+            u.email for name in group.members if (u := users.get(name)) and u.email and u.is_active
+        ]
+        matches = await self.directory.find_users(emails)
+        self.state.members = plan(
+            group.members,
+            users,
+            matches,
+            enrolled_policy=self.config.enrolled_policy,
+            already_done=self.config.already_done,
+            directory_name=self.directory.name,
+        )
+        return self.state.members
+
+    async def execute(self) -> RunState:
+        pending = [m for m in self.state.members if m.pending]
+        if not pending:
+            return self.state
+        first_user = pending[0].directory_user
+        assert first_user is not None
+        await self.directory.check_can_write(first_user)
+        total, done = len(pending), 0
+
+        def finished(count: int) -> None:
+            nonlocal done
+            done += count
+            self.progress(done, total)
+
+        if self.config.enrollment_url is None:
+            # Canary: one member end to end proves the enrollment URL fits before the rest.
+            await self._run([pending[0]], finished)
+            if self.state.enrollment_url and (problem := url_problem(self.state.enrollment_url)):
+                self._abandon(pending[1:], "not processed: the run stopped before this member")
+                raise PreflightError(problem)
+            pending = pending[1:]
+        await self._run(pending, finished)
+        return self.state
+
+    # --------------------------------------------------------------------------- pipeline
+
+    async def _run(self, members: Sequence[PlannedMember], finished: Callable[[int], None]) -> None:
+        queue: asyncio.Queue[tuple[PlannedMember, IssuedToken] | None] = asyncio.Queue()
+        semaphore = asyncio.Semaphore(self.config.concurrency)
+
+        async def issue_one(member: PlannedMember) -> None:
+            async with semaphore:
+                if self.stop.is_set():
+                    self._fail(member, "not processed: the run was interrupted")
+                    finished(1)
+                    return
+                try:
+                    token = await self._issue(member)
+                except DgprovError as exc:
+                    self._fail(member, _reason(exc))
+                    finished(1)
+                    if not isinstance(exc, RemoteError):
+                        self.stop.set()  # authentication or reachability: no point going on
+                    return
+                await queue.put((member, token))
+
+        writers = [asyncio.create_task(self._writer(queue, finished)) for _ in range(4)]
+        try:
+            await asyncio.gather(*(issue_one(m) for m in members))
+        finally:
+            for _ in writers:
+                await queue.put(None)
+            await asyncio.gather(*writers)
+
+    async def _issue(self, member: PlannedMember) -> IssuedToken:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        if member.action is Action.START_ENROLLMENT:
+            try:
+                token = await self.defguard.start_enrollment(
+                    member.username, self.config.expiration
+                )
+                member.expires_at = utc_iso(now + datetime.timedelta(seconds=self._lifetime))
+                return token
+            except RemoteError as exc:
+                if not (exc.status == 400 and exc.message == ALREADY_ACTIVATED):
+                    raise
+                if self.config.enrolled_policy is EnrolledPolicy.SKIP:
+                    member.outcome, member.reason = (
+                        Outcome.SKIPPED,
+                        "already enrolled (--enrolled-users skip)",
+                    )
+                    raise _Settled() from None
+                member.action = Action.START_DESKTOP
+                member.reason = "enrolled for Defguard: desktop token, server default lifetime"
+        token = await self.defguard.start_desktop(member.username)
+        member.expires_at = utc_iso(now + datetime.timedelta(seconds=DEFAULT_LIFETIME_SECONDS))
+        return token
+
+    async def _writer(
+        self,
+        queue: asyncio.Queue[tuple[PlannedMember, IssuedToken] | None],
+        finished: Callable[[int], None],
+    ) -> None:
+        while True:
+            item = await queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < WRITE_BATCH:
+                try:
+                    following = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if following is None:
+                    await queue.put(None)  # hand the stop signal on to this writer's next turn
+                    break
+                batch.append(following)
+            await self._write(batch)
+            finished(len(batch))
+
+    async def _write(self, batch: list[tuple[PlannedMember, IssuedToken]]) -> None:
+        storable: list[tuple[PlannedMember, IssuedToken]] = []
+        for member, token in batch:
+            self.state.enrollment_url = self.state.enrollment_url or token.enrollment_url
+            if problem := url_problem(token.enrollment_url):
+                self._fail(member, f"{problem}; the token was issued but not stored")
+            else:
+                storable.append((member, token))
+        if not storable:
+            return
+        try:
+            results = await self.directory.write(
+                [(m.directory_user, t.enrollment_url, t.token) for m, t in storable]  # type: ignore[misc]
+            )
+        except DgprovError as exc:
+            for member, _ in storable:
+                self._fail(member, f"{_reason(exc)}; the token was issued but not stored")
+            return
+        for member, token in storable:
+            assert member.directory_user is not None
+            result = results[member.directory_user.id]
+            if result.ok:
+                member.outcome = Outcome.PROVISIONED
+                if self.config.keep_tokens:
+                    self.state.tokens[member.username] = token.token
+            else:
+                self._fail(
+                    member,
+                    f"{self.directory.name} answered {result.status}: {result.message}; the token "
+                    "was issued but not stored",
+                )
+
+    @staticmethod
+    def _fail(member: PlannedMember, reason: str) -> None:
+        if member.outcome is None:
+            member.outcome, member.reason = Outcome.FAILED, reason
+
+    def _abandon(self, members: Iterable[PlannedMember], reason: str) -> None:
+        for member in members:
+            self._fail(member, reason)
+
+
+class _Settled(RemoteError):
+    """Raised past the pipeline when a member's outcome was decided while issuing."""
+
+    def __init__(self) -> None:
+        super().__init__("Defguard", 400, ALREADY_ACTIVATED)
+
+
+def _reason(exc: DgprovError) -> str:
+    if isinstance(exc, RemoteError):
+        return f"{exc.service} answered {exc.status}: {exc.message}"
+    return str(exc)
+
+
+def run_info(provisioner: Provisioner, extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "defguard_version": provisioner.state.server_version,
+        "group": provisioner.config.group_name,
+        "directory": provisioner.directory.name,
+        "interrupted": provisioner.state.interrupted,
+        **extra,
+    }

@@ -1,0 +1,98 @@
+"""The run report: one row per member, as JSON or CSV, and reading it back for ``--resume``.
+
+The column names are a contract with administrators' scripts. Tokens appear only with
+``--include-tokens-in-report``; every report file is created readable by its owner only, since
+it lists e-mail addresses even without tokens.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .entra_auth import write_private_file
+from .errors import UsageError
+from .plan import Outcome, PlannedMember, summary
+
+COLUMNS = ["username", "email", "directory_id", "upn", "action", "outcome", "reason", "expires_at"]
+TOKEN_COLUMN = "enrollment_token"
+
+
+@dataclass(frozen=True)
+class ReportFile:
+    path: Path
+
+    @property
+    def kind(self) -> str:
+        suffix = self.path.suffix.lower()
+        if suffix not in (".json", ".csv"):
+            raise UsageError(f"--report {self.path}: the file name must end in .json or .csv")
+        return suffix[1:]
+
+
+def member_row(member: PlannedMember, token: str | None) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "username": member.username,
+        "email": member.email,
+        "directory_id": member.directory_user.id if member.directory_user else None,
+        "upn": member.directory_user.upn if member.directory_user else None,
+        "action": member.action.value,
+        "outcome": (member.outcome or Outcome.FAILED).value,
+        "reason": member.reason,
+        "expires_at": member.expires_at,
+    }
+    if token is not None:
+        row[TOKEN_COLUMN] = token
+    return row
+
+
+def write_report(
+    report: ReportFile,
+    members: Sequence[PlannedMember],
+    tokens: dict[str, str] | None,
+    run: dict[str, Any],
+) -> None:
+    """Write the report atomically (0600); ``tokens`` only when the user asked for them."""
+    rows = [
+        member_row(m, tokens.get(m.username, "") if tokens is not None else None) for m in members
+    ]
+    if report.kind == "json":
+        document = {"summary": summary(members), "run": run, "members": rows}
+        data = json.dumps(document, indent=2, ensure_ascii=False).encode()
+    else:
+        buffer = io.StringIO()
+        columns = COLUMNS + ([TOKEN_COLUMN] if tokens is not None else [])
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        data = buffer.getvalue().encode()
+    write_private_file(report.path, data)
+
+
+def provisioned_in(report: ReportFile) -> dict[str, str]:
+    """Usernames a previous report shows provisioned, with a note naming that report."""
+    try:
+        text = report.path.read_text("utf-8")
+    except OSError as exc:
+        raise UsageError(f"--resume {report.path}: cannot read it ({exc.strerror})") from None
+    try:
+        if report.kind == "json":
+            rows = json.loads(text)["members"]
+        else:
+            rows = list(csv.DictReader(io.StringIO(text)))
+    except (ValueError, KeyError, TypeError, csv.Error):
+        raise UsageError(
+            f"--resume {report.path}: not a dgprov report (expected a JSON object with 'members' "
+            "or a CSV with the report columns)"
+        ) from None
+    note = f"by the run in {report.path.name}"
+    return {
+        str(row["username"]): note
+        for row in rows
+        if isinstance(row, dict) and row.get("outcome") == Outcome.PROVISIONED.value
+    }
