@@ -11,9 +11,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-# Stand-in until `dgprov demo` exists (issue: generate-tokens): show the sandbox it will run on.
 demo: $(STAMP)
-	$(BIN)/dgprov sandbox --help
+	$(BIN)/dgprov demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -16,7 +16,7 @@ from dgprov.sandbox import Sandbox, SandboxOptions
 from dgprov.sandbox.http_common import FaultSettings
 
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLE_TENANT = REPO / "examples" / "tenant.example.json"
+EXAMPLE_TENANT = REPO / "src" / "dgprov" / "sandbox" / "example_tenant.json"
 ADMIN_TOKEN = "dg-Exampl3TokenForTheSandbox0000001"
 DISABLED_ADMIN_TOKEN = "dg-Exampl3TokenOfADisabledAdmin0002"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from . import __version__
+from .commands.demo import demo_command
 from .commands.generate_tokens import generate_tokens_command
 from .commands.sandbox import sandbox_command
 
@@ -15,5 +16,6 @@ def main() -> None:
     """Zero-touch provisioning of Defguard VPN clients from Entra ID and Active Directory."""
 
 
+main.add_command(demo_command)
 main.add_command(generate_tokens_command)
 main.add_command(sandbox_command)

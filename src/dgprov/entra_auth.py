@@ -51,6 +51,7 @@ class EntraSettings:
     ca_bundle: str | None = None
     auth: AuthMode = "auto"
     client_secret: str | None = None
+    persist_cache: bool = True
 
     @property
     def authority_url(self) -> str:
@@ -155,7 +156,7 @@ class EntraSignIn:
             "authority": settings.authority_url,
             "http_client": http_session(settings.ca_bundle),
             "instance_discovery": host in MICROSOFT_AUTHORITY_HOSTS,
-            "token_cache": token_cache(),
+            "token_cache": token_cache() if settings.persist_cache else msal.TokenCache(),
         }
         try:
             if settings.auth == "client-secret":

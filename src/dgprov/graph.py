@@ -9,6 +9,7 @@ largest ``Retry-After``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ import httpx
 from . import __version__
 from .errors import AuthenticationError, PreflightError, RemoteError
 from .plan import DirectoryUser, Matches, unmatched
-from .retry import Backpressure, RetryPolicy, retry_after_seconds, send
+from .retry import AdaptiveLimit, Backpressure, RetryPolicy, retry_after_seconds, send
 
 SERVICE = "Microsoft Graph"
 BATCH_SIZE = 20
@@ -28,7 +29,9 @@ SELECT = "id,userPrincipalName,mail,otherMails"
 CSA_TYPE = "#Microsoft.DirectoryServices.CustomSecurityAttributeValue"
 ATTRIBUTE_NAMES = ("EnrollmentUrl", "EnrollmentToken")
 RETRYABLE_ITEM_STATUSES = frozenset({429, 500, 502, 503, 504})
-ITEM_ATTEMPTS = 12
+ITEM_ERROR_ATTEMPTS = 8  # for 5xx items; throttled items wait as long as Graph asks
+MAX_THROTTLED_SECONDS = 900.0
+BATCHES_IN_FLIGHT = 4
 
 TokenProvider = Callable[[bool], str]
 """Returns a Graph access token; ``True`` asks for a fresh one (after a 401)."""
@@ -69,6 +72,7 @@ class GraphClient:
         self.token_provider = token_provider
         self.policy = policy or RetryPolicy()
         self.backpressure = Backpressure()
+        self.batches = AdaptiveLimit(BATCHES_IN_FLIGHT)
         self._client = httpx.AsyncClient(
             base_url=self.graph_url,
             headers={"User-Agent": f"dgprov/{__version__}"},
@@ -163,42 +167,69 @@ class GraphClient:
     # -------------------------------------------------------------------------------- batch
 
     async def _batch(self, items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """Send items (``id``, ``method``, ``url``, …) in batches; retry throttled items."""
+        """Send items (``id``, ``method``, ``url``, …) in batches of 20; retry refused items.
+
+        Throttled items are retried for as long as Graph keeps naming a time to come back (up to
+        ``MAX_THROTTLED_SECONDS`` of waiting); items failing with 5xx get a few attempts only.
+        """
         results: dict[str, dict[str, Any]] = {}
+        errors: dict[str, int] = {}
         pending = list(items)
-        for _ in range(ITEM_ATTEMPTS):
-            if not pending:
-                break
+        throttled_for = 0.0
+        while pending:
+            answers = await self._send_batches(pending)
             retry: list[dict[str, Any]] = []
             waits: list[float] = []
-            for start in range(0, len(pending), BATCH_SIZE):
-                chunk = pending[start : start + BATCH_SIZE]
-                response = await self._request("POST", "/$batch", json={"requests": chunk})
-                if response.status_code != 200:
-                    _, message = graph_error(
-                        response.json() if response.content else None, response.reason_phrase
-                    )
-                    raise RemoteError(SERVICE, response.status_code, message)
-                by_id = {item["id"]: item for item in chunk}
-                for answer in response.json()["responses"]:
-                    if answer["status"] in RETRYABLE_ITEM_STATUSES:
-                        retry.append(by_id[answer["id"]])
-                        headers = {k.lower(): v for k, v in (answer.get("headers") or {}).items()}
-                        wait = retry_after_seconds(headers.get("retry-after"))
-                        waits.append(wait if wait is not None else self.policy.backoff(len(waits)))
-                    else:
-                        results[answer["id"]] = answer
+            for item in pending:
+                answer = answers[item["id"]]
+                status = answer["status"]
+                if status not in RETRYABLE_ITEM_STATUSES:
+                    results[item["id"]] = answer
+                    continue
+                if status != 429:
+                    errors[item["id"]] = errors.get(item["id"], 0) + 1
+                    if errors[item["id"]] >= ITEM_ERROR_ATTEMPTS:
+                        results[item["id"]] = answer
+                        continue
+                headers = {k.lower(): v for k, v in (answer.get("headers") or {}).items()}
+                wait = retry_after_seconds(headers.get("retry-after"))
+                waits.append(
+                    wait if wait is not None else self.policy.backoff(errors.get(item["id"], 1))
+                )
+                retry.append(item)
             pending = retry
             if pending:
-                self.backpressure.hold(max(waits))
+                wait = max(waits)
+                throttled_for += wait
+                if throttled_for > MAX_THROTTLED_SECONDS:
+                    for item in pending:
+                        results[item["id"]] = answers[item["id"]]
+                    break
+                self.backpressure.hold(wait)
                 await self.backpressure.wait()
-        for item in pending:
-            results[item["id"]] = {
-                "id": item["id"],
-                "status": 429,
-                "body": {"error": {"message": "still throttled after retries"}},
-            }
         return results
+
+    async def _send_batches(self, items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """One ``$batch`` request per 20 items, as many in flight as Graph currently tolerates."""
+
+        async def one(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            async with self.batches:
+                await self.backpressure.wait()
+                response = await self._request("POST", "/$batch", json={"requests": chunk})
+                if response.status_code != 200:
+                    body = response.json() if response.content else None
+                    _, message = graph_error(body, response.reason_phrase)
+                    raise RemoteError(SERVICE, response.status_code, message)
+                answers: list[dict[str, Any]] = response.json()["responses"]
+                if any(a["status"] == 429 for a in answers):
+                    self.batches.throttled()
+                else:
+                    self.batches.succeeded()
+                return answers
+
+        chunks = [items[i : i + BATCH_SIZE] for i in range(0, len(items), BATCH_SIZE)]
+        answered = await asyncio.gather(*(one(chunk) for chunk in chunks))
+        return {answer["id"]: answer for answers in answered for answer in answers}
 
     # ------------------------------------------------------------------------------- lookups
 

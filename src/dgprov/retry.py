@@ -48,6 +48,37 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, moment.timestamp() - time.time())
 
 
+class AdaptiveLimit:
+    """How many requests may be in flight: halved when the service throttles, +1 after a clean one.
+
+    Waiting out ``Retry-After`` alone is not enough: writers that all resume at the same moment
+    stampede the bucket that just refilled. Fewer requests in flight while throttled keeps the
+    service busy without being refused.
+    """
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
+        self.limit = maximum
+        self._in_flight = 0
+        self._changed = asyncio.Condition()
+
+    async def __aenter__(self) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._in_flight < self.limit)
+            self._in_flight += 1
+
+    async def __aexit__(self, *_: object) -> None:
+        async with self._changed:
+            self._in_flight -= 1
+            self._changed.notify_all()
+
+    def throttled(self) -> None:
+        self.limit = max(1, self.limit // 2)
+
+    def succeeded(self) -> None:
+        self.limit = min(self.maximum, self.limit + 1)
+
+
 class Backpressure:
     """A shared "nobody sends before" time, moved forward whenever a service says slow down."""
 

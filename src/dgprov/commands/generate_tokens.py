@@ -121,13 +121,16 @@ def interruptible(stop: asyncio.Event, loop: asyncio.AbstractEventLoop) -> Itera
         signal.signal(signal.SIGINT, previous)
 
 
-def show_plan(members: list[PlannedMember]) -> None:
+def show_members(members: list[PlannedMember]) -> None:
+    """A table of members: the plan before a run, the outcomes after it."""
     width = max([len(m.username) for m in members] + [8])
     click.echo(f"{'username':<{width}}  {'action':<16}  {'directory user':<32}  note")
     for m in members:
-        upn = m.directory_user.upn or m.directory_user.id if m.directory_user else "-"
-        note = m.reason if m.outcome is None else f"{m.outcome.value}: {m.reason}"
-        click.echo(f"{m.username:<{width}}  {m.action.value:<16}  {upn:<32}  {note}")
+        upn = (m.directory_user.upn or m.directory_user.id) if m.directory_user else "-"
+        note = (
+            m.reason if m.outcome is None else ": ".join(filter(None, [m.outcome.value, m.reason]))
+        )
+        click.echo(f"{m.username:<{width}}  {m.action.value:<16}  {upn:<32}  {note}".rstrip())
 
 
 def show_summary(members: list[PlannedMember]) -> None:
@@ -168,8 +171,11 @@ async def run_generate_tokens(
     report: ReportFile | None,
     dry_run: bool,
     confirm: bool,
-) -> int:
-    """The whole admin job; returns the exit status. Library entry point for ``demo`` and tests."""
+) -> tuple[int, list[PlannedMember]]:
+    """The whole admin job: its exit status and the members with their outcomes.
+
+    The library entry point behind the command, ``demo`` and tests.
+    """
     verify: Any = (
         ssl.create_default_context(cafile=settings.ca_bundle) if settings.ca_bundle else True
     )
@@ -195,9 +201,9 @@ async def run_generate_tokens(
         members = await provisioner.prepare()
         pending = sum(1 for m in members if m.pending)
         if dry_run:
-            show_plan(members)
+            show_members(members)
             click.echo(f"dry run: {pending} tokens would be issued; nothing was changed", err=True)
-            return EXIT_OK
+            return EXIT_OK, members
         if confirm and pending and sys.stdin.isatty():
             click.confirm(
                 f"Issue {pending} enrollment tokens and store them in Entra ID?",
@@ -221,14 +227,9 @@ async def run_generate_tokens(
         show_summary(members)
         if report is not None:
             click.echo(f"report: {report.path}", err=True)
-        return (
-            EXIT_SOME_FAILED
-            if any(
-                m.outcome is not Outcome.PROVISIONED and m.outcome is not Outcome.SKIPPED
-                for m in members
-            )
-            else EXIT_OK
-        )
+        settled = (Outcome.PROVISIONED, Outcome.SKIPPED)
+        failed = any(m.outcome not in settled for m in members)
+        return (EXIT_SOME_FAILED if failed else EXIT_OK), members
     finally:
         await defguard.aclose()
         if graph is not None:
@@ -338,7 +339,7 @@ def generate_tokens_command(**params: Any) -> None:
             keep_tokens=params["include_tokens_in_report"],
             already_done=already_done,
         )
-        status = asyncio.run(
+        status, _ = asyncio.run(
             run_generate_tokens(
                 url=url,
                 api_token=api_token,

@@ -6,13 +6,14 @@ the product's assumptions would prove nothing.
 """
 
 from .server import Sandbox, SandboxError, SandboxOptions
-from .tenant import TenantError, load_tenant, synthetic_tenant, validate_tenant
+from .tenant import TenantError, example_tenant, load_tenant, synthetic_tenant, validate_tenant
 
 __all__ = [
     "Sandbox",
     "SandboxError",
     "SandboxOptions",
     "TenantError",
+    "example_tenant",
     "load_tenant",
     "synthetic_tenant",
     "validate_tenant",

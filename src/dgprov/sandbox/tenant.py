@@ -35,6 +35,12 @@ def schema() -> dict[str, Any]:
     return loaded
 
 
+def example_tenant() -> Tenant:
+    """The example tenant shipped with the package: every field, and the awkward users."""
+    text = resources.files(__package__).joinpath("example_tenant.json").read_text("utf-8")
+    return validate_tenant(json.loads(text))
+
+
 def load_tenant(path: Path) -> Tenant:
     """Read and validate a tenant file."""
     try:

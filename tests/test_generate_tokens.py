@@ -1,0 +1,465 @@
+"""``dgprov generate-tokens`` end to end: the real CLI, real HTTP, real MSAL, the sandbox."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+
+from dgprov.cli import main
+from dgprov.sandbox.http_common import FaultSettings
+from dgprov.sandbox.tenant import synthetic_tenant
+
+from .conftest import (
+    DISABLED_ADMIN_TOKEN,
+    Running,
+    StartSandbox,
+    example_tenant,
+    graph_client,
+    sign_in,
+)
+
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9]{32}")
+EXPECTED = {
+    "jdoe": ("start_enrollment", "provisioned"),
+    "obrien": ("start_enrollment", "provisioned"),  # apostrophe, + and mixed case
+    "mlopez": ("start_enrollment", "provisioned"),  # found only through otherMails
+    "ghost": ("none", "skipped"),  # no Entra user
+    "twin": ("none", "failed"),  # two Entra users share the address
+    "dora": ("none", "skipped"),  # disabled in Defguard
+    "nomail": ("none", "skipped"),  # no e-mail in Defguard
+    "pfetch": ("start_desktop", "provisioned"),  # prefetched from Entra: enrolled
+    "enrolled": ("start_desktop", "provisioned"),
+    "ldapuser": ("none", "skipped"),
+}
+
+
+def sha(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def cli_args(running: Running, *extra: str, group: str = "vpn-users") -> list[str]:
+    info = running.info
+    return [
+        "generate-tokens",
+        "--url", info["defguard_url"],
+        "--group-name", group,
+        "--authority", info["authority_url"],
+        "--graph-url", info["graph_url"],
+        "--ca-bundle", info["ca_bundle"],
+        "--tenant", info["tenant_id"],
+        "--client-id", info["client_id"],
+        "--auth", "device-code",
+        "--yes",
+        *extra,
+    ]  # fmt: skip
+
+
+def environment(running: Running, cache: Path, api_token: str | None = None) -> dict[str, str]:
+    return {
+        "DEFGUARD_API_TOKEN": api_token or running.info["api_token"],
+        "DGPROV_CACHE_DIR": str(cache),
+    }
+
+
+class Invoker:
+    """Runs the CLI in-process against a sandbox, signing in as its admin; one cache per test."""
+
+    def __init__(self, cache: Path) -> None:
+        self.cache = cache
+
+    def __call__(
+        self, running: Running, *extra: str, api_token: str | None = None, group: str = "vpn-users"
+    ) -> Result:
+        assert running.sandbox.entra is not None
+        running.sandbox.entra.auto_approve_upn = running.info["admin_upn"]
+        return CliRunner().invoke(
+            main,
+            cli_args(running, *extra, group=group),
+            env=environment(running, self.cache, api_token),
+        )
+
+
+@pytest.fixture
+def invoke(tmp_path: Path) -> Invoker:
+    return Invoker(tmp_path / "cache")
+
+
+def token_hashes(running: Running) -> dict[str, set[str]]:
+    hashes: dict[str, set[str]] = {}
+    for token in running.anonymous.get("/_sandbox/tokens").json()["tokens"]:
+        hashes.setdefault(token["username"], set()).add(token["token_sha256"])
+    return hashes
+
+
+def stored_attributes(running: Running, upn: str) -> Any:
+    admin = graph_client(running.info, sign_in(running, running.info["admin_upn"]))
+    return admin.get(f"/users/{upn}", params={"$select": "customSecurityAttributes"}).json()[
+        "customSecurityAttributes"
+    ]
+
+
+def assert_no_token_in(text: str, running: Running) -> None:
+    issued = {h for hashes in token_hashes(running).values() for h in hashes}
+    leaked = [c for c in TOKEN_PATTERN.findall(text) if sha(c) in issued]
+    assert not leaked, "an enrollment token appeared in the output"
+    assert running.info["api_token"] not in text
+
+
+def test_whole_flow_on_both_lines(
+    start_sandbox: StartSandbox, invoke: Invoker, line: str, tmp_path: Path
+) -> None:
+    running = start_sandbox(example_tenant(), line)
+    report = tmp_path / "report.json"
+    result = invoke(running, "--report", str(report))
+    assert result.exit_code == 1, result.output  # the ambiguous twin fails by design
+    document = json.loads(report.read_text())
+    rows = {row["username"]: row for row in document["members"]}
+    assert {name: (row["action"], row["outcome"]) for name, row in rows.items()} == EXPECTED
+    assert document["summary"] == {"provisioned": 5, "skipped": 4, "failed": 1}
+    assert list(rows["jdoe"]) == [
+        "username",
+        "email",
+        "directory_id",
+        "upn",
+        "action",
+        "outcome",
+        "reason",
+        "expires_at",
+    ]
+    assert rows["mlopez"]["upn"] == "mlopez@contoso.example"
+    assert "ambiguous" in rows["twin"]["reason"]
+    # Tokens only for members found in Entra; Entra holds exactly what Defguard issued.
+    hashes = token_hashes(running)
+    assert set(hashes) == {"jdoe", "obrien", "mlopez", "pfetch", "enrolled"}
+    for name in ("jdoe", "obrien", "pfetch"):
+        values = stored_attributes(running, rows[name]["upn"])["Defguard"]
+        assert values["EnrollmentUrl"] == running.info["proxy_url"] + "/"
+        assert hashes[name] == {sha(values["EnrollmentToken"])}
+    assert stat.S_IMODE(report.stat().st_mode) == 0o600
+    assert_no_token_in(result.output + report.read_text(), running)
+
+
+def test_csv_report_and_tokens_only_on_request(
+    start_sandbox: StartSandbox, invoke: Invoker, tmp_path: Path
+) -> None:
+    running = start_sandbox(example_tenant())
+    report = tmp_path / "report.csv"
+    invoke(running, "--report", str(report))
+    header = report.read_text().splitlines()[0]
+    assert header == "username,email,directory_id,upn,action,outcome,reason,expires_at"
+    with_tokens = tmp_path / "tokens.json"
+    result = invoke(running, "--report", str(with_tokens), "--include-tokens-in-report")
+    rows = {r["username"]: r for r in json.loads(with_tokens.read_text())["members"]}
+    assert sha(rows["jdoe"]["enrollment_token"]) in token_hashes(running)["jdoe"]
+    assert stat.S_IMODE(with_tokens.stat().st_mode) == 0o600
+    assert_no_token_in(result.output, running)
+
+
+def test_dry_run_changes_nothing(start_sandbox: StartSandbox, invoke: Invoker) -> None:
+    running = start_sandbox(example_tenant())
+    result = invoke(running, "--dry-run")
+    assert result.exit_code == 0
+    assert "jdoe" in result.stdout and "start_enrollment" in result.stdout
+    assert "5 tokens would be issued" in result.output
+    assert token_hashes(running) == {}
+
+
+def test_enrolled_users_skip_and_custom_lifetime(
+    start_sandbox: StartSandbox, invoke: Invoker, tmp_path: Path
+) -> None:
+    running = start_sandbox(example_tenant())
+    report = tmp_path / "r.json"
+    invoke(
+        running,
+        "--enrolled-users",
+        "skip",
+        "--enrollment-token-expiration-time",
+        "2w",
+        "--report",
+        str(report),
+    )
+    rows = {r["username"]: r for r in json.loads(report.read_text())["members"]}
+    assert rows["pfetch"]["outcome"] == rows["enrolled"]["outcome"] == "skipped"
+    token = running.anonymous.get("/_sandbox/tokens", params={"username": "jdoe"}).json()["tokens"][
+        0
+    ]
+    lifetime = time_between(token["created_at"], token["expires_at"])
+    assert lifetime == 14 * 86400
+
+
+def time_between(start: str, end: str) -> float:
+    from datetime import datetime
+
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def test_undefined_attribute_set_stops_before_any_token(
+    start_sandbox: StartSandbox, invoke: Invoker
+) -> None:
+    tenant = example_tenant()
+    tenant["entra"]["attribute_sets"] = [
+        s for s in tenant["entra"]["attribute_sets"] if s["id"] != "Defguard"
+    ]
+    running = start_sandbox(tenant)
+    result = invoke(running)
+    assert result.exit_code == 2
+    assert (
+        "Defguard.EnrollmentUrl" in result.output
+        and "Attribute Definition Administrator" in result.output
+    )
+    assert token_hashes(running) == {}
+
+
+def test_enrollment_url_over_64_characters(start_sandbox: StartSandbox, invoke: Invoker) -> None:
+    tenant = example_tenant()
+    long_url = "https://enrollment-proxy.with-a-very-long-host-name.corp.contoso.example"
+    tenant["settings"]["public_proxy_url"] = long_url
+    running = start_sandbox(tenant)
+    stated = invoke(running, "--enrollment-url", long_url + "/")
+    assert stated.exit_code == 2 and "at most 64" in stated.output
+    assert token_hashes(running) == {}
+    discovered = invoke(running)
+    assert discovered.exit_code == 2 and "at most 64" in discovered.output
+    assert sum(len(h) for h in token_hashes(running).values()) == 1  # the canary only
+
+
+@pytest.mark.parametrize(
+    ("api_token", "message"),
+    [
+        (DISABLED_ADMIN_TOKEN, "refused the API token"),
+        ("dg-ThisTokenWasNeverIssuedByDefguard00", "refused the API token"),
+    ],
+)
+def test_refused_api_tokens(
+    start_sandbox: StartSandbox, invoke: Invoker, api_token: str, message: str
+) -> None:
+    running = start_sandbox(example_tenant())
+    result = invoke(running, api_token=api_token)
+    assert result.exit_code == 2 and message in result.output
+    assert api_token not in result.output
+
+
+def test_licence_gate_is_explained(start_sandbox: StartSandbox, invoke: Invoker) -> None:
+    tenant = example_tenant()
+    tenant["license"] = None
+    running = start_sandbox(tenant, "2.0")
+    result = invoke(running)
+    assert result.exit_code == 2 and "no Business licence is active" in result.output
+
+
+def test_unknown_group(start_sandbox: StartSandbox, invoke: Invoker) -> None:
+    running = start_sandbox(example_tenant())
+    result = invoke(running, group="VPN-Users")
+    assert (
+        result.exit_code == 2
+        and "no group named 'VPN-Users'" in result.output
+        and "vpn-users" in result.output
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--enrollment-token-expiration-time", "24"], "not a duration Defguard accepts"),
+        (["--report", "r.txt"], "must end in .json or .csv"),
+        (["--include-tokens-in-report"], "needs --report"),
+    ],
+)
+def test_usage_errors(
+    start_sandbox: StartSandbox, invoke: Invoker, extra: list[str], message: str
+) -> None:
+    running = start_sandbox(example_tenant())
+    result = invoke(running, *extra)
+    assert result.exit_code == 2 and message in result.output
+    assert token_hashes(running) == {}
+
+
+def test_plain_http_only_on_loopback_and_token_required(tmp_path: Path) -> None:
+    remote = CliRunner().invoke(
+        main,
+        [
+            "generate-tokens",
+            "--url",
+            "http://defguard.example.com",
+            "--group-name",
+            "g",
+            "--tenant",
+            "t",
+            "--client-id",
+            "c",
+        ],
+        env={"DEFGUARD_API_TOKEN": "x"},
+    )
+    assert remote.exit_code == 2 and "use https" in remote.output
+    missing = CliRunner().invoke(
+        main,
+        [
+            "generate-tokens",
+            "--url",
+            "https://defguard.example.com",
+            "--group-name",
+            "g",
+            "--tenant",
+            "t",
+            "--client-id",
+            "c",
+        ],
+        env={"DEFGUARD_API_TOKEN": ""},
+    )
+    assert missing.exit_code == 2 and "set DEFGUARD_API_TOKEN" in missing.output
+
+
+def test_api_token_on_the_command_line_warns(start_sandbox: StartSandbox, tmp_path: Path) -> None:
+    running = start_sandbox(example_tenant())
+    running.sandbox.entra.auto_approve_upn = running.info["admin_upn"]  # type: ignore[union-attr]
+    args = cli_args(running, "--api-token", running.info["api_token"], "--dry-run")
+    result = CliRunner().invoke(
+        main, args, env={"DEFGUARD_API_TOKEN": "", "DGPROV_CACHE_DIR": str(tmp_path)}
+    )
+    assert result.exit_code == 0 and "visible to other users" in result.output
+
+
+def test_second_run_signs_in_silently(start_sandbox: StartSandbox, invoke: Invoker) -> None:
+    running = start_sandbox(example_tenant())
+    assert invoke(running, "--dry-run").exit_code == 0
+    assert running.sandbox.entra is not None
+    codes_before = len(running.sandbox.entra.device_codes)
+    second = CliRunner().invoke(
+        main, cli_args(running, "--dry-run"), env=environment(running, invoke.cache)
+    )
+    assert second.exit_code == 0 and "To sign in" not in second.output
+    assert len(running.sandbox.entra.device_codes) == codes_before
+
+
+def test_client_secret_sign_in(start_sandbox: StartSandbox, tmp_path: Path) -> None:
+    running = start_sandbox(example_tenant())
+    info = running.info
+    args = [a for a in cli_args(running) if a not in ("device-code",)]
+    args[args.index("--client-id") + 1] = info["confidential_client_id"]
+    args[args.index("--auth") + 1 : args.index("--auth") + 1] = ["client-secret"]
+    result = CliRunner().invoke(
+        main,
+        args,
+        env={**environment(running, tmp_path), "DGPROV_CLIENT_SECRET": info["client_secret"]},
+    )
+    assert result.exit_code == 1, result.output
+    assert "5 provisioned" in " ".join(result.stdout.split()) or " 5\n" in result.stdout
+    assert info["client_secret"] not in result.output
+
+
+def test_browser_sign_in_with_a_headless_browser(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    running = start_sandbox(example_tenant())
+    info = running.info
+    running.sandbox.entra.auto_approve_upn = info["admin_upn"]  # type: ignore[union-attr]
+    args = cli_args(running, "--dry-run")
+    args[args.index("--auth") + 1] = "browser"
+    browser = f"{sys.executable} -m dgprov.sandbox.headless_browser --cafile {info['ca_bundle']} %s"
+    completed = subprocess.run(
+        [sys.executable, "-m", "dgprov", *args],
+        env={**os.environ, **environment(running, tmp_path), "BROWSER": browser},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "5 tokens would be issued" in completed.stderr
+
+
+# ----------------------------------------------------------------- resilience and interruption
+
+
+def test_throttling_and_faults_still_provision_everyone(
+    start_sandbox: StartSandbox, invoke: Invoker, tmp_path: Path, line: str
+) -> None:
+    tenant = synthetic_tenant(120, 5)
+    tenant["settings"].update(rate_limit_per_second=200, rate_limit_burst=20)
+    running = start_sandbox(
+        tenant,
+        line,
+        faults=FaultSettings(error_rate=0.15, drop_rate=0.1, seed=11),
+        throttle="documented",
+        quota_scale=0.01,
+        time_scale=0.01,
+    )
+    report = tmp_path / "r.json"
+    result = invoke(running, "--report", str(report), "--concurrency", "32")
+    document = json.loads(report.read_text())
+    assert result.exit_code == 0, document["summary"]
+    assert document["summary"] == {"provisioned": 120, "skipped": 0, "failed": 0}
+    graph_counts = httpx.get(
+        running.info["graph_url"].replace("/v1.0", "/_sandbox/requests"), verify=False
+    ).json()["requests"]
+    assert (
+        sum(v for k, v in graph_counts.items() if k.startswith("$batch PATCH")) > 120
+    )  # 429s retried
+
+
+def test_interrupt_and_resume(start_sandbox: StartSandbox, tmp_path: Path) -> None:
+    running = start_sandbox(synthetic_tenant(60, 6), faults=FaultSettings(latency_ms=40))
+    running.sandbox.entra.auto_approve_upn = running.info["admin_upn"]  # type: ignore[union-attr]
+    report = tmp_path / "first.json"
+    env = {**os.environ, **environment(running, tmp_path / "cache")}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dgprov",
+            *cli_args(running, "--report", str(report), "--concurrency", "2"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while sum(len(h) for h in token_hashes(running).values()) < 6:
+        assert time.monotonic() < deadline and process.poll() is None, "the run ended or stalled"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, stderr
+    assert "interrupted" in stderr
+    first = json.loads(report.read_text())
+    assert first["run"]["interrupted"] is True
+    done = {r["username"] for r in first["members"] if r["outcome"] == "provisioned"}
+    assert 0 < len(done) < 60
+    assert all(r["outcome"] in ("provisioned", "failed") for r in first["members"])
+    before = token_hashes(running)
+
+    second_report = tmp_path / "second.json"
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dgprov",
+            *cli_args(running, "--report", str(second_report), "--resume", str(report)),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    second = {r["username"]: r for r in json.loads(second_report.read_text())["members"]}
+    assert {second[name]["outcome"] for name in done} == {"skipped"}
+    assert all(second[n]["outcome"] == "provisioned" for n in second if n not in done)
+    after = token_hashes(running)
+    assert all(after[name] == before[name] for name in done)  # nobody done was re-issued
+    assert_no_token_in(
+        stdout + stderr + resumed.stdout + resumed.stderr + report.read_text(), running
+    )
