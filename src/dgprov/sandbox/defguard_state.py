@@ -322,6 +322,7 @@ class DefguardState:
                 )
             )
         self.tokens: dict[str, EnrollmentToken] = {}
+        self._tokens_by_user: dict[int, set[str]] = {}
         self.polling_tokens: dict[str, int] = {}
         for person in tenant["users"]:
             for device in person.get("devices", []) if person.get("username") else []:
@@ -431,8 +432,10 @@ class DefguardState:
     def _issue(
         self, user: User, admin: User, email: str | None, ttl: timedelta, via: str
     ) -> EnrollmentToken:
-        for value in [v for v, t in self.tokens.items() if t.user_id == user.id and not t.used_at]:
+        owned = self._tokens_by_user.setdefault(user.id, set())
+        for value in [v for v in owned if not self.tokens[v].used_at]:
             del self.tokens[value]
+            owned.discard(value)
         now = self.clock.now()
         token = EnrollmentToken(
             value=self._new_token_value(),
@@ -445,6 +448,7 @@ class DefguardState:
             via=via,
         )
         self.tokens[token.value] = token
+        owned.add(token.value)
         return token
 
     def _parse_ttl(self, text: str | None) -> timedelta:

@@ -128,6 +128,14 @@ GROUP_FILTERS = {
     "displayName": PropertyRule("displayName"),
     "mail": PropertyRule("mail"),
 }
+INDEXED_USER_PROPERTIES = (
+    "id",
+    "mail",
+    "userPrincipalName",
+    "displayName",
+    "otherMails",
+    "proxyAddresses",
+)
 KNOWN_QUERY_OPTIONS = {"$filter", "$select", "$top", "$count", "$skiptoken"}
 UNEMULATED_QUERY_OPTIONS = {"$expand", "$orderby", "$search", "$skip", "$format"}
 
@@ -212,6 +220,17 @@ class GraphService:
         self.base_url = base_url  # ends in /v1.0
         self.rng = random.Random(f"{seed}:graph")
         self.counts: Counter[str] = Counter()
+        # (property, lower-cased value) -> users; directory properties never change here.
+        self._index: dict[tuple[str, Any], list[EntraUser]] = {}
+        self._position: dict[str, int] = {}
+        for position, user in enumerate(state.users.values()):
+            self._position[user.object_id] = position
+            record = self._user_record(user)
+            for name in INDEXED_USER_PROPERTIES:
+                values = record[name] if isinstance(record[name], list) else [record[name]]
+                for value in values:
+                    key = (name, value.lower() if isinstance(value, str) else value)
+                    self._index.setdefault(key, []).append(user)
 
     # ---------------------------------------------------------------------------- authentication
 
@@ -461,6 +480,7 @@ class GraphService:
             "User",
             lambda user: self._user_view(principal, user, call),
             "users",
+            indexed=True,
         )
 
     # ------------------------------------------------------------------------- paging + filters
@@ -474,6 +494,7 @@ class GraphService:
         resource: str,
         view: Any,
         context: str,
+        indexed: bool = False,
     ) -> GraphReply:
         query = dict(call.query)
         offset = 0
@@ -496,6 +517,11 @@ class GraphService:
                 raise GraphError(400, "Request_UnsupportedQuery", str(exc)) from None
             if parsed.advanced and not advanced_mode:
                 raise GraphError(400, "Request_UnsupportedQuery", "Unsupported Query.")
+            indexable = parsed.equalities is not None and all(
+                name in INDEXED_USER_PROPERTIES for name, _ in parsed.equalities
+            )
+            if indexed and indexable and parsed.equalities is not None:
+                items = self._candidates(parsed.equalities, items)
             items = [item for item in items if parsed.matches(record(item))]
         top_text = query.get("$top", str(DEFAULT_PAGE_SIZE))
         if not top_text.isdigit() or not 1 <= int(top_text) <= MAX_PAGE_SIZE:
@@ -515,6 +541,14 @@ class GraphService:
             )
         body["value"] = [view(item) for item in page_items]
         return GraphReply(200, body)
+
+    def _candidates(self, equalities: set[tuple[str, Any]], items: list[Any]) -> list[Any]:
+        """Users an equality filter can match, in list order, limited to ``items``."""
+        found = {u.object_id: u for pair in equalities for u in self._index.get(pair, [])}
+        if len(items) != len(self._position):
+            allowed = {u.object_id for u in items}
+            found = {k: v for k, v in found.items() if k in allowed}
+        return sorted(found.values(), key=lambda u: self._position[u.object_id])
 
     # ---------------------------------------------------------------------------------- groups
 
@@ -560,7 +594,14 @@ class GraphService:
             return {"@odata.type": "#microsoft.graph.user"} | item
 
         return self._page(
-            call, users, self._user_record, USER_FILTERS, "User", view, "directoryObjects"
+            call,
+            users,
+            self._user_record,
+            USER_FILTERS,
+            "User",
+            view,
+            "directoryObjects",
+            indexed=True,
         )
 
     # ------------------------------------------------------------ custom security attributes

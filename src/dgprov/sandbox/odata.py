@@ -75,6 +75,10 @@ class PropertyRule:
 class ParsedFilter:
     predicate: Predicate
     advanced: set[str] = field(default_factory=set)
+    # When the whole filter is an OR of equalities (``p eq 'v'``, ``p in (...)``,
+    # ``c/any(x:x eq 'v')``), the (property, folded value) pairs that can match: an index lookup
+    # then replaces a scan of every object. None when the filter has another shape.
+    equalities: set[tuple[str, Any]] | None = None
 
     def matches(self, item: dict[str, Any]) -> bool:
         return self.predicate(item, {})
@@ -155,7 +159,7 @@ class _Parser:
         predicate = self.expression()
         if self.peek() is not None:
             raise FilterSyntaxError(f"Unexpected '{self.take().text}' in filter '{self.text}'.")
-        return ParsedFilter(predicate, self.advanced)
+        return ParsedFilter(predicate, self.advanced, _equalities(self.tokens, self.properties))
 
     def expression(self) -> Predicate:
         left = self.conjunction()
@@ -307,6 +311,54 @@ class _Parser:
             return quantifier(body(o, {**v, variable.text: item}) for item in values)
 
         return test
+
+
+def _equalities(
+    tokens: list[Token], properties: dict[str, PropertyRule]
+) -> set[tuple[str, Any]] | None:
+    """The equality alternatives of a filter made only of ``or``-joined equalities, else None.
+
+    Recognised terms: ``p eq 'v'``, ``p in ('v', …)`` and ``c/any(x:x eq 'v')``; anything else
+    (another operator, ``and``, ``not``, a function) makes the filter unindexable.
+    """
+    pairs: set[tuple[str, Any]] = set()
+    index = 0
+
+    def text(at: int) -> str:
+        return tokens[at].text if at < len(tokens) else ""
+
+    while index < len(tokens):
+        name = text(index)
+        rule = properties.get(name.lower())
+        path, _, operation = name.partition("/")
+        collection = properties.get(path.lower())
+        if rule is not None and not rule.collection and text(index + 1).lower() == "eq":
+            pairs.add((rule.name, _fold(_literal_value(tokens[index + 2]))))
+            index += 3
+        elif rule is not None and not rule.collection and text(index + 1).lower() == "in":
+            index += 3  # name, in, (
+            while text(index) not in (")", ""):
+                if text(index) != ",":
+                    pairs.add((rule.name, _fold(_literal_value(tokens[index]))))
+                index += 1
+            index += 1
+        elif (
+            collection is not None
+            and collection.collection
+            and operation.lower() == "any"
+            and [text(index + k) for k in (1, 3, 5)] == ["(", ":", "eq"]
+            and text(index + 2) == text(index + 4)
+            and text(index + 7) == ")"
+        ):
+            pairs.add((collection.name, _fold(_literal_value(tokens[index + 6]))))
+            index += 8
+        else:
+            return None
+        if index < len(tokens):
+            if text(index).lower() != "or":
+                return None
+            index += 1
+    return pairs
 
 
 def parse_filter(text: str, properties: dict[str, PropertyRule], resource: str) -> ParsedFilter:
