@@ -8,6 +8,7 @@ is sent as a header and never appears in a message.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -17,6 +18,7 @@ import httpx
 from . import __version__
 from .errors import AuthenticationError, PreflightError, RemoteError
 from .retry import Backpressure, RetryPolicy, send
+from .transport import ClientPool
 
 SERVICE = "Defguard"
 PAGE_SIZE = 100
@@ -64,36 +66,35 @@ class DefguardClient:
         *,
         verify: Any = True,
         policy: RetryPolicy | None = None,
-        max_connections: int = 64,
+        max_connections: int = 16,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.policy = policy or RetryPolicy()
         self.backpressure = Backpressure()
-        self._client = httpx.AsyncClient(
+        self._pool = ClientPool(
+            max_connections,
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {api_token}", "User-Agent": f"dgprov/{__version__}"},
             verify=verify,
             timeout=httpx.Timeout(30.0),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
         )
         self.requests = 0
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._pool.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         self.requests += 1
-        return await send(
-            self._client,
-            method,
-            path,
-            service=SERVICE,
-            policy=self.policy,
-            backpressure=self.backpressure,
-            **kwargs,
-        )
+        async with self._pool.client() as client:
+            return await send(
+                client,
+                method,
+                path,
+                service=SERVICE,
+                policy=self.policy,
+                backpressure=self.backpressure,
+                **kwargs,
+            )
 
     def _refusal(self, response: httpx.Response) -> Exception:
         """Errors that mean this run cannot work at all, with the fix."""
@@ -143,17 +144,24 @@ class DefguardClient:
         )
 
     async def users(self) -> dict[str, DefguardUser]:
-        """Every user record, through the list endpoint (bare on 1.6, paginated on 2.0)."""
-        found: dict[str, DefguardUser] = {}
-        page: int | None = 1
-        while page is not None:
-            body = await self._get_json(
-                "/api/v1/user", params={"page": page, "per_page": PAGE_SIZE}
+        """Every user record, through the list endpoint (bare on 1.6, paginated on 2.0).
+
+        On 2.0 the first page tells how many there are; the rest are fetched concurrently.
+        """
+        first = await self._get_json("/api/v1/user", params={"page": 1, "per_page": PAGE_SIZE})
+        if isinstance(first, list):
+            pages = [first]
+        else:
+            total = int(first["pagination"].get("total_pages") or 1)
+            rest = await asyncio.gather(
+                *(
+                    self._get_json("/api/v1/user", params={"page": page, "per_page": PAGE_SIZE})
+                    for page in range(2, total + 1)
+                )
             )
-            if isinstance(body, list):
-                items, page = body, None
-            else:
-                items, page = body["data"], body["pagination"].get("next_page")
+            pages = [first["data"], *(body["data"] for body in rest)]
+        found: dict[str, DefguardUser] = {}
+        for items in pages:
             for item in items:
                 found[item["username"]] = DefguardUser(
                     username=item["username"],

@@ -21,6 +21,7 @@ from . import __version__
 from .errors import AuthenticationError, PreflightError, RemoteError
 from .plan import DirectoryUser, Matches, unmatched
 from .retry import AdaptiveLimit, Backpressure, RetryPolicy, retry_after_seconds, send
+from .transport import ClientPool
 
 SERVICE = "Microsoft Graph"
 BATCH_SIZE = 20
@@ -73,7 +74,8 @@ class GraphClient:
         self.policy = policy or RetryPolicy()
         self.backpressure = Backpressure()
         self.batches = AdaptiveLimit(BATCHES_IN_FLIGHT)
-        self._client = httpx.AsyncClient(
+        self._pool = ClientPool(
+            BATCHES_IN_FLIGHT + 1,
             base_url=self.graph_url,
             headers={"User-Agent": f"dgprov/{__version__}"},
             verify=verify,
@@ -82,22 +84,23 @@ class GraphClient:
         self.requests = 0
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._pool.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         for fresh in (False, True):
             self.requests += 1
             headers = {"Authorization": f"Bearer {self.token_provider(fresh)}"}
-            response = await send(
-                self._client,
-                method,
-                path,
-                service=SERVICE,
-                policy=self.policy,
-                backpressure=self.backpressure,
-                headers=headers,
-                **kwargs,
-            )
+            async with self._pool.client() as client:
+                response = await send(
+                    client,
+                    method,
+                    path,
+                    service=SERVICE,
+                    policy=self.policy,
+                    backpressure=self.backpressure,
+                    headers=headers,
+                    **kwargs,
+                )
             if response.status_code != 401:
                 return response
         _, message = graph_error(response.json() if response.content else None, "")

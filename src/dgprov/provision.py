@@ -24,6 +24,7 @@ from .plan import Action, DirectoryUser, EnrolledPolicy, Matches, Outcome, Plann
 MAX_ATTRIBUTE_VALUE = 64
 DEFAULT_LIFETIME_SECONDS = 24 * 3600
 WRITE_BATCH = 20
+BATCH_LINGER_SECONDS = 0.05
 ALREADY_ACTIVATED = "User account is already activated"
 
 
@@ -74,7 +75,7 @@ class ProvisionConfig:
     group_name: str
     expiration: str | None = None
     enrolled_policy: EnrolledPolicy = EnrolledPolicy.DESKTOP
-    concurrency: int = 16
+    concurrency: int = 32
     enrollment_url: str | None = None
     keep_tokens: bool = False
     already_done: dict[str, str] = field(default_factory=dict)
@@ -237,10 +238,14 @@ class Provisioner:
             if item is None:
                 return
             batch = [item]
+            # Linger briefly for a full batch: a round trip per token would cost more than the
+            # wait while tokens are still arriving.
+            deadline = asyncio.get_running_loop().time() + BATCH_LINGER_SECONDS
             while len(batch) < WRITE_BATCH:
+                remaining = deadline - asyncio.get_running_loop().time()
                 try:
-                    following = queue.get_nowait()
-                except asyncio.QueueEmpty:
+                    following = await asyncio.wait_for(queue.get(), max(remaining, 0))
+                except asyncio.TimeoutError:
                     break
                 if following is None:
                     await queue.put(None)  # hand the stop signal on to this writer's next turn

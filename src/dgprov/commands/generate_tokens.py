@@ -179,9 +179,7 @@ async def run_generate_tokens(
     verify: Any = (
         ssl.create_default_context(cafile=settings.ca_bundle) if settings.ca_bundle else True
     )
-    defguard = DefguardClient(
-        url, api_token, verify=verify, max_connections=max(config.concurrency, 8)
-    )
+    defguard = DefguardClient(url, api_token, verify=verify, max_connections=config.concurrency)
     stop = asyncio.Event()
     started = datetime.datetime.now(datetime.timezone.utc)
     graph: GraphClient | None = None
@@ -277,7 +275,7 @@ async def run_generate_tokens(
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 256),
-    default=16,
+    default=32,
     show_default=True,
     help="Tokens issued in parallel.",
 )

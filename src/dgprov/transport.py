@@ -1,0 +1,47 @@
+"""A pool of small HTTP clients, one per request allowed in flight.
+
+httpx's shared asynchronous connection pool spends CPU in proportion to the requests waiting on
+it: measured against the sandbox, 1,000 requests at 48 in flight took 5.4 s of client CPU through
+one ``AsyncClient`` and 0.8 s through 48 clients of one connection each. dgprov therefore gives
+every concurrent slot its own client; the pool's size is also the concurrency limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import certifi
+import httpx
+
+
+class ClientPool:
+    def __init__(self, size: int, *, verify: Any = True, **client_options: Any) -> None:
+        self.size = size
+        # One TLS context for all clients: building one loads the CA store (~20 ms each).
+        if not isinstance(verify, ssl.SSLContext) and verify is not False:
+            verify = ssl.create_default_context(
+                cafile=verify if isinstance(verify, str) else certifi.where()
+            )
+        self._options = {"verify": verify, **client_options}
+        self._free: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+        self._created: list[httpx.AsyncClient] = []
+
+    @asynccontextmanager
+    async def client(self) -> AsyncIterator[httpx.AsyncClient]:
+        """Borrow a client; waits while all ``size`` are in use."""
+        if self._free.empty() and len(self._created) < self.size:
+            self._created.append(httpx.AsyncClient(**self._options))
+            self._free.put_nowait(self._created[-1])
+        client = await self._free.get()
+        try:
+            yield client
+        finally:
+            self._free.put_nowait(client)
+
+    async def aclose(self) -> None:
+        for client in self._created:
+            await client.aclose()
