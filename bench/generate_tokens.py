@@ -75,7 +75,10 @@ def graph_token(info: dict[str, Any]) -> str:
     session.trust_env = False
     session.verify = info["ca_bundle"]
     app = msal.PublicClientApplication(
-        info["client_id"], authority=info["authority_url"], instance_discovery=False, http_client=session
+        info["client_id"],
+        authority=info["authority_url"],
+        instance_discovery=False,
+        http_client=session,
     )
     result = app.acquire_token_by_device_flow(app.initiate_device_flow(scopes=SCOPES))
     return str(result["access_token"])
@@ -89,16 +92,24 @@ def baseline(info: dict[str, Any]) -> float:
     headers = {"Authorization": f"Bearer {info['api_token']}", "User-Agent": "baseline"}
     with (
         httpx.Client(base_url=info["defguard_url"], headers=headers) as core,
-        httpx.Client(base_url=info["graph_url"], headers={"Authorization": f"Bearer {token}"}, verify=context) as graph,
+        httpx.Client(
+            base_url=info["graph_url"], headers={"Authorization": f"Bearer {token}"}, verify=context
+        ) as graph,
     ):
         groups = core.get("/api/v1/group-info").json()
         members = next(g for g in groups if g["name"] == info["group_name"])["members"]
         for username in members:
             email = core.get(f"/api/v1/user/{username}").json()["user"]["email"]
-            issued = core.post(f"/api/v1/user/{username}/start_enrollment", json={"email": None}).json()
+            issued = core.post(
+                f"/api/v1/user/{username}/start_enrollment", json={"email": None}
+            ).json()
             found = None
             literal = "'" + email.replace("'", "''") + "'"
-            for clause in (f"mail eq {literal}", f"userPrincipalName eq {literal}", f"otherMails/any(m:m eq {literal})"):
+            for clause in (
+                f"mail eq {literal}",
+                f"userPrincipalName eq {literal}",
+                f"otherMails/any(m:m eq {literal})",
+            ):
                 value = graph.get("/users", params={"$filter": clause}).json()["value"]
                 if value:
                     found = value[0]["id"]
@@ -135,8 +146,10 @@ def run_dgprov(info: dict[str, Any], *extra: str) -> tuple[float, float, dict[st
             "--auth", "device-code", "--yes", "--report", report, *extra,
         ]  # fmt: skip
         started = time.perf_counter()
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(process.pid, 0)
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        _, _, usage = os.wait4(process.pid, 0)
         elapsed = time.perf_counter() - started
         with open(report, encoding="utf-8") as handle:
             document = json.load(handle)
@@ -145,31 +158,72 @@ def run_dgprov(info: dict[str, Any], *extra: str) -> tuple[float, float, dict[st
 
 def line(name: str, seconds: float, rss: float | None, counts: tuple[int, int], note: str) -> None:
     rss_text = f"{rss:7.0f} MB" if rss is not None else "      - "
-    print(f"{name:<28} {seconds:9.2f} s {rss_text} {counts[0]:>9} {counts[1]:>9}   {note}", flush=True)
+    print(
+        f"{name:<28} {seconds:9.2f} s {rss_text} {counts[0]:>9} {counts[1]:>9}   {note}", flush=True
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--latency-ms", type=float, default=20.0)
-    parser.add_argument("--large-users", type=int, default=100_000, help="0 skips the large scenario")
+    parser.add_argument(
+        "--large-users", type=int, default=100_000, help="0 skips the large scenario"
+    )
     parser.add_argument("--quota-scale", type=float, default=0.05)
     parser.add_argument("--time-scale", type=float, default=0.01)
+    parser.add_argument(
+        "--scenarios", default="latency,throttled,large", help="comma-separated subset to run"
+    )
     args = parser.parse_args()
+    scenarios = set(args.scenarios.split(","))
     print(f"{'scenario':<28} {'wall':>11} {'peak RSS':>10} {'Defguard':>9} {'Graph':>9}   note")
     common = ["--users", str(args.users)]
 
+    if "latency" in scenarios:
+        latency_scenario(args, common)
+    if "throttled" in scenarios:
+        throttled_scenario(args, common)
+    if "large" in scenarios and args.large_users:
+        large_scenario(args)
+    return 0
+
+
+def latency_scenario(args: argparse.Namespace, common: list[str]) -> None:
     with sandbox(*common, "--latency-ms", str(args.latency_ms)) as info:
         base = baseline(info)
-        line(f"baseline, {args.users} users", base, None, request_counts(info), "sequential, as the PowerShell script")
+        line(
+            f"baseline, {args.users} users",
+            base,
+            None,
+            request_counts(info),
+            "sequential, as the PowerShell script",
+        )
     with sandbox(*common, "--latency-ms", str(args.latency_ms)) as info:
         seconds, rss, report = run_dgprov(info)
         ok = report["summary"]["provisioned"] == args.users
-        line(f"dgprov, {args.users} users", seconds, rss, request_counts(info), f"{base / seconds:.1f}x faster than the baseline (target >= 20x){'' if ok else ', NOT ALL PROVISIONED'}")
+        line(
+            f"dgprov, {args.users} users",
+            seconds,
+            rss,
+            request_counts(info),
+            f"{base / seconds:.1f}x faster than the baseline (target >= 20x)"
+            + ("" if ok else ", NOT ALL PROVISIONED"),
+        )
 
+
+def throttled_scenario(args: argparse.Namespace, common: list[str]) -> None:
     rate = 3000 * args.quota_scale / (150 * args.time_scale)
     bound = args.users / rate
-    with sandbox(*common, "--throttle", "documented", "--quota-scale", str(args.quota_scale), "--time-scale", str(args.time_scale)) as info:
+    with sandbox(
+        *common,
+        "--throttle",
+        "documented",
+        "--quota-scale",
+        str(args.quota_scale),
+        "--time-scale",
+        str(args.time_scale),
+    ) as info:
         seconds, rss, report = run_dgprov(info)
         failed = report["summary"]["failed"]
         line(
@@ -177,15 +231,22 @@ def main() -> int:
             seconds,
             rss,
             request_counts(info),
-            f"{seconds / bound:.2f}x the write-quota bound of {bound:.1f} s ({rate:.0f} writes/s; target <= 1.15x), {failed} failed",
+            f"{seconds / bound:.2f}x the write-quota bound of {bound:.1f} s ({rate:.0f} writes/s; "
+            f"target <= 1.15x), {failed} failed",
         )
 
-    if args.large_users:
-        with sandbox("--users", str(args.large_users)) as info:
-            seconds, rss, report = run_dgprov(info, "--concurrency", "32")
-            provisioned = report["summary"]["provisioned"]
-            line(f"dgprov, {args.large_users} users", seconds, rss, request_counts(info), f"peak RSS target <= 200 MB, {provisioned} provisioned")
-    return 0
+
+def large_scenario(args: argparse.Namespace) -> None:
+    with sandbox("--users", str(args.large_users)) as info:
+        seconds, rss, report = run_dgprov(info)
+        provisioned = report["summary"]["provisioned"]
+        line(
+            f"dgprov, {args.large_users} users",
+            seconds,
+            rss,
+            request_counts(info),
+            f"peak RSS target <= 200 MB, {provisioned} provisioned",
+        )
 
 
 if __name__ == "__main__":

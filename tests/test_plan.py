@@ -20,6 +20,12 @@ TWIN_A = DirectoryUser("id-a", "a@corp.example", "twin@corp.example")
 TWIN_B = DirectoryUser("id-b", "b@corp.example", "twin@corp.example")
 
 
+def entra(
+    by_mail: dict[str, list[DirectoryUser]], other: dict[str, list[DirectoryUser]] | None = None
+) -> Matches:
+    return Matches([("mail", by_mail), ("userPrincipalName", {}), ("otherMails", other or {})])
+
+
 def user(
     name: str, email: str | None, *, active: bool = True, enrolled: bool = False
 ) -> DefguardUser:
@@ -48,11 +54,7 @@ def test_actions_per_member() -> None:
         user("erin", "alice@corp.example", enrolled=True),
         user("twin", "twin@corp.example"),
     ]
-    matches = Matches(
-        by_mail={"alice@corp.example": [ALICE], "twin@corp.example": [TWIN_A, TWIN_B]},
-        by_upn={},
-        by_other_mail={},
-    )
+    matches = entra({"alice@corp.example": [ALICE], "twin@corp.example": [TWIN_A, TWIN_B]})
     decided = decide(members, matches)
     assert decided["alice"] == (Action.START_ENROLLMENT, None, "")
     assert decided["bob"][1:] == (Outcome.SKIPPED, "disabled in Defguard")
@@ -71,21 +73,19 @@ def test_actions_per_member() -> None:
 def test_enrolled_users_can_be_skipped() -> None:
     decided = decide(
         [user("erin", "alice@corp.example", enrolled=True)],
-        Matches({"alice@corp.example": [ALICE]}),
+        entra({"alice@corp.example": [ALICE]}),
         policy=EnrolledPolicy.SKIP,
     )
     assert decided["erin"][:2] == (Action.NONE, Outcome.SKIPPED)
 
 
 def test_earlier_stage_wins_over_aliases() -> None:
-    matches = Matches(
-        by_mail={"x@corp.example": [ALICE]}, by_upn={}, by_other_mail={"x@corp.example": [ALIAS]}
-    )
+    matches = entra({"x@corp.example": [ALICE]}, other={"x@corp.example": [ALIAS]})
     planned = plan(
         ["x"], {"x": user("x", "x@corp.example")}, matches, enrolled_policy=EnrolledPolicy.DESKTOP
     )
     assert planned[0].directory_user == ALICE
-    only_alias = Matches(by_mail={}, by_upn={}, by_other_mail={"x@corp.example": [ALIAS]})
+    only_alias = entra({}, other={"x@corp.example": [ALIAS]})
     planned = plan(
         ["x"],
         {"x": user("x", "x@corp.example")},
@@ -100,7 +100,7 @@ def test_resume_skips_done_members_and_duplicates_are_planned_once() -> None:
     planned = plan(
         members,
         {"alice": user("alice", "alice@corp.example")},
-        Matches({"alice@corp.example": [ALICE]}),
+        entra({"alice@corp.example": [ALICE]}),
         enrolled_policy=EnrolledPolicy.DESKTOP,
         already_done={"alice": "by the run in r.json"},
     )
@@ -113,3 +113,15 @@ def test_resume_skips_done_members_and_duplicates_are_planned_once() -> None:
 
 def test_unmatched_keeps_only_addresses_no_stage_found() -> None:
     assert unmatched(["a", "b", "c"], {"a": [ALICE]}, {"b": []}) == ["b", "c"]
+
+
+def test_matching_by_account_name_needs_no_email() -> None:
+    matches = Matches([("sAMAccountName", {"carol": [ALICE]})], key="username")
+    planned = plan(
+        ["Carol", "dan"],
+        {"Carol": user("Carol", None), "dan": user("dan", None)},
+        matches,
+        enrolled_policy=EnrolledPolicy.DESKTOP,
+    )
+    assert planned[0].directory_user == ALICE and planned[0].action is Action.START_ENROLLMENT
+    assert planned[1].outcome is Outcome.SKIPPED and "account name" in planned[1].reason

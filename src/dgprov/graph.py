@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
 
 from . import __version__
+from .directory import WriteResult
 from .errors import AuthenticationError, PreflightError, RemoteError
 from .plan import DirectoryUser, Matches, unmatched
 from .retry import AdaptiveLimit, Backpressure, RetryPolicy, retry_after_seconds, send
@@ -48,16 +48,6 @@ def graph_error(body: Any, fallback: str) -> tuple[str, str]:
         error = body["error"]
         return str(error.get("code", "")), str(error.get("message", fallback))
     return "", fallback
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    status: int
-    message: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status == 204
 
 
 class GraphClient:
@@ -292,7 +282,7 @@ class GraphClient:
             lambda chunk: " or ".join(f"otherMails/any(m:m eq {odata_string(e)})" for e in chunk),
             lambda user: user.get("otherMails") or [],
         )
-        return Matches(by_mail, by_upn, by_other)
+        return Matches([("mail", by_mail), ("userPrincipalName", by_upn), ("otherMails", by_other)])
 
     # -------------------------------------------------------------------------------- writes
 
@@ -323,5 +313,7 @@ class GraphClient:
         for index, (user_id, _, _) in enumerate(assignments):
             answer = answers[str(index)]
             _, message = graph_error(answer.get("body"), "")
-            results[user_id] = WriteResult(answer["status"], message)
+            results[user_id] = WriteResult(
+                answer["status"] == 204, f"{answer['status']}: {message}"
+            )
         return results

@@ -12,8 +12,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from .defguard import DefguardUser
+
+MatchKey = Literal["email", "username"]
 
 
 class Action(str, enum.Enum):
@@ -46,29 +49,21 @@ class DirectoryUser:
 
 @dataclass(frozen=True)
 class Matches:
-    """Directory users found per e-mail address (lower-cased), stage by stage.
+    """Directory users found per lookup key (lower-cased), stage by stage.
 
-    Entra matching tries ``mail``, then ``userPrincipalName``, then ``otherMails``; the first stage
-    that finds anyone decides, so a user is never matched through an alias when a primary address
-    exists. AD fills only the stage it searches.
+    Entra matching tries ``mail``, then ``userPrincipalName``, then ``otherMails``, keyed by the
+    member's e-mail address; the first stage that finds anyone decides, so nobody is matched
+    through an alias when a primary address exists. AD has one stage, keyed by the
+    sAMAccountName (= Defguard username) or by the e-mail address.
     """
 
-    by_mail: Mapping[str, Sequence[DirectoryUser]]
-    by_upn: Mapping[str, Sequence[DirectoryUser]] | None = None
-    by_other_mail: Mapping[str, Sequence[DirectoryUser]] | None = None
-
-    def stages(self) -> list[tuple[str, Mapping[str, Sequence[DirectoryUser]]]]:
-        named = [
-            ("mail", self.by_mail),
-            ("userPrincipalName", self.by_upn),
-            ("otherMails", self.by_other_mail),
-        ]
-        return [(name, stage) for name, stage in named if stage is not None]
+    stages: Sequence[tuple[str, Mapping[str, Sequence[DirectoryUser]]]]
+    key: MatchKey = "email"
 
 
-def unmatched(emails: Iterable[str], *stages: Mapping[str, Sequence[DirectoryUser]]) -> list[str]:
-    """Addresses no earlier stage found anyone for: the only ones worth the next lookup."""
-    return [e for e in emails if not any(stage.get(e) for stage in stages)]
+def unmatched(keys: Iterable[str], *stages: Mapping[str, Sequence[DirectoryUser]]) -> list[str]:
+    """Keys no earlier stage found anyone for: the only ones worth the next lookup."""
+    return [k for k in keys if not any(stage.get(k) for stage in stages)]
 
 
 @dataclass
@@ -86,15 +81,14 @@ class PlannedMember:
         return self.outcome is None
 
 
-def _decide_match(email: str, matches: Matches) -> tuple[DirectoryUser | None, str]:
-    for stage_name, stage in matches.stages():
-        found = {user.id: user for user in stage.get(email, ())}
+def _decide_match(key: str, matches: Matches) -> tuple[DirectoryUser | None, str]:
+    for stage_name, stage in matches.stages:
+        found = {user.id: user for user in stage.get(key, ())}
         if len(found) == 1:
             return next(iter(found.values())), ""
         if len(found) > 1:
             return None, (
-                f"ambiguous: {len(found)} directory users have {stage_name} {email}; make the "
-                "address unique"
+                f"ambiguous: {len(found)} directory users have {stage_name} {key}; make it unique"
             )
     return None, ""
 
@@ -132,17 +126,19 @@ def plan(
         if not user.is_active:
             entry.outcome, entry.reason = Outcome.SKIPPED, "disabled in Defguard"
             continue
-        if not email:
+        if matches.key == "email" and not email:
             entry.outcome, entry.reason = Outcome.SKIPPED, "no e-mail address in Defguard"
             continue
-        directory_user, problem = _decide_match(email.lower(), matches)
+        key = (email or "") if matches.key == "email" else username
+        directory_user, problem = _decide_match(key.lower(), matches)
         entry.directory_user = directory_user
         if problem:
             entry.outcome, entry.reason = Outcome.FAILED, problem
             continue
         if directory_user is None:
             entry.outcome = Outcome.SKIPPED
-            entry.reason = f"no {directory_name} user with this e-mail address; no token issued"
+            what = "e-mail address" if matches.key == "email" else "account name"
+            entry.reason = f"no {directory_name} user with this {what}; no token issued"
             continue
         if user.enrolled:
             if enrolled_policy is EnrolledPolicy.SKIP:

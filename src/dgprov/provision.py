@@ -13,41 +13,36 @@ import asyncio
 import datetime
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from .defguard import DefguardClient, IssuedToken
+from .directory import Directory, WriteResult
 from .durations import parse_lifetime
 from .errors import DgprovError, PreflightError, RemoteError
-from .graph import GraphClient, WriteResult
-from .plan import Action, DirectoryUser, EnrolledPolicy, Matches, Outcome, PlannedMember, plan
+from .graph import GraphClient
+from .plan import (
+    Action,
+    DirectoryUser,
+    EnrolledPolicy,
+    Matches,
+    MatchKey,
+    Outcome,
+    PlannedMember,
+    plan,
+)
 
-MAX_ATTRIBUTE_VALUE = 64
 DEFAULT_LIFETIME_SECONDS = 24 * 3600
 WRITE_BATCH = 20
 BATCH_LINGER_SECONDS = 0.05
 ALREADY_ACTIVATED = "User account is already activated"
 
 
-class Directory(Protocol):
-    """Where tokens are stored: Entra ID (Graph) or Active Directory (LDAP)."""
-
-    name: str
-
-    async def preflight(self) -> None: ...
-
-    async def find_users(self, emails: Iterable[str]) -> Matches: ...
-
-    async def check_can_write(self, user: DirectoryUser) -> None: ...
-
-    async def write(
-        self, assignments: Sequence[tuple[DirectoryUser, str, str]]
-    ) -> dict[str, WriteResult]: ...
-
-
 class EntraDirectory:
     """Custom security attributes of Entra users, through Graph."""
 
     name = "Entra ID"
+    match_key: MatchKey = "email"
+    max_value_length: int | None = 64  # custom security attribute values
 
     def __init__(self, graph: GraphClient, attribute_set: str) -> None:
         self.graph = graph
@@ -96,12 +91,11 @@ def utc_iso(moment: datetime.datetime) -> str:
     return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def url_problem(url: str) -> str | None:
-    if len(url) > MAX_ATTRIBUTE_VALUE:
+def url_problem(url: str, limit: int | None) -> str | None:
+    if limit is not None and len(url) > limit:
         return (
             f"the enrollment URL Defguard hands out is {len(url)} characters long; directory "
-            f"attribute values hold at most {MAX_ATTRIBUTE_VALUE}: give the enrollment proxy a "
-            "shorter public URL"
+            f"attribute values hold at most {limit}: give the enrollment proxy a shorter public URL"
         )
     return None
 
@@ -130,16 +124,20 @@ class Provisioner:
 
     async def prepare(self) -> list[PlannedMember]:
         """Preflight and plan; changes nothing anywhere."""
-        if self.config.enrollment_url and (problem := url_problem(self.config.enrollment_url)):
+        if self.config.enrollment_url and (
+            problem := url_problem(self.config.enrollment_url, self.directory.max_value_length)
+        ):
             raise PreflightError(problem)
         self.state.server_version = await self.defguard.server_version()
         group = await self.defguard.group(self.config.group_name)
         await self.directory.preflight()
         users = await self.defguard.users()
-        emails = [
-            u.email for name in group.members if (u := users.get(name)) and u.email and u.is_active
-        ]
-        matches = await self.directory.find_users(emails)
+        active = [u for name in group.members if (u := users.get(name)) and u.is_active]
+        if self.directory.match_key == "email":
+            keys = [u.email for u in active if u.email]
+        else:
+            keys = [u.username for u in active]
+        matches = await self.directory.find_users(keys)
         self.state.members = plan(
             group.members,
             users,
@@ -167,7 +165,9 @@ class Provisioner:
         if self.config.enrollment_url is None:
             # Canary: one member end to end proves the enrollment URL fits before the rest.
             await self._run([pending[0]], finished)
-            if self.state.enrollment_url and (problem := url_problem(self.state.enrollment_url)):
+            if self.state.enrollment_url and (
+                problem := url_problem(self.state.enrollment_url, self.directory.max_value_length)
+            ):
                 self._abandon(pending[1:], "not processed: the run stopped before this member")
                 raise PreflightError(problem)
             pending = pending[1:]
@@ -258,7 +258,7 @@ class Provisioner:
         storable: list[tuple[PlannedMember, IssuedToken]] = []
         for member, token in batch:
             self.state.enrollment_url = self.state.enrollment_url or token.enrollment_url
-            if problem := url_problem(token.enrollment_url):
+            if problem := url_problem(token.enrollment_url, self.directory.max_value_length):
                 self._fail(member, f"{problem}; the token was issued but not stored")
             else:
                 storable.append((member, token))
@@ -282,8 +282,8 @@ class Provisioner:
             else:
                 self._fail(
                     member,
-                    f"{self.directory.name} answered {result.status}: {result.message}; the token "
-                    "was issued but not stored",
+                    f"{self.directory.name} refused the write ({result.detail}); the token was "
+                    "issued but not stored",
                 )
 
     @staticmethod
