@@ -22,6 +22,7 @@ from .transport import ClientPool
 
 SERVICE = "Defguard"
 PAGE_SIZE = 100
+PAGE_WORKERS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,22 +147,12 @@ class DefguardClient:
     async def users(self) -> dict[str, DefguardUser]:
         """Every user record, through the list endpoint (bare on 1.6, paginated on 2.0).
 
-        On 2.0 the first page tells how many there are; the rest are fetched concurrently.
+        On 2.0 the first page tells how many there are; the rest are fetched by a few workers,
+        each page reduced to the fields dgprov needs as soon as it arrives.
         """
-        first = await self._get_json("/api/v1/user", params={"page": 1, "per_page": PAGE_SIZE})
-        if isinstance(first, list):
-            pages = [first]
-        else:
-            total = int(first["pagination"].get("total_pages") or 1)
-            rest = await asyncio.gather(
-                *(
-                    self._get_json("/api/v1/user", params={"page": page, "per_page": PAGE_SIZE})
-                    for page in range(2, total + 1)
-                )
-            )
-            pages = [first["data"], *(body["data"] for body in rest)]
         found: dict[str, DefguardUser] = {}
-        for items in pages:
+
+        def keep(items: list[dict[str, Any]]) -> None:
             for item in items:
                 found[item["username"]] = DefguardUser(
                     username=item["username"],
@@ -169,6 +160,22 @@ class DefguardClient:
                     is_active=bool(item.get("is_active")),
                     enrolled=bool(item.get("enrolled")),
                 )
+
+        first = await self._get_json("/api/v1/user", params={"page": 1, "per_page": PAGE_SIZE})
+        if isinstance(first, list):
+            keep(first)
+            return found
+        keep(first["data"])
+        pages = iter(range(2, int(first["pagination"].get("total_pages") or 1) + 1))
+
+        async def fetch() -> None:
+            for page in pages:
+                body = await self._get_json(
+                    "/api/v1/user", params={"page": page, "per_page": PAGE_SIZE}
+                )
+                keep(body["data"])
+
+        await asyncio.gather(*(fetch() for _ in range(PAGE_WORKERS)))
         return found
 
     async def _issue(self, username: str, route: str, body: dict[str, Any]) -> IssuedToken:

@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 import webbrowser
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -75,14 +75,22 @@ def cache_directory() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dgprov"
 
 
-def write_private_file(path: Path, data: bytes) -> None:
-    """Atomically replace ``path`` with ``data``, readable by its owner only (0600)."""
+def write_private_file(path: Path, data: bytes | Iterable[str]) -> None:
+    """Atomically replace ``path`` with ``data``, readable by its owner only (0600).
+
+    The file is created 0600 before anything is written, so no secret is ever readable by
+    others, not even while it is being written.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
         os.chmod(temporary, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            if isinstance(data, bytes):
+                handle.write(data)
+            else:
+                for chunk in data:
+                    handle.write(chunk.encode())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

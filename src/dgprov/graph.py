@@ -26,6 +26,7 @@ from .transport import ClientPool
 SERVICE = "Microsoft Graph"
 BATCH_SIZE = 20
 FILTER_VALUES = 15
+LOOKUP_SLICE = BATCH_SIZE * 8  # filter requests in flight per slice
 SELECT = "id,userPrincipalName,mail,otherMails"
 CSA_TYPE = "#Microsoft.DirectoryServices.CustomSecurityAttributeValue"
 ATTRIBUTE_NAMES = ("EnrollmentUrl", "EnrollmentToken")
@@ -232,35 +233,44 @@ class GraphClient:
         build_filter: Callable[[list[str]], str],
         key: Callable[[dict[str, Any]], Iterable[str]],
     ) -> dict[str, list[DirectoryUser]]:
-        items = []
         chunks = [list(emails[i : i + FILTER_VALUES]) for i in range(0, len(emails), FILTER_VALUES)]
-        for index, chunk in enumerate(chunks):
-            query = urlencode(
-                {"$filter": build_filter(chunk), "$select": SELECT, "$top": "999"}, quote_via=quote
-            )
-            items.append({"id": str(index), "method": "GET", "url": f"/users?{query}"})
         found: dict[str, list[DirectoryUser]] = {}
         wanted = set(emails)
-        answers = await self._batch(items)
-        for answer in answers.values():
-            if answer["status"] != 200:
-                _, message = graph_error(answer.get("body"), "lookup failed")
-                raise PreflightError(
-                    f"looking users up in Entra failed ({answer['status']}: {message})"
+        # A slice of batches at a time, each answer reduced to DirectoryUsers before the next:
+        # for 100,000 addresses the raw answers would otherwise all be in memory at once.
+        for first in range(0, len(chunks), LOOKUP_SLICE):
+            items = []
+            for index, chunk in enumerate(chunks[first : first + LOOKUP_SLICE], start=first):
+                query = urlencode(
+                    {"$filter": build_filter(chunk), "$select": SELECT, "$top": "999"},
+                    quote_via=quote,
                 )
-            body = answer["body"]
-            values = list(body.get("value", []))
-            next_link = body.get("@odata.nextLink")
-            while next_link:
-                page = await self._request("GET", next_link)
-                values += page.json().get("value", [])
-                next_link = page.json().get("@odata.nextLink")
-            for value in values:
-                user = DirectoryUser(value["id"], value.get("userPrincipalName"), value.get("mail"))
-                for address in key(value):
-                    if address.lower() in wanted:
-                        found.setdefault(address.lower(), []).append(user)
+                items.append({"id": str(index), "method": "GET", "url": f"/users?{query}"})
+            for answer in (await self._batch(items)).values():
+                for value in await self._all_values(answer):
+                    user = DirectoryUser(
+                        value["id"], value.get("userPrincipalName"), value.get("mail")
+                    )
+                    for address in key(value):
+                        if address.lower() in wanted:
+                            found.setdefault(address.lower(), []).append(user)
         return found
+
+    async def _all_values(self, answer: dict[str, Any]) -> list[dict[str, Any]]:
+        """The users of one lookup answer, following ``@odata.nextLink`` to the end."""
+        if answer["status"] != 200:
+            _, message = graph_error(answer.get("body"), "lookup failed")
+            raise PreflightError(
+                f"looking users up in Entra failed ({answer['status']}: {message})"
+            )
+        body = answer["body"]
+        values = list(body.get("value", []))
+        next_link = body.get("@odata.nextLink")
+        while next_link:
+            page = (await self._request("GET", next_link)).json()
+            values += page.get("value", [])
+            next_link = page.get("@odata.nextLink")
+        return values
 
     async def find_users(self, emails: Iterable[str]) -> Matches:
         """Stage by stage, each stage only for the addresses still unmatched."""

@@ -66,7 +66,7 @@ def unmatched(keys: Iterable[str], *stages: Mapping[str, Sequence[DirectoryUser]
     return [k for k in keys if not any(stage.get(k) for stage in stages)]
 
 
-@dataclass
+@dataclass(slots=True)
 class PlannedMember:
     username: str
     email: str | None

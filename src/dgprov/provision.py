@@ -33,6 +33,7 @@ from .plan import (
 
 DEFAULT_LIFETIME_SECONDS = 24 * 3600
 WRITE_BATCH = 20
+WRITERS = 4
 BATCH_LINGER_SECONDS = 0.05
 ALREADY_ACTIVATED = "User account is already activated"
 
@@ -177,15 +178,22 @@ class Provisioner:
     # --------------------------------------------------------------------------- pipeline
 
     async def _run(self, members: Sequence[PlannedMember], finished: Callable[[int], None]) -> None:
-        queue: asyncio.Queue[tuple[PlannedMember, IssuedToken] | None] = asyncio.Queue()
-        semaphore = asyncio.Semaphore(self.config.concurrency)
+        """A fixed pool of issuers feeding batch writers through a bounded queue.
 
-        async def issue_one(member: PlannedMember) -> None:
-            async with semaphore:
+        The pool (not a task per member) keeps memory flat for 100,000 members; the bound makes
+        issuers wait for the writers, so few tokens are ever issued but not yet stored.
+        """
+        queue: asyncio.Queue[tuple[PlannedMember, IssuedToken] | None] = asyncio.Queue(
+            maxsize=WRITE_BATCH * WRITERS * 2
+        )
+        todo = iter(members)
+
+        async def issuer() -> None:
+            for member in todo:
                 if self.stop.is_set():
                     self._fail(member, "not processed: the run was interrupted")
                     finished(1)
-                    return
+                    continue
                 try:
                     token = await self._issue(member)
                 except DgprovError as exc:
@@ -193,12 +201,12 @@ class Provisioner:
                     finished(1)
                     if not isinstance(exc, RemoteError):
                         self.stop.set()  # authentication or reachability: no point going on
-                    return
+                    continue
                 await queue.put((member, token))
 
-        writers = [asyncio.create_task(self._writer(queue, finished)) for _ in range(4)]
+        writers = [asyncio.create_task(self._writer(queue, finished)) for _ in range(WRITERS)]
         try:
-            await asyncio.gather(*(issue_one(m) for m in members))
+            await asyncio.gather(*(issuer() for _ in range(self.config.concurrency)))
         finally:
             for _ in writers:
                 await queue.put(None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,21 +57,35 @@ def write_report(
     tokens: dict[str, str] | None,
     run: dict[str, Any],
 ) -> None:
-    """Write the report atomically (0600); ``tokens`` only when the user asked for them."""
-    rows = [
-        member_row(m, tokens.get(m.username, "") if tokens is not None else None) for m in members
-    ]
-    if report.kind == "json":
-        document = {"summary": summary(members), "run": run, "members": rows}
-        data = json.dumps(document, indent=2, ensure_ascii=False).encode()
-    else:
+    """Write the report atomically (0600), row by row; ``tokens`` only when the user asked."""
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for member in members:
+            yield member_row(
+                member, tokens.get(member.username, "") if tokens is not None else None
+            )
+
+    def chunks() -> Iterator[str]:
+        if report.kind == "json":
+            head = {"summary": summary(members), "run": run}
+            yield json.dumps(head, indent=2, ensure_ascii=False)[:-2] + ',\n  "members": ['
+            for index, row in enumerate(rows()):
+                yield ("," if index else "") + "\n    " + json.dumps(row, ensure_ascii=False)
+            yield "\n  ]\n}\n"
+            return
         buffer = io.StringIO()
         columns = COLUMNS + ([TOKEN_COLUMN] if tokens is not None else [])
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
-        data = buffer.getvalue().encode()
-    write_private_file(report.path, data)
+        for row in rows():
+            writer.writerow(row)
+            if buffer.tell() > 1 << 16:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    write_private_file(report.path, chunks())
 
 
 def provisioned_in(report: ReportFile) -> dict[str, str]:

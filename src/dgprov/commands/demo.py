@@ -15,7 +15,7 @@ from ..errors import DgprovError
 from ..plan import EnrolledPolicy
 from ..provision import ProvisionConfig
 from ..sandbox import Sandbox, SandboxError, SandboxOptions, example_tenant
-from .generate_tokens import run_generate_tokens, show_members
+from .generate_tokens import entra_opener, run_generate_tokens, show_members
 
 DEMO_GROUP = "vpn-users"
 
@@ -64,14 +64,14 @@ def demo_command(defguard_version: str) -> None:
                 run_generate_tokens(
                     url=info["defguard_url"],
                     api_token=info["api_token"],
-                    settings=settings,
-                    attribute_set="Defguard",
+                    open_directory=entra_opener(settings, "Defguard"),
                     config=ProvisionConfig(
                         group_name=DEMO_GROUP, enrolled_policy=EnrolledPolicy.DESKTOP
                     ),
                     report=None,
                     dry_run=False,
                     confirm=False,
+                    ca_bundle=info["ca_bundle"],
                 )
             )
             show_members(members)

@@ -8,7 +8,8 @@ import datetime
 import signal
 import ssl
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,12 @@ import click
 
 from ..credentials import check_service_url, read_secret
 from ..defguard import DefguardClient
+from ..directory import Directory
 from ..durations import parse_lifetime
 from ..entra_auth import EntraSettings, EntraSignIn
 from ..errors import EXIT_OK, EXIT_SOME_FAILED, DgprovError, UsageError
 from ..graph import GraphClient
+from ..ldap_directory import LdapDirectory, LdapSettings, check_ldap_url
 from ..plan import EnrolledPolicy, Outcome, PlannedMember, summary
 from ..provision import EntraDirectory, ProvisionConfig, Provisioner, run_info, utc_iso
 from ..report import ReportFile, provisioned_in, write_report
@@ -161,40 +164,73 @@ class Progress:
         sys.stderr.flush()
 
 
-async def run_generate_tokens(
-    *,
-    url: str,
-    api_token: str,
-    settings: EntraSettings,
-    attribute_set: str,
-    config: ProvisionConfig,
-    report: ReportFile | None,
-    dry_run: bool,
-    confirm: bool,
-) -> tuple[int, list[PlannedMember]]:
-    """The whole admin job: its exit status and the members with their outcomes.
+@dataclass
+class OpenDirectory:
+    """A directory ready for use, and how to release it."""
 
-    The library entry point behind the command, ``demo`` and tests.
-    """
-    verify: Any = (
-        ssl.create_default_context(cafile=settings.ca_bundle) if settings.ca_bundle else True
-    )
-    defguard = DefguardClient(url, api_token, verify=verify, max_connections=config.concurrency)
-    stop = asyncio.Event()
-    started = datetime.datetime.now(datetime.timezone.utc)
-    graph: GraphClient | None = None
-    try:
-        # Prove the Defguard side before asking anyone to sign in.
-        version = await defguard.server_version()
-        await defguard.group(config.group_name)
-        click.echo(f"Defguard {version} at {url}; signing in to Entra ID", err=True)
+    directory: Directory
+    close: Callable[[], Awaitable[None]]
+    details: dict[str, Any]
+
+
+DirectoryOpener = Callable[[Any], Awaitable[OpenDirectory]]
+
+
+def entra_opener(settings: EntraSettings, attribute_set: str) -> DirectoryOpener:
+    async def open_entra(verify: Any) -> OpenDirectory:
+        click.echo("signing in to Entra ID", err=True)
         sign_in = await asyncio.to_thread(
             EntraSignIn, settings, ADMIN_SCOPES, lambda message: click.echo(message, err=True)
         )
         await asyncio.to_thread(sign_in.token)
         graph = GraphClient(settings.graph_url, sign_in.token, verify=verify)
+        return OpenDirectory(
+            EntraDirectory(graph, attribute_set), graph.aclose, {"attribute_set": attribute_set}
+        )
+
+    return open_entra
+
+
+def ad_opener(settings: LdapSettings) -> DirectoryOpener:
+    async def open_ad(verify: Any) -> OpenDirectory:
+        directory = LdapDirectory(settings)
+
+        async def close() -> None:
+            await asyncio.to_thread(directory.close)
+
+        return OpenDirectory(directory, close, {"ad_attribute": settings.attribute})
+
+    return open_ad
+
+
+async def run_generate_tokens(
+    *,
+    url: str,
+    api_token: str,
+    open_directory: DirectoryOpener,
+    config: ProvisionConfig,
+    report: ReportFile | None,
+    dry_run: bool,
+    confirm: bool,
+    ca_bundle: str | None = None,
+) -> tuple[int, list[PlannedMember]]:
+    """The whole admin job: its exit status and the members with their outcomes.
+
+    The library entry point behind the command, ``demo`` and tests.
+    """
+    verify: Any = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
+    defguard = DefguardClient(url, api_token, verify=verify, max_connections=config.concurrency)
+    stop = asyncio.Event()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    opened: OpenDirectory | None = None
+    try:
+        # Prove the Defguard side before asking anyone to sign in.
+        version = await defguard.server_version()
+        await defguard.group(config.group_name)
+        click.echo(f"Defguard {version} at {url}", err=True)
+        opened = await open_directory(verify)
         provisioner = Provisioner(
-            config, defguard, EntraDirectory(graph, attribute_set), stop=stop, progress=Progress()
+            config, defguard, opened.directory, stop=stop, progress=Progress()
         )
         members = await provisioner.prepare()
         pending = sum(1 for m in members if m.pending)
@@ -204,7 +240,7 @@ async def run_generate_tokens(
             return EXIT_OK, members
         if confirm and pending and sys.stdin.isatty():
             click.confirm(
-                f"Issue {pending} enrollment tokens and store them in Entra ID?",
+                f"Issue {pending} enrollment tokens and store them in {opened.directory.name}?",
                 abort=True,
                 err=True,
             )
@@ -218,7 +254,7 @@ async def run_generate_tokens(
                         "started_at": utc_iso(started),
                         "finished_at": utc_iso(datetime.datetime.now(datetime.timezone.utc)),
                         "defguard_url": url,
-                        "attribute_set": attribute_set,
+                        **opened.details,
                     }
                     tokens = provisioner.state.tokens if config.keep_tokens else None
                     write_report(report, members, tokens, run_info(provisioner, extra))
@@ -230,8 +266,62 @@ async def run_generate_tokens(
         return (EXIT_SOME_FAILED if failed else EXIT_OK), members
     finally:
         await defguard.aclose()
-        if graph is not None:
-            await graph.aclose()
+        if opened is not None:
+            await opened.close()
+
+
+def ad_settings(params: dict[str, Any]) -> LdapSettings:
+    missing = [
+        f"--{name.replace('_', '-')}"
+        for name in ("ldap_url", "base_dn", "ad_attribute")
+        if not params[name]
+    ]
+    if missing:
+        raise UsageError(f"--directory ad needs {', '.join(missing)}")
+    password = None
+    if params["bind_dn"]:
+        password = read_secret(
+            what="LDAP bind password",
+            env_var="DGPROV_BIND_PASSWORD",
+            file=params["bind_password_file"],
+            command_line=None,
+            command_line_option="",
+            file_option="--bind-password-file",
+        )
+    return LdapSettings(
+        url=check_ldap_url(params["ldap_url"]),
+        base_dn=params["base_dn"],
+        attribute=params["ad_attribute"],
+        bind_dn=params["bind_dn"],
+        password=password,
+        match_by=params["match_by"],
+        ca_bundle=params["ca_bundle"],
+    )
+
+
+def ad_options(function: Any) -> Any:
+    """Active Directory options: where to search, how to bind, which attribute to write."""
+    options = [
+        click.option("--ldap-url", help="ldaps://dc.corp.example (ldap:// only on loopback)."),
+        click.option("--base-dn", help="Where users are searched, e.g. DC=corp,DC=example."),
+        click.option("--ad-attribute", help="Attribute that receives the JSON (required for AD)."),
+        click.option("--bind-dn", help="Simple bind as this DN; without it, Kerberos."),
+        click.option(
+            "--bind-password-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="File holding the bind password (or set DGPROV_BIND_PASSWORD).",
+        ),
+        click.option(
+            "--match-by",
+            type=click.Choice(["samaccountname", "mail"]),
+            default="samaccountname",
+            show_default=True,
+            help="AD users match Defguard users by sAMAccountName = username, or by mail.",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
 
 
 @click.command("generate-tokens")
@@ -262,6 +352,7 @@ async def run_generate_tokens(
     help="Where tokens are stored.",
 )
 @entra_options
+@ad_options
 @click.option(
     "--enrolled-users",
     type=click.Choice(["desktop", "skip"]),
@@ -302,7 +393,8 @@ async def run_generate_tokens(
 )
 def generate_tokens_command(**params: Any) -> None:
     """Issue Defguard enrollment tokens for every member of a group and store each token and the
-    enrollment URL on the user's Entra object (custom security attributes).
+    enrollment URL on the user's Entra object (custom security attributes) or, with
+    --directory ad, as JSON in an Active Directory attribute.
 
     Exit status: 0 all members provisioned or deliberately skipped, 1 some failed, 2 usage,
     preflight or sign-in error (nothing changed).
@@ -319,7 +411,10 @@ def generate_tokens_command(**params: Any) -> None:
         already_done = (
             provisioned_in(ReportFile(params["resume_path"])) if params["resume_path"] else {}
         )
-        settings = entra_settings(params)
+        if params["directory"] == "ad":
+            opener = ad_opener(ad_settings(params))
+        else:
+            opener = entra_opener(entra_settings(params), params["attribute_set_name"])
         api_token = read_secret(
             what="Defguard API token",
             env_var="DEFGUARD_API_TOKEN",
@@ -341,12 +436,12 @@ def generate_tokens_command(**params: Any) -> None:
             run_generate_tokens(
                 url=url,
                 api_token=api_token,
-                settings=settings,
-                attribute_set=params["attribute_set_name"],
+                open_directory=opener,
                 config=config,
                 report=report,
                 dry_run=params["dry_run"],
                 confirm=not params["yes"],
+                ca_bundle=params["ca_bundle"],
             )
         )
     except DgprovError as exc:

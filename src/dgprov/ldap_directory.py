@@ -1,0 +1,235 @@
+"""Active Directory (or any LDAP directory) as the place tokens are stored.
+
+As Defguard's AD script does, users are found by ``sAMAccountName`` = Defguard username (or by
+``mail`` with ``--match-by mail``), and the token and URL are written as compact JSON
+``{"enrollmentUrl": …, "enrollmentToken": …}`` into one attribute (``--ad-attribute``).
+ldap3 is synchronous, so every call runs in a worker thread on one thread-safe connection.
+Filter values are escaped (RFC 4515), so names with ``*``, ``(`` or ``\\`` cannot widen a search.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import ldap3
+from ldap3.core.exceptions import LDAPException
+from ldap3.utils.conv import escape_filter_chars
+
+from .credentials import is_loopback
+from .directory import WriteResult
+from .errors import AuthenticationError, PreflightError, UsageError
+from .plan import DirectoryUser, Matches, MatchKey
+
+FILTER_VALUES = 50
+MatchBy = Literal["samaccountname", "mail"]
+
+
+@dataclass(frozen=True)
+class LdapSettings:
+    url: str
+    base_dn: str
+    attribute: str
+    bind_dn: str | None = None
+    password: str | None = None
+    match_by: MatchBy = "samaccountname"
+    ca_bundle: str | None = None
+
+
+def provisioning_value(enrollment_url: str, token: str) -> str:
+    """The JSON Defguard's client-side script parses, without spaces."""
+    return json.dumps(
+        {"enrollmentUrl": enrollment_url, "enrollmentToken": token}, separators=(",", ":")
+    )
+
+
+def check_ldap_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
+        raise UsageError(f"--ldap-url {url!r} is not an LDAP URL such as ldaps://dc1.corp.example")
+    if parts.scheme == "ldap" and not is_loopback(parts.hostname):
+        raise UsageError(
+            f"--ldap-url {url}: use ldaps:// (tokens must not cross the network in clear text; "
+            "ldap:// is accepted for loopback addresses only)"
+        )
+    return url
+
+
+class LdapDirectory:
+    name = "Active Directory"
+    max_value_length: int | None = None
+
+    def __init__(self, settings: LdapSettings) -> None:
+        self.settings = settings
+        self.match_key: MatchKey = "username" if settings.match_by == "samaccountname" else "email"
+        self._search_attribute = (
+            "sAMAccountName" if settings.match_by == "samaccountname" else "mail"
+        )
+        self._connection: Any = None
+
+    # ------------------------------------------------------------------------------ connection
+
+    def _connect(self) -> Any:
+        if self._connection is not None:
+            return self._connection
+        settings = self.settings
+        tls = None
+        if settings.url.startswith("ldaps://"):
+            tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=settings.ca_bundle)
+        server = ldap3.Server(settings.url, get_info=ldap3.SCHEMA, tls=tls, connect_timeout=15)
+        options: dict[str, Any] = {"client_strategy": ldap3.SAFE_SYNC, "receive_timeout": 60}
+        if settings.bind_dn:
+            options.update(user=settings.bind_dn, password=settings.password or "")
+        else:
+            try:
+                import gssapi  # noqa: F401  (ldap3's Kerberos bind needs it)
+            except ImportError:
+                raise UsageError(
+                    "no --bind-dn given and Kerberos is not available (install the 'gssapi' "
+                    "package and get a ticket with kinit), or pass --bind-dn with the password "
+                    "in DGPROV_BIND_PASSWORD"
+                ) from None
+            options.update(authentication=ldap3.SASL, sasl_mechanism=ldap3.KERBEROS)
+        try:
+            connection = ldap3.Connection(server, **options)
+            bound, result, _, _ = connection.bind()
+        except LDAPException as exc:
+            raise PreflightError(
+                f"cannot reach the directory at {settings.url} ({type(exc).__name__}); check "
+                "--ldap-url, the network and --ca-bundle"
+            ) from None
+        if not bound:
+            who = settings.bind_dn or "the Kerberos ticket's user"
+            raise AuthenticationError(
+                f"the directory refused the bind as {who} ({result.get('description')}); check "
+                "--bind-dn and the password in DGPROV_BIND_PASSWORD or --bind-password-file"
+            )
+        self._connection = connection
+        return connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.unbind()
+            self._connection = None
+
+    # ------------------------------------------------------------------------------ preflight
+
+    def _preflight(self) -> None:
+        connection = self._connect()
+        status, result, _, _ = connection.search(
+            self.settings.base_dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=[]
+        )
+        if not status:
+            raise PreflightError(
+                f"--base-dn {self.settings.base_dn!r} cannot be read "
+                f"({result.get('description')}); check the DN and the bind account's rights"
+            )
+        schema = connection.server.schema
+        known = {name.lower() for name in schema.attribute_types} if schema is not None else set()
+        if known and self.settings.attribute.lower() not in known:
+            raise PreflightError(
+                f"the directory schema has no attribute {self.settings.attribute!r}; choose an "
+                "existing one with --ad-attribute (defguardProvisioningConfig, description and "
+                "extensionAttributeN are common)"
+            )
+
+    async def preflight(self) -> None:
+        await asyncio.to_thread(self._preflight)
+
+    # ------------------------------------------------------------------------------- lookups
+
+    def _find(self, keys: list[str]) -> dict[str, list[DirectoryUser]]:
+        connection = self._connect()
+        attribute = self._search_attribute
+        found: dict[str, list[DirectoryUser]] = {}
+        for start in range(0, len(keys), FILTER_VALUES):
+            chunk = keys[start : start + FILTER_VALUES]
+            alternatives = "".join(f"({attribute}={escape_filter_chars(key)})" for key in chunk)
+            status, result, entries, _ = connection.search(
+                self.settings.base_dn,
+                f"(&(objectClass=user)(|{alternatives}))",
+                attributes=["sAMAccountName", "mail", "userPrincipalName"],
+            )
+            if not status and result.get("description") != "noSuchObject":
+                raise PreflightError(
+                    f"searching the directory failed ({result.get('description')})"
+                )
+            wanted = {key.lower() for key in chunk}
+            for entry in entries or []:
+                if entry.get("type") != "searchResEntry":
+                    continue
+                values = entry["attributes"]
+                value = _first(values.get(attribute))
+                if value is None or value.lower() not in wanted:
+                    continue
+                user = DirectoryUser(
+                    entry["dn"],
+                    _first(values.get("userPrincipalName")) or _first(values.get("sAMAccountName")),
+                    _first(values.get("mail")),
+                )
+                found.setdefault(value.lower(), []).append(user)
+        return found
+
+    async def find_users(self, keys: Iterable[str]) -> Matches:
+        unique = sorted({key.lower() for key in keys})
+        found = await asyncio.to_thread(self._find, unique)
+        return Matches([(self._search_attribute, found)], key=self.match_key)
+
+    # -------------------------------------------------------------------------------- writes
+
+    def _replace(self, dn: str, values: list[str]) -> tuple[bool, str]:
+        connection = self._connect()
+        status, result, _, _ = connection.modify(
+            dn, {self.settings.attribute: [(ldap3.MODIFY_REPLACE, values)]}
+        )
+        return bool(status), f"{result.get('description')}: {result.get('message') or ''}".rstrip(
+            ": "
+        )
+
+    def _probe(self, dn: str) -> None:
+        """Write back the value the attribute already has: authorised like a real write."""
+        connection = self._connect()
+        _, _, entries, _ = connection.search(
+            dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=[self.settings.attribute]
+        )
+        current = []
+        for entry in entries or []:
+            if entry.get("type") == "searchResEntry":
+                current = list(entry["raw_attributes"].get(self.settings.attribute, []))
+        ok, detail = self._replace(dn, [v.decode() if isinstance(v, bytes) else v for v in current])
+        if not ok:
+            raise PreflightError(
+                f"the bind account may not write {self.settings.attribute!r} ({detail}); grant it "
+                "write access to that attribute on the user objects"
+            )
+
+    async def check_can_write(self, user: DirectoryUser) -> None:
+        await asyncio.to_thread(self._probe, user.id)
+
+    def _write(
+        self, assignments: Sequence[tuple[DirectoryUser, str, str]]
+    ) -> dict[str, WriteResult]:
+        results: dict[str, WriteResult] = {}
+        for user, url, token in assignments:
+            try:
+                ok, detail = self._replace(user.id, [provisioning_value(url, token)])
+            except LDAPException as exc:
+                ok, detail = False, type(exc).__name__
+            results[user.id] = WriteResult(ok, detail)
+        return results
+
+    async def write(
+        self, assignments: Sequence[tuple[DirectoryUser, str, str]]
+    ) -> dict[str, WriteResult]:
+        return await asyncio.to_thread(self._write, assignments)
+
+
+def _first(value: Any) -> str | None:
+    if isinstance(value, list):
+        return str(value[0]) if value else None
+    return None if value is None else str(value)
