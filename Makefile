@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint bench ldap-server clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,21 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# The AD tests start a real OpenLDAP slapd; install it when missing (needs root and apt).
+ldap-server:
+	@command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slapd >/dev/null; \
+	  else \
+	    echo "OpenLDAP slapd is missing: install it (Debian: sudo apt-get install slapd) to run the AD tests" >&2; \
+	    exit 1; \
+	  fi; }
+
+test: lint ldap-server
 	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/generate_tokens.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

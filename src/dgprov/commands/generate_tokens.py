@@ -346,10 +346,10 @@ def ad_options(function: Any) -> Any:
 )
 @click.option(
     "--directory",
-    type=click.Choice(["entra"]),
+    type=click.Choice(["entra", "ad"]),
     default="entra",
     show_default=True,
-    help="Where tokens are stored.",
+    help="Where tokens are stored: Entra ID custom security attributes, or an AD attribute.",
 )
 @entra_options
 @ad_options

@@ -1,0 +1,181 @@
+"""``dgprov generate-tokens --directory ad`` against a real slapd and the Defguard sandbox."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner, Result
+
+from dgprov.cli import main
+
+from .conftest import Running, StartSandbox, example_tenant
+from .slapd import (
+    PROVISIONER_DN,
+    PROVISIONER_PASSWORD,
+    READER_DN,
+    READER_PASSWORD,
+    USERS_DN,
+    Slapd,
+    slapd,
+)
+
+__all__ = ["slapd"]  # the fixture
+
+
+def sha(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def run(
+    running: Running,
+    server: Slapd,
+    tmp_path: Path,
+    *extra: str,
+    bind_dn: str = PROVISIONER_DN,
+    password: str = PROVISIONER_PASSWORD,
+    attribute: str = "defguardProvisioningConfig",
+) -> Result:
+    args = [
+        "generate-tokens",
+        "--url", running.info["defguard_url"],
+        "--group-name", "vpn-users",
+        "--directory", "ad",
+        "--ldap-url", server.url,
+        "--base-dn", USERS_DN,
+        "--ad-attribute", attribute,
+        "--bind-dn", bind_dn,
+        "--yes",
+        *extra,
+    ]  # fmt: skip
+    env = {"DEFGUARD_API_TOKEN": running.info["api_token"], "DGPROV_BIND_PASSWORD": password}
+    return CliRunner().invoke(main, args, env=env)
+
+
+def populate(server: Slapd) -> dict[str, str]:
+    """AD accounts for the example tenant's members (no 'ghost'), keyed by username."""
+    return {
+        "jdoe": server.add_user("John Doe", "jdoe", "jdoe@contoso.example"),
+        "obrien": server.add_user(
+            "Siobhan OBrien", "obrien", "siobhan.o'brien+vpn@contoso.example"
+        ),
+        "mlopez": server.add_user("Maria Lopez", "mlopez", "maria.lopez@old-contoso.example"),
+        "twin": server.add_user("Tess Twin", "twin", "shared@contoso.example"),
+        "nomail": server.add_user("Nora Nomail", "nomail"),
+        "pfetch": server.add_user("Paula Prefetched", "pfetch", "paula@contoso.example"),
+        "enrolled": server.add_user("Ed Enrolled", "enrolled", "ed@contoso.example"),
+        "ldapuser": server.add_user("Lee Ldap", "ldapuser", "lee@contoso.example"),
+    }
+
+
+def tokens(running: Running) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for token in running.anonymous.get("/_sandbox/tokens").json()["tokens"]:
+        found.setdefault(token["username"], set()).add(token["token_sha256"])
+    return found
+
+
+def report_rows(path: Path) -> dict[str, dict[str, Any]]:
+    return {r["username"]: r for r in json.loads(path.read_text())["members"]}
+
+
+def test_flow_by_account_name(
+    start_sandbox: StartSandbox, slapd: Slapd, tmp_path: Path, line: str
+) -> None:
+    running = start_sandbox(example_tenant(), line)
+    dns = populate(slapd)
+    report = tmp_path / "r.json"
+    result = run(running, slapd, tmp_path, "--report", str(report))
+    assert result.exit_code == 0, result.output
+    rows = report_rows(report)
+    outcomes = {name: (row["action"], row["outcome"]) for name, row in rows.items()}
+    assert outcomes["ghost"] == ("none", "skipped") and "account name" in rows["ghost"]["reason"]
+    assert outcomes["dora"] == ("none", "skipped")
+    assert outcomes["nomail"] == ("start_enrollment", "provisioned")  # no e-mail needed here
+    assert outcomes["pfetch"] == ("start_desktop", "provisioned")
+    assert {n for n, o in outcomes.items() if o[1] == "provisioned"} == set(dns)
+    issued = tokens(running)
+    for name, dn in dns.items():
+        stored = slapd.read(dn, "defguardProvisioningConfig")
+        assert stored is not None and " " not in stored  # compact JSON
+        value = json.loads(stored)
+        assert list(value) == ["enrollmentUrl", "enrollmentToken"]
+        assert value["enrollmentUrl"] == running.info["proxy_url"] + "/"
+        assert issued[name] == {sha(value["enrollmentToken"])}
+        assert rows[name]["directory_id"] == dn
+    assert "ghost" not in issued
+
+
+def test_match_by_mail_escapes_and_detects_duplicates(
+    start_sandbox: StartSandbox, slapd: Slapd, tmp_path: Path
+) -> None:
+    tenant = example_tenant()
+    tenant["users"].append(
+        {"username": "wild", "first_name": "W", "last_name": "Ild", "email": "w*@contoso.example"}
+    )
+    tenant["groups"][1]["members"].append("wild")
+    running = start_sandbox(tenant)
+    populate(slapd)
+    slapd.add_user("Tom Twin", "ttwin", "SHARED@contoso.example")
+    slapd.add_user("Walter A", "wa", "wa@contoso.example")  # would match an unescaped w*
+    report = tmp_path / "r.json"
+    result = run(running, slapd, tmp_path, "--match-by", "mail", "--report", str(report))
+    assert result.exit_code == 1
+    rows = report_rows(report)
+    assert rows["obrien"]["outcome"] == "provisioned"  # apostrophe and + in the filter value
+    assert rows["twin"]["outcome"] == "failed" and "ambiguous" in rows["twin"]["reason"]
+    assert rows["wild"]["outcome"] == "skipped"
+    assert rows["nomail"]["outcome"] == "skipped" and "no e-mail" in rows["nomail"]["reason"]
+    assert "wild" not in tokens(running) and "twin" not in tokens(running)
+
+
+def test_json_in_description(start_sandbox: StartSandbox, slapd: Slapd, tmp_path: Path) -> None:
+    running = start_sandbox(example_tenant())
+    dns = populate(slapd)
+    result = run(running, slapd, tmp_path, attribute="description")
+    assert result.exit_code == 0, result.output
+    value = json.loads(slapd.read(dns["jdoe"], "description") or "")
+    assert sha(value["enrollmentToken"]) in tokens(running)["jdoe"]
+
+
+def test_wrong_bind_password(start_sandbox: StartSandbox, slapd: Slapd, tmp_path: Path) -> None:
+    running = start_sandbox(example_tenant())
+    populate(slapd)
+    result = run(running, slapd, tmp_path, password="wrong")
+    assert result.exit_code == 2 and "refused the bind" in result.output
+    assert "wrong" not in result.output.replace("refused", "")
+    assert tokens(running) == {}
+
+
+def test_unknown_attribute_and_missing_rights_stop_before_any_token(
+    start_sandbox: StartSandbox, slapd: Slapd, tmp_path: Path
+) -> None:
+    running = start_sandbox(example_tenant())
+    populate(slapd)
+    unknown = run(running, slapd, tmp_path, attribute="defguardConfig")
+    assert unknown.exit_code == 2 and "no attribute 'defguardConfig'" in unknown.output
+    reader = run(running, slapd, tmp_path, bind_dn=READER_DN, password=READER_PASSWORD)
+    assert reader.exit_code == 2 and "may not write" in reader.output
+    assert tokens(running) == {}
+
+
+def test_ad_usage_errors(start_sandbox: StartSandbox, slapd: Slapd, tmp_path: Path) -> None:
+    running = start_sandbox(example_tenant())
+    missing = CliRunner().invoke(
+        main,
+        [
+            "generate-tokens",
+            "--url",
+            running.info["defguard_url"],
+            "--group-name",
+            "vpn-users",
+            "--directory",
+            "ad",
+        ],
+        env={"DEFGUARD_API_TOKEN": running.info["api_token"]},
+    )
+    assert missing.exit_code == 2 and "--ldap-url, --base-dn, --ad-attribute" in missing.output
+    plain = run(running, Slapd("ldap://dc1.corp.example", slapd.process), tmp_path)
+    assert plain.exit_code == 2 and "use ldaps://" in plain.output
