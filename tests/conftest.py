@@ -172,3 +172,31 @@ def sign_in(running: Running, upn: str, scopes: list[str] | None = None) -> str:
     running.sandbox.entra.auto_approve_upn = None
     token: str = result["access_token"]
     return token
+
+
+def make_certificate(common_name: str = "dgprov tests") -> tuple[str, str]:
+    """A fresh RSA key and self-signed certificate, as PEM ``(private_key, certificate)``."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return key_pem, certificate.public_bytes(serialization.Encoding.PEM).decode()

@@ -463,3 +463,25 @@ def test_interrupt_and_resume(start_sandbox: StartSandbox, tmp_path: Path) -> No
     assert_no_token_in(
         stdout + stderr + resumed.stdout + resumed.stderr + report.read_text(), running
     )
+
+
+def test_certificate_sign_in(start_sandbox: StartSandbox, tmp_path: Path) -> None:
+    from .conftest import make_certificate
+
+    key, certificate = make_certificate()
+    tenant = example_tenant()
+    tenant["entra"]["applications"][1]["certificates"].append(certificate)
+    running = start_sandbox(tenant)
+    pem = tmp_path / "app.pem"
+    pem.write_text(key + certificate)
+    args = cli_args(running, "--dry-run", "--client-certificate", str(pem))
+    args[args.index("--client-id") + 1] = running.info["confidential_client_id"]
+    args[args.index("--auth") + 1] = "certificate"
+    result = CliRunner().invoke(main, args, env=environment(running, tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "5 tokens would be issued" in result.output
+    broken = tmp_path / "broken.pem"
+    broken.write_text(certificate)
+    args[args.index("--client-certificate") + 1] = str(broken)
+    refused = CliRunner().invoke(main, args, env=environment(running, tmp_path))
+    assert refused.exit_code == 2 and "both the private key and the certificate" in refused.output

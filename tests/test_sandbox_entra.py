@@ -357,3 +357,36 @@ def test_auto_approve_can_be_switched_while_running(entra: Running) -> None:
     result = app.acquire_token_by_device_flow(app.initiate_device_flow(scopes=["User.Read"]))
     assert result["id_token_claims"]["preferred_username"] == target
     assert control(entra, "auto-approve", {"upn": "nobody@example.com"}).status_code == 404
+
+
+def test_client_certificate_credentials(start_sandbox: StartSandbox) -> None:
+    from .conftest import example_tenant, make_certificate
+
+    key, certificate = make_certificate()
+    tenant = example_tenant()
+    tenant["entra"]["applications"][1]["certificates"].append(certificate)
+    running = start_sandbox(tenant)
+    info = running.info
+
+    def app_token(credential: dict[str, str]) -> dict[str, Any]:
+        app = msal.ConfidentialClientApplication(
+            info["confidential_client_id"],
+            client_credential=credential,
+            authority=info["authority_url"],
+            instance_discovery=False,
+            http_client=msal_http_client(info["ca_bundle"]),
+        )
+        result: dict[str, Any] = app.acquire_token_for_client(
+            ["https://graph.microsoft.com/.default"]
+        )
+        return result
+
+    accepted = app_token({"private_key": key, "public_certificate": certificate})
+    assert jwt_claims(accepted["access_token"])["idtyp"] == "app"
+    other_key, other_certificate = make_certificate("not registered")
+    refused = app_token({"private_key": other_key, "public_certificate": other_certificate})
+    assert refused["error"] == "invalid_client" and "AADSTS700027" in refused["error_description"]
+    mismatched = app_token({"private_key": other_key, "public_certificate": certificate})
+    assert (
+        mismatched["error"] == "invalid_client" and "signature" in mismatched["error_description"]
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import tempfile
 import webbrowser
@@ -27,7 +28,12 @@ from .errors import AuthenticationError, UsageError
 
 log = logging.getLogger("dgprov")
 
-AuthMode = Literal["auto", "browser", "device-code", "client-secret"]
+AuthMode = Literal["auto", "browser", "device-code", "client-secret", "certificate"]
+APP_ONLY_MODES = ("client-secret", "certificate")
+PEM_PRIVATE_KEY = re.compile(
+    r"-----BEGIN ((?:RSA |EC |ENCRYPTED )?PRIVATE KEY)-----.+?-----END \1-----", re.DOTALL
+)
+PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 MICROSOFT_AUTHORITY_HOSTS = {
     "login.microsoftonline.com",
     "login.microsoftonline.us",
@@ -51,6 +57,8 @@ class EntraSettings:
     ca_bundle: str | None = None
     auth: AuthMode = "auto"
     client_secret: str | None = None
+    client_certificate: str | None = None  # PEM: the private key and the certificate
+    certificate_password: str | None = None
     persist_cache: bool = True
 
     @property
@@ -145,6 +153,25 @@ def browser_available() -> bool:
     return True
 
 
+def certificate_credential(settings: EntraSettings) -> dict[str, Any]:
+    """MSAL's certificate credential from one PEM holding the private key and the certificate."""
+    pem = settings.client_certificate or ""
+    key = PEM_PRIVATE_KEY.search(pem)
+    certificate = PEM_CERTIFICATE.search(pem)
+    if key is None or certificate is None:
+        raise UsageError(
+            "--client-certificate must be a PEM file holding both the private key and the "
+            "certificate registered on the app"
+        )
+    credential: dict[str, Any] = {
+        "private_key": key.group(0),
+        "public_certificate": certificate.group(0),
+    }
+    if settings.certificate_password:
+        credential["passphrase"] = settings.certificate_password
+    return credential
+
+
 def _failure(result: dict[str, Any], what: str) -> AuthenticationError:
     description = str(result.get("error_description", "")).splitlines()[0] if result else ""
     return AuthenticationError(f"{what} failed: {result.get('error', 'no answer')}: {description}")
@@ -167,13 +194,17 @@ class EntraSignIn:
             "token_cache": token_cache() if settings.persist_cache else msal.TokenCache(),
         }
         try:
-            if settings.auth == "client-secret":
+            if settings.auth == "certificate":
+                self._app: Any = msal.ConfidentialClientApplication(
+                    settings.client_id, client_credential=certificate_credential(settings), **common
+                )
+            elif settings.auth == "client-secret":
                 if not settings.client_secret:
                     raise UsageError(
                         "--auth client-secret needs the secret in DGPROV_CLIENT_SECRET or "
                         "--client-secret-file"
                     )
-                self._app: Any = msal.ConfidentialClientApplication(
+                self._app = msal.ConfidentialClientApplication(
                     settings.client_id, client_credential=settings.client_secret, **common
                 )
             else:
@@ -220,7 +251,7 @@ class EntraSignIn:
 
     def _token(self, fresh: bool) -> str:
         try:
-            if self.settings.auth == "client-secret":
+            if self.settings.auth in APP_ONLY_MODES:
                 return self._app_only()
             accounts = self._app.get_accounts()
             account = self._account or (accounts[0] if accounts else None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import os
 import signal
 import ssl
 import sys
@@ -49,7 +50,7 @@ def entra_options(function: Any) -> Any:
         ),
         click.option(
             "--auth",
-            type=click.Choice(["auto", "browser", "device-code", "client-secret"]),
+            type=click.Choice(["auto", "browser", "device-code", "client-secret", "certificate"]),
             default="auto",
             show_default=True,
             help="auto = browser, or device code when no browser can open.",
@@ -58,6 +59,13 @@ def entra_options(function: Any) -> Any:
             "--client-secret-file",
             type=click.Path(dir_okay=False, path_type=Path),
             help="For --auth client-secret (or set DGPROV_CLIENT_SECRET).",
+        ),
+        click.option(
+            "--client-certificate",
+            type=click.Path(dir_okay=False, path_type=Path),
+            envvar="DGPROV_CLIENT_CERTIFICATE",
+            help="For --auth certificate: PEM with the private key and the certificate "
+            "(password, if any, in DGPROV_CLIENT_CERTIFICATE_PASSWORD).",
         ),
         click.option(
             "--authority",
@@ -96,6 +104,17 @@ def entra_settings(params: dict[str, Any]) -> EntraSettings:
             file_option="--client-secret-file",
             prompt=False,
         )
+    certificate = None
+    if params["auth"] == "certificate":
+        path = params["client_certificate"]
+        if path is None:
+            raise UsageError("--auth certificate needs --client-certificate FILE")
+        try:
+            certificate = path.read_text("utf-8")
+        except OSError as exc:
+            raise UsageError(
+                f"--client-certificate {path}: cannot read it ({exc.strerror})"
+            ) from None
     return EntraSettings(
         tenant=params["tenant"] or "",
         client_id=params["client_id"],
@@ -106,6 +125,8 @@ def entra_settings(params: dict[str, Any]) -> EntraSettings:
         ca_bundle=params["ca_bundle"],
         auth=params["auth"],
         client_secret=secret,
+        client_certificate=certificate,
+        certificate_password=os.environ.get("DGPROV_CLIENT_CERTIFICATE_PASSWORD") or None,
     )
 
 

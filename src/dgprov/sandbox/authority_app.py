@@ -25,6 +25,7 @@ from .entra_state import EntraState, EntraUser, OAuthError
 from .http_common import RequestCounter
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 def _oauth_error(error: OAuthError) -> JSONResponse:
@@ -253,8 +254,15 @@ class AuthorityHandlers:
                     client_id, form.get("refresh_token", ""), form.get("scope", "")
                 )
             elif grant == "client_credentials":
+                assertion = None
+                if form.get("client_assertion_type") == CLIENT_ASSERTION_TYPE:
+                    assertion = form.get("client_assertion", "")
                 tokens = self.state.client_credentials(
-                    client_id, form.get("client_secret"), form.get("scope", "")
+                    client_id,
+                    form.get("client_secret"),
+                    form.get("scope", ""),
+                    assertion=assertion,
+                    token_endpoint=f"{self._base(request)}/oauth2/v2.0/token",
                 )
             else:
                 raise OAuthError(

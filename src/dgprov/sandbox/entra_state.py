@@ -8,6 +8,7 @@ PKCE, refresh token, client credentials) as recorded in ``shared/reference/graph
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import string
 import uuid
@@ -15,8 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
 from .defguard_state import SandboxClock, unix_seconds
-from .keys import JwtSigner, b64url
+from .keys import JwtSigner, b64url, b64url_decode
 from .tenant import Tenant
 
 GRAPH_AUDIENCE = "https://graph.microsoft.com"
@@ -79,6 +85,7 @@ class Application:
     delegated_permissions: set[str]
     application_permissions: set[str]
     service_principal_id: str
+    certificates: list[x509.Certificate] = field(default_factory=list)
 
 
 @dataclass
@@ -240,6 +247,10 @@ class EntraState:
                 delegated_permissions=set(app.get("delegated_permissions", [])),
                 application_permissions=set(app.get("application_permissions", [])),
                 service_principal_id=str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
+                certificates=[
+                    x509.load_pem_x509_certificate(pem.encode())
+                    for pem in app.get("certificates", [])
+                ],
             )
         self.attribute_sets: dict[str, AttributeSet] = {}
         self.definitions: dict[tuple[str, str], AttributeDefinition] = {}
@@ -579,11 +590,83 @@ class EntraState:
             scopes.append("offline_access")
         return self.issue_user_tokens(app, self.users[grant.user_id], scopes)
 
+    def verify_client_assertion(
+        self, app: Application, assertion: str, token_endpoint: str
+    ) -> None:
+        """A JWT signed with the key of one of the app's certificates (``x5t#S256`` or ``x5t``)."""
+
+        def refuse(why: str) -> OAuthError:
+            return OAuthError(
+                "invalid_client", f"The client assertion is invalid: {why}.", 700027, 401
+            )
+
+        try:
+            header_part, claims_part, signature_part = assertion.split(".")
+            header = json.loads(b64url_decode(header_part))
+            claims = json.loads(b64url_decode(claims_part))
+            signature = b64url_decode(signature_part)
+        except ValueError:
+            raise refuse("it is not a JWT") from None
+        certificate = None
+        for candidate in app.certificates:
+            sha256 = b64url(candidate.fingerprint(hashes.SHA256()))
+            sha1 = b64url(candidate.fingerprint(hashes.SHA1()))  # identifies the key only
+            # MSAL pads its base64url thumbprints, RFC 7515 does not: accept both.
+            sent_sha256 = str(header.get("x5t#S256", "")).rstrip("=")
+            sent_sha1 = str(header.get("x5t", "")).rstrip("=")
+            if sent_sha256 == sha256 or sent_sha1 == sha1:
+                certificate = candidate
+        if certificate is None:
+            raise OAuthError(
+                "invalid_client",
+                f"No certificate with that thumbprint is registered on the app '{app.client_id}'.",
+                700027,
+                401,
+            )
+        algorithms = {
+            "RS256": padding.PKCS1v15(),
+            "PS256": padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO),
+        }
+        if header.get("alg") not in algorithms:
+            raise refuse(f"unsupported algorithm {header.get('alg')!r}")
+        public_key = certificate.public_key()
+        if not isinstance(public_key, rsa.RSAPublicKey):
+            raise refuse("only RSA certificates are supported")
+        try:
+            public_key.verify(
+                signature,
+                f"{header_part}.{claims_part}".encode(),
+                algorithms[header["alg"]],
+                hashes.SHA256(),
+            )
+        except InvalidSignature:
+            raise refuse("the signature does not verify") from None
+        now = unix_seconds(self.clock.now())
+        if claims.get("aud") != token_endpoint:
+            raise refuse(f"the audience must be {token_endpoint}")
+        if claims.get("iss") != app.client_id or claims.get("sub") != app.client_id:
+            raise refuse("iss and sub must be the client id")
+        if int(claims.get("exp", 0)) <= now or int(claims.get("nbf", 0)) > now + 300:
+            raise refuse("it is expired or not yet valid")
+
     def client_credentials(
-        self, client_id: str, client_secret: str | None, scope_text: str
+        self,
+        client_id: str,
+        client_secret: str | None,
+        scope_text: str,
+        *,
+        assertion: str | None = None,
+        token_endpoint: str = "",
     ) -> dict[str, Any]:
+        """App-only tokens, for a client secret or a certificate-signed assertion."""
         app = self.application(client_id)
-        if app.client_secret is None or app.public_client:
+        if app.public_client:
+            raise OAuthError(
+                "unauthorized_client", "A public client cannot use client credentials.", 700025
+            )
+        if assertion is not None:
+            self.verify_client_assertion(app, assertion, token_endpoint)
+        elif app.client_secret is None:
             raise OAuthError(
                 "invalid_client",
                 "The request body must contain the following parameter: 'client_assertion' or "
@@ -591,7 +674,7 @@ class EntraState:
                 7000218,
                 401,
             )
-        if client_secret != app.client_secret:
+        elif client_secret != app.client_secret:
             raise OAuthError(
                 "invalid_client",
                 f"Invalid client secret provided for app '{app.client_id}'.",
