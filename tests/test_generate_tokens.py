@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import signal
@@ -119,8 +120,13 @@ def assert_no_token_in(text: str, running: Running) -> None:
 
 
 def test_whole_flow_on_both_lines(
-    start_sandbox: StartSandbox, invoke: Invoker, line: str, tmp_path: Path
+    start_sandbox: StartSandbox,
+    invoke: Invoker,
+    line: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     running = start_sandbox(example_tenant(), line)
     report = tmp_path / "report.json"
     result = invoke(running, "--report", str(report))
@@ -149,7 +155,8 @@ def test_whole_flow_on_both_lines(
         assert values["EnrollmentUrl"] == running.info["proxy_url"] + "/"
         assert hashes[name] == {sha(values["EnrollmentToken"])}
     assert stat.S_IMODE(report.stat().st_mode) == 0o600
-    assert_no_token_in(result.output + report.read_text(), running)
+    assert_no_token_in(result.output + report.read_text() + caplog.text, running)
+    assert caplog.records  # the scan saw the log (MSAL and dgprov log at DEBUG)
 
 
 def test_csv_report_and_tokens_only_on_request(
