@@ -3,43 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import selectors
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from .conftest import example_tenant, public_client
+from .conftest import example_tenant, public_client, running_sandbox
 
 DGPROV = [sys.executable, "-m", "dgprov"]
 READY_TIMEOUT = 20.0
-
-
-@contextmanager
-def running_sandbox(*args: str) -> Iterator[dict[str, Any]]:
-    process = subprocess.Popen(
-        [*DGPROV, "sandbox", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert process.stdout is not None
-        selector = selectors.DefaultSelector()
-        selector.register(process.stdout, selectors.EVENT_READ)
-        assert selector.select(READY_TIMEOUT), "the sandbox printed nothing"
-        yield json.loads(process.stdout.readline())
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=20)
-    assert process.returncode == 0
 
 
 def test_users_1_6_group_by_name_works() -> None:

@@ -23,6 +23,7 @@ from .conftest import (
     ADMIN_SCOPES,
     Running,
     StartSandbox,
+    confidential_client,
     graph_client,
     msal_http_client,
     public_client,
@@ -323,13 +324,7 @@ def test_silent_refresh_through_msal(entra: Running) -> None:
 
 def test_client_credentials(entra: Running) -> None:
     info = entra.info
-    app = msal.ConfidentialClientApplication(
-        info["confidential_client_id"],
-        client_credential=info["client_secret"],
-        authority=info["authority_url"],
-        instance_discovery=False,
-        http_client=msal_http_client(info["ca_bundle"]),
-    )
+    app = confidential_client(info, info["client_secret"])
     result = app.acquire_token_for_client(["https://graph.microsoft.com/.default"])
     claims = jwt_claims(result["access_token"])
     assert (
@@ -340,13 +335,9 @@ def test_client_credentials(entra: Running) -> None:
     assert users.status_code == 200 and len(users.json()["value"]) == 6
     me = graph_client(info, result["access_token"]).get("/me")
     assert me.status_code == 400
-    wrong = msal.ConfidentialClientApplication(
-        info["confidential_client_id"],
-        client_credential="wrong",
-        authority=info["authority_url"],
-        instance_discovery=False,
-        http_client=msal_http_client(info["ca_bundle"]),
-    ).acquire_token_for_client(["https://graph.microsoft.com/.default"])
+    wrong = confidential_client(info, "wrong").acquire_token_for_client(
+        ["https://graph.microsoft.com/.default"]
+    )
     assert wrong["error"] == "invalid_client" and "AADSTS7000215" in wrong["error_description"]
 
 
@@ -369,13 +360,7 @@ def test_client_certificate_credentials(start_sandbox: StartSandbox) -> None:
     info = running.info
 
     def app_token(credential: dict[str, str]) -> dict[str, Any]:
-        app = msal.ConfidentialClientApplication(
-            info["confidential_client_id"],
-            client_credential=credential,
-            authority=info["authority_url"],
-            instance_discovery=False,
-            http_client=msal_http_client(info["ca_bundle"]),
-        )
+        app = confidential_client(info, credential)
         result: dict[str, Any] = app.acquire_token_for_client(
             ["https://graph.microsoft.com/.default"]
         )

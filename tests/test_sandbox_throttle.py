@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import selectors
-import signal
-import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -18,7 +12,7 @@ import pytest
 from dgprov.sandbox.tenant import synthetic_tenant
 from dgprov.sandbox.throttle import Throttle, format_retry_after, request_cost
 
-from .conftest import StartSandbox, graph_client, public_client, sign_in, trust
+from .conftest import StartSandbox, graph_client, public_client, running_sandbox, sign_in, trust
 
 CSA_TYPE = "#Microsoft.DirectoryServices.CustomSecurityAttributeValue"
 
@@ -140,23 +134,8 @@ WRITE_RATE = 30 / 0.15  # 3,000 * 0.01 writes per 150 s * 0.001
 
 def test_write_storm_is_held_to_the_scaled_rate() -> None:
     """300 PATCHes against --quota-scale 0.01 --time-scale 0.001: 30 writes per 0.15 s."""
-    command = [
-        sys.executable, "-m", "dgprov", "sandbox", "--users", "10", "--throttle", "documented",
-        "--quota-scale", "0.01", "--time-scale", "0.001", "--auto-approve-as", "admin",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert process.stdout is not None
-        selector = selectors.DefaultSelector()
-        selector.register(process.stdout, selectors.EVENT_READ)
-        assert selector.select(20), "the sandbox printed nothing"
-        info = json.loads(process.stdout.readline())
+    storm = ["--users", "10", "--throttle", "documented", "--quota-scale", "0.01"]
+    with running_sandbox(*storm, "--time-scale", "0.001", "--auto-approve-as", "admin") as info:
         app = public_client(info)
         token = app.acquire_token_by_device_flow(
             app.initiate_device_flow(
@@ -200,9 +179,6 @@ def test_write_storm_is_held_to_the_scaled_rate() -> None:
         for thread in threads:
             thread.join(120)
         elapsed = max(accepted) - started
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=20)
     assert len(accepted) == STORM_WRITES
     assert refused and all(value is not None and float(value) > 0 for value in refused)
     # After the initial burst the writes must flow at the scaled rate, within 20 %.

@@ -17,8 +17,8 @@ import httpx
 
 from . import __version__
 from .errors import AuthenticationError, PreflightError, RemoteError
-from .retry import Backpressure, RetryPolicy, send
-from .transport import ClientPool
+from .retry import RetryPolicy
+from .transport import ServiceConnection
 
 SERVICE = "Defguard"
 PAGE_SIZE = 100
@@ -70,32 +70,21 @@ class DefguardClient:
         max_connections: int = 16,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.policy = policy or RetryPolicy()
-        self.backpressure = Backpressure()
-        self._pool = ClientPool(
+        self.http = ServiceConnection(
+            SERVICE,
             max_connections,
+            policy=policy,
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {api_token}", "User-Agent": f"dgprov/{__version__}"},
             verify=verify,
             timeout=httpx.Timeout(30.0),
         )
-        self.requests = 0
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        await self.http.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        self.requests += 1
-        async with self._pool.client() as client:
-            return await send(
-                client,
-                method,
-                path,
-                service=SERVICE,
-                policy=self.policy,
-                backpressure=self.backpressure,
-                **kwargs,
-            )
+        return await self.http.request(method, path, **kwargs)
 
     def _refusal(self, response: httpx.Response) -> Exception:
         """Errors that mean this run cannot work at all, with the fix."""

@@ -20,8 +20,8 @@ from . import __version__
 from .directory import WriteResult
 from .errors import AuthenticationError, PreflightError, RemoteError
 from .plan import DirectoryUser, Matches, unmatched
-from .retry import AdaptiveLimit, Backpressure, RetryPolicy, retry_after_seconds, send
-from .transport import ClientPool
+from .retry import AdaptiveLimit, RetryPolicy, retry_after_seconds
+from .transport import ServiceConnection
 
 SERVICE = "Microsoft Graph"
 BATCH_SIZE = 20
@@ -62,36 +62,25 @@ class GraphClient:
     ) -> None:
         self.graph_url = graph_url.rstrip("/")
         self.token_provider = token_provider
-        self.policy = policy or RetryPolicy()
-        self.backpressure = Backpressure()
         self.batches = AdaptiveLimit(BATCHES_IN_FLIGHT)
-        self._pool = ClientPool(
+        self.http = ServiceConnection(
+            SERVICE,
             BATCHES_IN_FLIGHT + 1,
+            policy=policy,
             base_url=self.graph_url,
             headers={"User-Agent": f"dgprov/{__version__}"},
             verify=verify,
             timeout=httpx.Timeout(60.0),
         )
-        self.requests = 0
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        await self.http.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request with a current access token; after a 401, once more with a fresh one."""
         for fresh in (False, True):
-            self.requests += 1
             headers = {"Authorization": f"Bearer {self.token_provider(fresh)}"}
-            async with self._pool.client() as client:
-                response = await send(
-                    client,
-                    method,
-                    path,
-                    service=SERVICE,
-                    policy=self.policy,
-                    backpressure=self.backpressure,
-                    headers=headers,
-                    **kwargs,
-                )
+            response = await self.http.request(method, path, headers=headers, **kwargs)
             if response.status_code != 401:
                 return response
         _, message = graph_error(response.json() if response.content else None, "")
@@ -188,7 +177,9 @@ class GraphClient:
                 headers = {k.lower(): v for k, v in (answer.get("headers") or {}).items()}
                 wait = retry_after_seconds(headers.get("retry-after"))
                 waits.append(
-                    wait if wait is not None else self.policy.backoff(errors.get(item["id"], 1))
+                    wait
+                    if wait is not None
+                    else self.http.policy.backoff(errors.get(item["id"], 1))
                 )
                 retry.append(item)
             pending = retry
@@ -199,8 +190,8 @@ class GraphClient:
                     for item in pending:
                         results[item["id"]] = answers[item["id"]]
                     break
-                self.backpressure.hold(wait)
-                await self.backpressure.wait()
+                self.http.backpressure.hold(wait)
+                await self.http.backpressure.wait()
         return results
 
     async def _send_batches(self, items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -208,7 +199,7 @@ class GraphClient:
 
         async def one(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
             async with self.batches:
-                await self.backpressure.wait()
+                await self.http.backpressure.wait()
                 response = await self._request("POST", "/$batch", json={"requests": chunk})
                 if response.status_code != 200:
                     body = response.json() if response.content else None

@@ -202,6 +202,9 @@ class Provisioner:
                     if not isinstance(exc, RemoteError):
                         self.stop.set()  # authentication or reachability: no point going on
                     continue
+                if token is None:
+                    finished(1)
+                    continue
                 await queue.put((member, token))
 
         writers = [asyncio.create_task(self._writer(queue, finished)) for _ in range(WRITERS)]
@@ -212,7 +215,8 @@ class Provisioner:
                 await queue.put(None)
             await asyncio.gather(*writers)
 
-    async def _issue(self, member: PlannedMember) -> IssuedToken:
+    async def _issue(self, member: PlannedMember) -> IssuedToken | None:
+        """A token for ``member``; None when issuing settled the member another way."""
         now = datetime.datetime.now(datetime.timezone.utc)
         if member.action is Action.START_ENROLLMENT:
             try:
@@ -229,7 +233,7 @@ class Provisioner:
                         Outcome.SKIPPED,
                         "already enrolled (--enrolled-users skip)",
                     )
-                    raise _Settled() from None
+                    return None
                 member.action = Action.START_DESKTOP
                 member.reason = "enrolled for Defguard: desktop token, server default lifetime"
         token = await self.defguard.start_desktop(member.username)
@@ -302,13 +306,6 @@ class Provisioner:
     def _abandon(self, members: Iterable[PlannedMember], reason: str) -> None:
         for member in members:
             self._fail(member, reason)
-
-
-class _Settled(RemoteError):
-    """Raised past the pipeline when a member's outcome was decided while issuing."""
-
-    def __init__(self) -> None:
-        super().__init__("Defguard", 400, ALREADY_ACTIVATED)
 
 
 def _reason(exc: DgprovError) -> str:

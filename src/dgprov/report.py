@@ -26,13 +26,15 @@ TOKEN_COLUMN = "enrollment_token"
 @dataclass(frozen=True)
 class ReportFile:
     path: Path
+    option: str = "--report"
+
+    def __post_init__(self) -> None:
+        if self.path.suffix.lower() not in (".json", ".csv"):
+            raise UsageError(f"{self.option} {self.path}: the file name must end in .json or .csv")
 
     @property
     def kind(self) -> str:
-        suffix = self.path.suffix.lower()
-        if suffix not in (".json", ".csv"):
-            raise UsageError(f"--report {self.path}: the file name must end in .json or .csv")
-        return suffix[1:]
+        return self.path.suffix.lower()[1:]
 
 
 def member_row(member: PlannedMember, token: str | None) -> dict[str, Any]:
@@ -93,7 +95,9 @@ def provisioned_in(report: ReportFile) -> dict[str, str]:
     try:
         text = report.path.read_text("utf-8")
     except OSError as exc:
-        raise UsageError(f"--resume {report.path}: cannot read it ({exc.strerror})") from None
+        raise UsageError(
+            f"{report.option} {report.path}: cannot read it ({exc.strerror})"
+        ) from None
     try:
         if report.kind == "json":
             rows = json.loads(text)["members"]
@@ -101,8 +105,8 @@ def provisioned_in(report: ReportFile) -> dict[str, str]:
             rows = list(csv.DictReader(io.StringIO(text)))
     except (ValueError, KeyError, TypeError, csv.Error):
         raise UsageError(
-            f"--resume {report.path}: not a dgprov report (expected a JSON object with 'members' "
-            "or a CSV with the report columns)"
+            f"{report.option} {report.path}: not a dgprov report (expected a JSON object with "
+            "'members' or a CSV with the report columns)"
         ) from None
     note = f"by the run in {report.path.name}"
     return {

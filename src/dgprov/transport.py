@@ -17,6 +17,8 @@ from typing import Any
 import certifi
 import httpx
 
+from .retry import Backpressure, RetryPolicy, send
+
 
 class ClientPool:
     def __init__(self, size: int, *, verify: Any = True, **client_options: Any) -> None:
@@ -45,3 +47,36 @@ class ClientPool:
     async def aclose(self) -> None:
         for client in self._created:
             await client.aclose()
+
+
+class ServiceConnection:
+    """One remote service: its client pool, retry policy and shared backpressure.
+
+    The Defguard and Graph clients differ in what they ask, not in how a request is sent, so
+    both send through this.
+    """
+
+    def __init__(
+        self, service: str, size: int, *, policy: RetryPolicy | None = None, **client_options: Any
+    ) -> None:
+        self.service = service
+        self.policy = policy or RetryPolicy()
+        self.backpressure = Backpressure()
+        self.requests = 0
+        self._pool = ClientPool(size, **client_options)
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        self.requests += 1
+        async with self._pool.client() as client:
+            return await send(
+                client,
+                method,
+                url,
+                service=self.service,
+                policy=self.policy,
+                backpressure=self.backpressure,
+                **kwargs,
+            )
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()

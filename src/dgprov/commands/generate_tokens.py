@@ -427,10 +427,10 @@ def generate_tokens_command(**params: Any) -> None:
         if params["include_tokens_in_report"] and not params["report_path"]:
             raise UsageError("--include-tokens-in-report needs --report FILE")
         report = ReportFile(params["report_path"]) if params["report_path"] else None
-        if report is not None:
-            _ = report.kind
         already_done = (
-            provisioned_in(ReportFile(params["resume_path"])) if params["resume_path"] else {}
+            provisioned_in(ReportFile(params["resume_path"], "--resume"))
+            if params["resume_path"]
+            else {}
         )
         if params["directory"] == "ad":
             opener = ad_opener(ad_settings(params))

@@ -35,6 +35,7 @@ from .http_common import (
     ExtraHeaders,
     Rejection,
     RequestCounter,
+    answering_errors,
     json_response,
     read_json_body,
 )
@@ -347,16 +348,7 @@ def build_core_app(state: DefguardState, counts: Counter[str]) -> ExtraHeaders:
     """The core app with its routes, error mapping and version header."""
     handlers = CoreHandlers(state, counts)
 
-    def wrap(handler: Any) -> Any:
-        async def endpoint(request: Request) -> Response:
-            try:
-                return await handler(request)  # type: ignore[no-any-return]
-            except CoreError as error:
-                return _error_response(error)
-            except Rejection as rejection:
-                return rejection.response()
-
-        return endpoint
+    wrap = answering_errors(CoreError, _error_response)
 
     routes = [
         Route("/api/v1/info", wrap(handlers.info), methods=["GET"]),

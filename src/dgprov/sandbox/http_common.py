@@ -129,6 +129,28 @@ class BodyReader:
         return self._typed(name, kind, optional=False) if name in self.body else default
 
 
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def answering_errors(
+    error_type: type[Exception], render: Callable[[Any], Response]
+) -> Callable[[Handler], Handler]:
+    """Wrap handlers so a service's own error type and axum rejections become responses."""
+
+    def wrap(handler: Handler) -> Handler:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Rejection as rejection:
+                return rejection.response()
+            except error_type as error:
+                return render(error)
+
+        return endpoint
+
+    return wrap
+
+
 def json_response(payload: Any, status: int = 200, *, sort_keys: bool) -> Response:
     """Compact JSON as serde_json writes it; core sorts keys, the proxy keeps field order."""
     text = json.dumps(payload, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False)

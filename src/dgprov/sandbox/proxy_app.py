@@ -36,8 +36,8 @@ from .defguard_state import (
 from .http_common import (
     BodyReader,
     ExtraHeaders,
-    Rejection,
     RequestCounter,
+    answering_errors,
     json_response,
     read_json_body,
 )
@@ -241,16 +241,9 @@ class ProxyHandlers:
 def build_proxy_app(state: DefguardState, counts: Counter[str]) -> ExtraHeaders:
     handlers = ProxyHandlers(state)
 
-    def wrap(handler: Any) -> Any:
-        async def endpoint(request: Request) -> Response:
-            try:
-                return await handler(request)  # type: ignore[no-any-return]
-            except ProxyError as error:
-                return proxy_json({"error": error.message}, error.status)
-            except Rejection as rejection:
-                return rejection.response()
-
-        return endpoint
+    wrap = answering_errors(
+        ProxyError, lambda error: proxy_json({"error": error.message}, error.status)
+    )
 
     async def health(request: Request) -> Response:
         return PlainTextResponse("alive")
