@@ -285,6 +285,32 @@ class GraphClient:
         )
         return Matches([("mail", by_mail), ("userPrincipalName", by_upn), ("otherMails", by_other)])
 
+    # ------------------------------------------------------------------------- the user's own
+
+    async def my_attribute_set(self, set_name: str) -> tuple[str, dict[str, Any] | None]:
+        """The signed-in user's UPN and their values in ``set_name``.
+
+        None when Graph answers ``customSecurityAttributes: null``, which means either that
+        nothing is assigned or that the caller may not read them; Graph does not say which.
+        """
+        response = await self._request(
+            "GET", "/me", params={"$select": "userPrincipalName,customSecurityAttributes"}
+        )
+        if response.status_code != 200:
+            _, message = graph_error(
+                response.json() if response.content else None, response.reason_phrase
+            )
+            raise RemoteError(SERVICE, response.status_code, message)
+        body = response.json()
+        upn = str(body.get("userPrincipalName") or "")
+        sets = body.get("customSecurityAttributes")
+        if sets is None:
+            return upn, None
+        found: dict[str, Any] = next(
+            (v for k, v in sets.items() if k.lower() == set_name.lower()), {}
+        )
+        return upn, dict(found)
+
     # -------------------------------------------------------------------------------- writes
 
     async def write_attributes(

@@ -24,6 +24,7 @@ from ldap3.utils.conv import escape_filter_chars
 from .credentials import is_loopback
 from .directory import WriteResult
 from .errors import AuthenticationError, PreflightError, UsageError
+from .join import choose_srv_target
 from .plan import DirectoryUser, Matches, MatchKey
 
 FILTER_VALUES = 50
@@ -227,6 +228,41 @@ class LdapDirectory:
         self, assignments: Sequence[tuple[DirectoryUser, str, str]]
     ) -> dict[str, WriteResult]:
         return await asyncio.to_thread(self._write, assignments)
+
+    def read_value(self, account_name: str) -> tuple[bool, str | None]:
+        """``(user found, the attribute's value)`` for the user with this sAMAccountName."""
+        connection = self._connect()
+        status, result, entries, _ = connection.search(
+            self.settings.base_dn,
+            f"(&(objectClass=user)(sAMAccountName={escape_filter_chars(account_name)}))",
+            attributes=[self.settings.attribute],
+        )
+        if not status and result.get("description") not in ("success", "noSuchObject"):
+            raise PreflightError(f"searching the directory failed ({result.get('description')})")
+        for entry in entries or []:
+            if entry.get("type") == "searchResEntry":
+                raw = entry["raw_attributes"].get(self.settings.attribute) or []
+                return True, raw[0].decode("utf-8") if raw else None
+        return False, None
+
+
+def discover_ldap_url(domain: str) -> str | None:
+    """``ldaps://`` on the best domain controller from DNS SRV ``_ldap._tcp.<domain>``."""
+    import dns.exception
+    import dns.resolver
+
+    try:
+        answers = dns.resolver.resolve(f"_ldap._tcp.{domain}", "SRV", lifetime=5)
+    except dns.exception.DNSException:
+        return None
+    records = [(a.priority, a.weight, a.port, str(a.target)) for a in answers]
+    host = choose_srv_target(records)
+    return f"ldaps://{host}" if host else None
+
+
+def base_dn_for(domain: str) -> str:
+    """``corp.example.com`` -> ``DC=corp,DC=example,DC=com``."""
+    return ",".join(f"DC={label}" for label in domain.split(".") if label)
 
 
 def _first(value: Any) -> str | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import os
 import signal
 import ssl
 import sys
@@ -23,111 +22,17 @@ from ..durations import parse_lifetime
 from ..entra_auth import EntraSettings, EntraSignIn
 from ..errors import EXIT_OK, EXIT_SOME_FAILED, DgprovError, UsageError
 from ..graph import GraphClient
-from ..ldap_directory import LdapDirectory, LdapSettings, check_ldap_url
+from ..ldap_directory import LdapDirectory, LdapSettings
 from ..plan import EnrolledPolicy, Outcome, PlannedMember, summary
 from ..provision import EntraDirectory, ProvisionConfig, Provisioner, run_info, utc_iso
 from ..report import ReportFile, provisioned_in, write_report
+from .options import ad_options, ad_settings, entra_options, entra_settings
 
 ADMIN_SCOPES = [
     "User.Read.All",
     "CustomSecAttributeAssignment.ReadWrite.All",
     "CustomSecAttributeDefinition.Read.All",
 ]
-
-
-def entra_options(function: Any) -> Any:
-    """The Entra sign-in options shared by the admin and client jobs."""
-    options = [
-        click.option(
-            "--tenant",
-            envvar="DGPROV_TENANT",
-            help="Entra tenant id or domain [env DGPROV_TENANT].",
-        ),
-        click.option(
-            "--client-id",
-            envvar="DGPROV_CLIENT_ID",
-            help="Public client app id [env DGPROV_CLIENT_ID].",
-        ),
-        click.option(
-            "--auth",
-            type=click.Choice(["auto", "browser", "device-code", "client-secret", "certificate"]),
-            default="auto",
-            show_default=True,
-            help="auto = browser, or device code when no browser can open.",
-        ),
-        click.option(
-            "--client-secret-file",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="For --auth client-secret (or set DGPROV_CLIENT_SECRET).",
-        ),
-        click.option(
-            "--client-certificate",
-            type=click.Path(dir_okay=False, path_type=Path),
-            envvar="DGPROV_CLIENT_CERTIFICATE",
-            help="For --auth certificate: PEM with the private key and the certificate "
-            "(password, if any, in DGPROV_CLIENT_CERTIFICATE_PASSWORD).",
-        ),
-        click.option(
-            "--authority",
-            help="Full authority URL (default https://login.microsoftonline.com/<tenant>).",
-        ),
-        click.option(
-            "--graph-url",
-            default="https://graph.microsoft.com/v1.0",
-            show_default=True,
-            help="Graph base URL.",
-        ),
-        click.option(
-            "--ca-bundle",
-            type=click.Path(exists=True, dir_okay=False),
-            help="PEM CA bundle to trust for Defguard, the authority and Graph.",
-        ),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
-
-
-def entra_settings(params: dict[str, Any]) -> EntraSettings:
-    if not params["tenant"] and not params["authority"]:
-        raise UsageError("no Entra tenant: pass --tenant or set DGPROV_TENANT")
-    if not params["client_id"]:
-        raise UsageError("no client id: pass --client-id or set DGPROV_CLIENT_ID (see the README)")
-    secret = None
-    if params["auth"] == "client-secret":
-        secret = read_secret(
-            what="client secret",
-            env_var="DGPROV_CLIENT_SECRET",
-            file=params["client_secret_file"],
-            command_line=None,
-            command_line_option="",
-            file_option="--client-secret-file",
-            prompt=False,
-        )
-    certificate = None
-    if params["auth"] == "certificate":
-        path = params["client_certificate"]
-        if path is None:
-            raise UsageError("--auth certificate needs --client-certificate FILE")
-        try:
-            certificate = path.read_text("utf-8")
-        except OSError as exc:
-            raise UsageError(
-                f"--client-certificate {path}: cannot read it ({exc.strerror})"
-            ) from None
-    return EntraSettings(
-        tenant=params["tenant"] or "",
-        client_id=params["client_id"],
-        authority=check_service_url(params["authority"], "--authority")
-        if params["authority"]
-        else None,
-        graph_url=check_service_url(params["graph_url"], "--graph-url"),
-        ca_bundle=params["ca_bundle"],
-        auth=params["auth"],
-        client_secret=secret,
-        client_certificate=certificate,
-        certificate_password=os.environ.get("DGPROV_CLIENT_CERTIFICATE_PASSWORD") or None,
-    )
 
 
 @contextlib.contextmanager
@@ -291,60 +196,6 @@ async def run_generate_tokens(
             await opened.close()
 
 
-def ad_settings(params: dict[str, Any]) -> LdapSettings:
-    missing = [
-        f"--{name.replace('_', '-')}"
-        for name in ("ldap_url", "base_dn", "ad_attribute")
-        if not params[name]
-    ]
-    if missing:
-        raise UsageError(f"--directory ad needs {', '.join(missing)}")
-    password = None
-    if params["bind_dn"]:
-        password = read_secret(
-            what="LDAP bind password",
-            env_var="DGPROV_BIND_PASSWORD",
-            file=params["bind_password_file"],
-            command_line=None,
-            command_line_option="",
-            file_option="--bind-password-file",
-        )
-    return LdapSettings(
-        url=check_ldap_url(params["ldap_url"]),
-        base_dn=params["base_dn"],
-        attribute=params["ad_attribute"],
-        bind_dn=params["bind_dn"],
-        password=password,
-        match_by=params["match_by"],
-        ca_bundle=params["ca_bundle"],
-    )
-
-
-def ad_options(function: Any) -> Any:
-    """Active Directory options: where to search, how to bind, which attribute to write."""
-    options = [
-        click.option("--ldap-url", help="ldaps://dc.corp.example (ldap:// only on loopback)."),
-        click.option("--base-dn", help="Where users are searched, e.g. DC=corp,DC=example."),
-        click.option("--ad-attribute", help="Attribute that receives the JSON (required for AD)."),
-        click.option("--bind-dn", help="Simple bind as this DN; without it, Kerberos."),
-        click.option(
-            "--bind-password-file",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="File holding the bind password (or set DGPROV_BIND_PASSWORD).",
-        ),
-        click.option(
-            "--match-by",
-            type=click.Choice(["samaccountname", "mail"]),
-            default="samaccountname",
-            show_default=True,
-            help="AD users match Defguard users by sAMAccountName = username, or by mail.",
-        ),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
-
-
 @click.command("generate-tokens")
 @click.option("--url", required=True, help="Defguard core URL (https; http only on loopback).")
 @click.option(
@@ -373,7 +224,7 @@ def ad_options(function: Any) -> Any:
     help="Where tokens are stored: Entra ID custom security attributes, or an AD attribute.",
 )
 @entra_options
-@ad_options
+@ad_options(attribute_default=None, match_by=True)
 @click.option(
     "--enrolled-users",
     type=click.Choice(["desktop", "skip"]),

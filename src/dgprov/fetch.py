@@ -1,0 +1,106 @@
+"""The client job: read the signed-in user's enrollment token from Entra ID or AD.
+
+Messages explain what an end user or an installer log reader can do; none contains the token or
+the raw attribute value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+from .client_files import InvalidProvisioningValue, ProvisioningConfig, validate
+from .entra_auth import EntraSettings, EntraSignIn
+from .errors import EXIT_SOME_FAILED, DgprovError
+from .graph import GraphClient
+from .ldap_directory import LdapDirectory, LdapSettings
+
+USER_SCOPES = ["User.Read", "CustomSecAttributeAssignment.Read.All"]
+AD_EXPECTED_SHAPE = '{"enrollmentUrl": "https://…", "enrollmentToken": "…"}'
+
+
+class NothingFound(DgprovError):
+    """No usable configuration for this user: exit 1."""
+
+    exit_status = EXIT_SOME_FAILED
+
+
+def _checked(config: ProvisioningConfig, source: str) -> ProvisioningConfig:
+    try:
+        return validate(config)
+    except InvalidProvisioningValue as exc:
+        raise NothingFound(
+            f"{source} holds an unusable value: {exc}; ask your administrator"
+        ) from None
+
+
+def from_attribute_set(
+    values: dict[str, Any] | None, set_name: str, upn: str
+) -> ProvisioningConfig:
+    """Entra's answer -> config; None means nothing assigned *or* no right to read it."""
+    if values is None:
+        raise NothingFound(
+            f"Entra ID returned no custom security attributes for {upn}: either no enrollment "
+            "token was issued yet (an administrator runs dgprov generate-tokens), or this account "
+            f"may not read the attribute set {set_name!r} (an administrator assigns it the "
+            "Attribute Assignment Reader role scoped to that set)"
+        )
+    url, token = values.get("EnrollmentUrl"), values.get("EnrollmentToken")
+    if not isinstance(url, str) or not isinstance(token, str):
+        raise NothingFound(
+            f"{upn} has no EnrollmentUrl and EnrollmentToken in the attribute set {set_name!r}; "
+            "an administrator runs dgprov generate-tokens for your group"
+        )
+    return _checked(ProvisioningConfig(url, token), f"the attribute set {set_name!r}")
+
+
+def from_ad_value(raw: str | None, attribute: str, account: str) -> ProvisioningConfig:
+    if raw is None or not raw.strip():
+        raise NothingFound(
+            f"{account} has no value in {attribute!r}; an administrator runs dgprov "
+            "generate-tokens --directory ad for your group"
+        )
+    try:
+        document = json.loads(raw)
+        url, token = document["enrollmentUrl"], document["enrollmentToken"]
+        if not isinstance(url, str) or not isinstance(token, str):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise NothingFound(
+            f"the value of {attribute!r} for {account} is not the expected JSON "
+            f"{AD_EXPECTED_SHAPE}; ask your administrator"
+        ) from None
+    return _checked(ProvisioningConfig(url, token), f"the attribute {attribute!r}")
+
+
+async def fetch_from_entra(
+    settings: EntraSettings, set_name: str, notify: Callable[[str], None]
+) -> ProvisioningConfig:
+    sign_in = await asyncio.to_thread(EntraSignIn, settings, USER_SCOPES, notify)
+    await asyncio.to_thread(sign_in.token)
+    verify: Any = (
+        ssl.create_default_context(cafile=settings.ca_bundle) if settings.ca_bundle else True
+    )
+    graph = GraphClient(settings.graph_url, sign_in.token, verify=verify)
+    try:
+        upn, values = await graph.my_attribute_set(set_name)
+    finally:
+        await graph.aclose()
+    return from_attribute_set(values, set_name, upn or "the signed-in user")
+
+
+def fetch_from_ad(settings: LdapSettings, account: str) -> ProvisioningConfig:
+    directory = LdapDirectory(settings)
+    try:
+        found, raw = directory.read_value(account)
+    finally:
+        directory.close()
+    if not found:
+        raise NothingFound(
+            f"the directory has no user with sAMAccountName {account!r} under {settings.base_dn}; "
+            "check --base-dn or pass --for-user with the right login name"
+        )
+    return from_ad_value(raw, settings.attribute, account)
