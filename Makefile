@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench ldap-server clean
+.PHONY: demo test lint bench ldap-server dist clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +29,23 @@ ldap-server:
 	    exit 1; \
 	  fi; }
 
-test: lint ldap-server
+# A single-file executable for installers (PyInstaller); rebuilt when the sources change.
+DIST := dist/dgprov
+SOURCES := $(shell find src -name '*.py' -o -name '*.json') packaging/dgprov_entry.py
+
+dist: $(DIST)
+
+$(DIST): $(STAMP) $(SOURCES)
+	$(BIN)/pyinstaller --onefile --name dgprov --clean --noconfirm --log-level WARN \
+	  --distpath dist --workpath build/pyinstaller --specpath build \
+	  --collect-data dgprov --collect-submodules dgprov --collect-submodules uvicorn \
+	  --copy-metadata msal --hidden-import dns.resolver packaging/dgprov_entry.py
+
+test: lint ldap-server dist
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/generate_tokens.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist
