@@ -6,18 +6,47 @@ This module and ``sandbox`` are the only product modules allowed to import ``dgp
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
+import tempfile
+from pathlib import Path
 
 import click
 
+from .. import client_files
 from ..entra_auth import EntraSettings
 from ..errors import DgprovError
+from ..fetch import fetch_from_entra
 from ..plan import EnrolledPolicy
 from ..provision import ProvisionConfig
 from ..sandbox import Sandbox, SandboxError, SandboxOptions, example_tenant
 from .generate_tokens import entra_opener, run_generate_tokens, show_members
 
 DEMO_GROUP = "vpn-users"
+
+
+def demo_client_job(sandbox: Sandbox, settings: EntraSettings) -> None:
+    """``fetch-config`` for one sample user into a temporary data directory."""
+    assert sandbox.entra is not None
+    reader = next(
+        u
+        for u in sandbox.entra.users.values()
+        if "Attribute Assignment Reader" in u.directory_roles
+    )
+    sandbox.entra.auto_approve_upn = reader.user_principal_name
+    click.echo(
+        f"dgprov fetch-config --source entra   (signed in as {reader.user_principal_name})",
+        err=True,
+    )
+    config = asyncio.run(
+        fetch_from_entra(settings, "Defguard", lambda message: click.echo(message, err=True))
+    )
+    with tempfile.TemporaryDirectory(prefix="dgprov-demo-") as home:
+        path = client_files.data_directory(home=Path(home)) / client_files.FILE_NAME
+        client_files.write(path, config)
+        keys = ", ".join(json.loads(path.read_text("utf-8")))
+        click.echo(f"wrote {path} with the keys {keys} (mode {path.stat().st_mode & 0o777:o})")
+        click.echo(f"the Defguard desktop client would now enroll at {config.enrollment_url}")
 
 
 @click.command("demo")
@@ -32,7 +61,7 @@ def demo_command(defguard_version: str) -> None:
     """Run the admin job against the embedded sandbox: a sample tenant with the awkward cases
     (apostrophes and + in addresses, a user only reachable through otherMails, a user missing
     in Entra, two Entra users sharing an address, disabled and enrolled users), with the
-    device-code sign-in approved automatically.
+    device-code sign-in approved automatically; then the client job for one sample user.
     """
     tenant = example_tenant()
     options = SandboxOptions(
@@ -75,6 +104,8 @@ def demo_command(defguard_version: str) -> None:
                 )
             )
             show_members(members)
+            click.echo("", err=True)
+            demo_client_job(sandbox, settings)
     except SandboxError as exc:
         raise click.ClickException(str(exc)) from None
     except DgprovError as exc:

@@ -1,0 +1,23 @@
+"""``dgprov demo``: both jobs on the embedded sandbox, with no prompt and no secret shown."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dgprov.cli import main
+
+
+@pytest.mark.parametrize("line", ["1.6", "2.0"])
+def test_demo_runs_both_jobs_without_showing_a_token(line: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["demo", "--defguard-version", line], env={"DGPROV_CACHE_DIR": str(tmp_path)}
+    )
+    assert result.exit_code == 0, result.output
+    assert "provisioned" in result.output and "ambiguous" in result.output
+    assert "keys enrollment_url, enrollment_token (mode 600)" in result.output
+    assert not re.search(r"(?<![A-Za-z0-9])[A-Za-z0-9]{32}(?![A-Za-z0-9])", result.output)
+    assert not list(tmp_path.iterdir())  # the demo keeps its sign-in in memory only
