@@ -11,6 +11,7 @@ from dgprov.join import (
     choose_srv_target,
     parse_dsconfigad,
     parse_dsregcmd,
+    parse_console_user,
     parse_loginctl_sessions,
     parse_realm_list,
     parse_sssd_conf,
@@ -95,3 +96,8 @@ def test_srv_choice() -> None:
     ]
     assert choose_srv_target(records) == "dc1.corp.example.com"
     assert choose_srv_target([]) is None
+
+
+def test_windows_console_user() -> None:
+    assert parse_console_user("CORP\\jdoe\r\n") == "CORP\\jdoe"
+    assert parse_console_user("\r\n") is None

@@ -194,3 +194,23 @@ def choose_srv_target(records: list[tuple[int, int, int, str]]) -> str | None:
         return None
     target = min(records, key=lambda record: (record[0], -record[1]))[3]
     return target.rstrip(".")
+
+
+def parse_console_user(text: str) -> str | None:
+    """``(Get-CimInstance Win32_ComputerSystem).UserName``: ``DOMAIN\\user``, empty when nobody."""
+    value = text.strip()
+    return value or None
+
+
+def windows_console_user() -> str | None:
+    """The user signed in at the Windows console (for installers running as SYSTEM)."""
+    output = _run(
+        [
+            "powershell.exe",
+            "-NoProfile",
+            "-NonInteractive",
+            "-Command",
+            "(Get-CimInstance Win32_ComputerSystem).UserName",
+        ]
+    )
+    return parse_console_user(output or "")

@@ -42,6 +42,13 @@ def resolve_target(for_user: str | None, output_given: bool) -> TargetUser:
     ``--output`` already says where the file goes); otherwise whoever runs the command."""
     current = getpass.getuser()
     if sys.platform == "win32":
+        if for_user is None and current.upper().rstrip("$").endswith("SYSTEM") and not output_given:
+            for_user = join.windows_console_user()
+            if for_user is None:
+                raise UsageError(
+                    "running as SYSTEM with nobody at the console: pass --for-user NAME"
+                )
+            click.echo(f"running as SYSTEM: provisioning {for_user}, the console user", err=True)
         if for_user is None:
             return TargetUser(current, None, None)
         drive = os.environ.get("SYSTEMDRIVE", "C:")  # Windows environment names are case-blind
