@@ -9,9 +9,9 @@ import pytest
 from dgprov.join import (
     JoinState,
     choose_srv_target,
+    parse_console_user,
     parse_dsconfigad,
     parse_dsregcmd,
-    parse_console_user,
     parse_loginctl_sessions,
     parse_realm_list,
     parse_sssd_conf,
