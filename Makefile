@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench ldap-server dist clean
+.PHONY: demo test lint bench test-tools dist clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,15 +19,19 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The AD tests start a real OpenLDAP slapd; install it when missing (needs root and apt).
-ldap-server:
-	@command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || { \
+# Tools the tests drive for real: OpenLDAP's slapd (AD tests) and wireguard-tools (`wg pubkey`).
+# Installed when missing (needs root and apt).
+test-tools:
+	@missing=""; \
+	{ command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ]; } || missing="$$missing slapd"; \
+	command -v wg >/dev/null 2>&1 || missing="$$missing wireguard-tools"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slapd >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "OpenLDAP slapd is missing: install it (Debian: sudo apt-get install slapd) to run the AD tests" >&2; \
-	    exit 1; \
-	  fi; }
+	    echo "missing test tools:$$missing (Debian: sudo apt-get install$$missing)" >&2; exit 1; \
+	  fi; \
+	fi
 
 # A single-file executable for installers (PyInstaller); rebuilt when the sources change.
 DIST := dist/dgprov
@@ -41,7 +45,7 @@ $(DIST): $(STAMP) $(SOURCES)
 	  --collect-data dgprov --collect-submodules dgprov --collect-submodules uvicorn \
 	  --copy-metadata msal --hidden-import dns.resolver packaging/dgprov_entry.py
 
-test: lint ldap-server dist
+test: lint test-tools dist
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

@@ -19,5 +19,8 @@ def test_demo_runs_both_jobs_without_showing_a_token(line: str, tmp_path: Path) 
     assert result.exit_code == 0, result.output
     assert "provisioned" in result.output and "ambiguous" in result.output
     assert "keys enrollment_url, enrollment_token (mode 600)" in result.output
+    assert "Client Ready: jdoe is enrolled at Contoso VPN" in result.output
+    assert "HQ.conf (mode 600)" in result.output and "needs internal MFA" in result.output
     assert not re.search(r"(?<![A-Za-z0-9])[A-Za-z0-9]{32}(?![A-Za-z0-9])", result.output)
+    assert "PrivateKey" not in result.output
     assert not list(tmp_path.iterdir())  # the demo keeps its sign-in in memory only

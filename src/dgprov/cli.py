@@ -6,6 +6,7 @@ import click
 
 from . import __version__
 from .commands.demo import demo_command
+from .commands.enroll import enroll_command
 from .commands.fetch_config import fetch_config_command
 from .commands.generate_tokens import generate_tokens_command
 from .commands.sandbox import sandbox_command
@@ -18,6 +19,7 @@ def main() -> None:
 
 
 main.add_command(demo_command)
+main.add_command(enroll_command)
 main.add_command(fetch_config_command)
 main.add_command(generate_tokens_command)
 main.add_command(sandbox_command)

@@ -119,7 +119,7 @@ class _PlainFileCache(msal.SerializableTokenCache):  # type: ignore[misc]
             write_private_file(self.path, self.serialize().encode())
 
 
-def token_cache(name: str = "msal_token_cache.bin") -> Any:
+def token_cache(name: str) -> Any:
     path = cache_directory() / name
     try:
         import msal_extensions
@@ -181,8 +181,13 @@ class EntraSignIn:
     """A signed-in session; ``token(fresh)`` returns a Graph access token."""
 
     def __init__(
-        self, settings: EntraSettings, scopes: list[str], notify: Callable[[str], None]
+        self,
+        settings: EntraSettings,
+        scopes: list[str],
+        notify: Callable[[str], None],
+        cache_name: str,
     ) -> None:
+        """``cache_name`` separates the admin's sign-in from the end user's on one machine."""
         self.settings = settings
         self.scopes = scopes
         self.notify = notify
@@ -191,7 +196,7 @@ class EntraSignIn:
             "authority": settings.authority_url,
             "http_client": http_session(settings.ca_bundle),
             "instance_discovery": host in MICROSOFT_AUTHORITY_HOSTS,
-            "token_cache": token_cache() if settings.persist_cache else msal.TokenCache(),
+            "token_cache": token_cache(cache_name) if settings.persist_cache else msal.TokenCache(),
         }
         try:
             if settings.auth == "certificate":

@@ -19,6 +19,7 @@ from .graph import GraphClient
 from .ldap_directory import LdapDirectory, LdapSettings
 
 USER_SCOPES = ["User.Read", "CustomSecAttributeAssignment.Read.All"]
+USER_CACHE = "msal_cache_user.bin"
 AD_EXPECTED_SHAPE = '{"enrollmentUrl": "https://…", "enrollmentToken": "…"}'
 
 
@@ -79,7 +80,7 @@ def from_ad_value(raw: str | None, attribute: str, account: str) -> Provisioning
 async def fetch_from_entra(
     settings: EntraSettings, set_name: str, notify: Callable[[str], None]
 ) -> ProvisioningConfig:
-    sign_in = await asyncio.to_thread(EntraSignIn, settings, USER_SCOPES, notify)
+    sign_in = await asyncio.to_thread(EntraSignIn, settings, USER_SCOPES, notify, USER_CACHE)
     await asyncio.to_thread(sign_in.token)
     verify: Any = (
         ssl.create_default_context(cafile=settings.ca_bundle) if settings.ca_bundle else True

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import sys
 import tempfile
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import click
 
 from .. import client_files
+from ..enrollment import enroll_device
 from ..entra_auth import EntraSettings
 from ..errors import DgprovError
 from ..fetch import fetch_from_entra
@@ -23,10 +25,11 @@ from ..sandbox import Sandbox, SandboxError, SandboxOptions, example_tenant
 from .generate_tokens import entra_opener, run_generate_tokens, show_members
 
 DEMO_GROUP = "vpn-users"
+DEMO_PASSWORD = "Demo-Passw0rd!"  # the sample user's new password, in the throwaway sandbox only
 
 
 def demo_client_job(sandbox: Sandbox, settings: EntraSettings) -> None:
-    """``fetch-config`` for one sample user into a temporary data directory."""
+    """``fetch-config`` and ``enroll`` for one sample user, in a temporary data directory."""
     assert sandbox.entra is not None
     reader = next(
         u
@@ -42,11 +45,29 @@ def demo_client_job(sandbox: Sandbox, settings: EntraSettings) -> None:
         fetch_from_entra(settings, "Defguard", lambda message: click.echo(message, err=True))
     )
     with tempfile.TemporaryDirectory(prefix="dgprov-demo-") as home:
-        path = client_files.data_directory(home=Path(home)) / client_files.FILE_NAME
+        data_dir = client_files.data_directory(home=Path(home))
+        path = data_dir / client_files.FILE_NAME
         client_files.write(path, config)
         keys = ", ".join(json.loads(path.read_text("utf-8")))
         click.echo(f"wrote {path} with the keys {keys} (mode {path.stat().st_mode & 0o777:o})")
-        click.echo(f"the Defguard desktop client would now enroll at {config.enrollment_url}")
+        click.echo("", err=True)
+        click.echo("dgprov enroll   (first launch, without the desktop app)", err=True)
+        enrolled = enroll_device(
+            client_files.read(path),
+            data_dir / "wireguard",
+            device_name="demo-laptop",
+            password=lambda: DEMO_PASSWORD,
+            verify=ssl.create_default_context(cafile=settings.ca_bundle),
+        )
+        click.echo(f"Client Ready: {enrolled.username} is enrolled at {enrolled.instance}")
+        for written in enrolled.configs:
+            note = (
+                f" (needs {written.mfa}: connect with the Defguard desktop client)"
+                if written.mfa
+                else ""
+            )
+            mode = written.path.stat().st_mode & 0o777
+            click.echo(f"  {written.location}: {written.path} (mode {mode:o}){note}")
 
 
 @click.command("demo")
@@ -61,7 +82,8 @@ def demo_command(defguard_version: str) -> None:
     """Run the admin job against the embedded sandbox: a sample tenant with the awkward cases
     (apostrophes and + in addresses, a user only reachable through otherMails, a user missing
     in Entra, two Entra users sharing an address, disabled and enrolled users), with the
-    device-code sign-in approved automatically; then the client job for one sample user.
+    device-code sign-in approved automatically; then the client job and the first launch for
+    one sample user, up to WireGuard configurations ("Client Ready").
     """
     tenant = example_tenant()
     options = SandboxOptions(

@@ -106,7 +106,11 @@ def entra_opener(settings: EntraSettings, attribute_set: str) -> DirectoryOpener
     async def open_entra(verify: Any) -> OpenDirectory:
         click.echo("signing in to Entra ID", err=True)
         sign_in = await asyncio.to_thread(
-            EntraSignIn, settings, ADMIN_SCOPES, lambda message: click.echo(message, err=True)
+            EntraSignIn,
+            settings,
+            ADMIN_SCOPES,
+            lambda message: click.echo(message, err=True),
+            "msal_cache_admin.bin",
         )
         await asyncio.to_thread(sign_in.token)
         graph = GraphClient(settings.graph_url, sign_in.token, verify=verify)
