@@ -43,6 +43,13 @@ def enroll(tmp_path: Path, *extra: str, password: str | None = PASSWORD) -> Resu
     return CliRunner().invoke(main, args)
 
 
+def desktop_token(running: Running, username: str) -> str:
+    """A start_desktop token, as generate-tokens issues for enrolled users."""
+    response = running.core.post(f"/api/v1/user/{username}/start_desktop", json={})
+    token: str = response.json()["enrollment_token"]
+    return token
+
+
 def private_key(path: Path) -> str:
     line = next(line for line in path.read_text().splitlines() if line.startswith("PrivateKey"))
     return line.split("=", 1)[1].strip()
@@ -97,10 +104,7 @@ def test_desktop_token_for_an_enrolled_user(
     start_sandbox: StartSandbox, line: str, tmp_path: Path
 ) -> None:
     running = start_sandbox(example_tenant(), line)
-    token = running.core.post("/api/v1/user/enrolled/start_desktop", json={}).json()[
-        "enrollment_token"
-    ]
-    provisioning_file(tmp_path, running, token)
+    provisioning_file(tmp_path, running, desktop_token(running, "enrolled"))
     result = enroll(tmp_path, password=None)  # no password needed: the account is active
     assert result.exit_code == 0, result.output
     assert len(registered_keys(running, "enrolled")) == 2  # ed-laptop and this one
@@ -135,8 +139,8 @@ def test_token_states(
     assert not (tmp_path / "wg").exists()
 
 
-def test_invalid_device_name(start_sandbox: StartSandbox, tmp_path: Path) -> None:
-    running = start_sandbox(example_tenant())
+def test_invalid_device_name(start_sandbox: StartSandbox, line: str, tmp_path: Path) -> None:
+    running = start_sandbox(example_tenant(), line)
     provisioning_file(tmp_path, running, running.issue("jdoe"))
     result = enroll(tmp_path, "--device-name", "  ")
     assert result.exit_code == 1 and "Cannot add a new device with no name" in result.output
@@ -146,10 +150,7 @@ def test_reuse_inside_and_outside_the_session_window(
     start_sandbox: StartSandbox, line: str, tmp_path: Path
 ) -> None:
     running = start_sandbox(example_tenant(), line)
-    token = running.core.post("/api/v1/user/enrolled/start_desktop", json={}).json()[
-        "enrollment_token"
-    ]
-    provisioning_file(tmp_path, running, token)
+    provisioning_file(tmp_path, running, desktop_token(running, "enrolled"))
     assert enroll(tmp_path, password=None).exit_code == 0
     running.advance_clock(5 * 60)
     again = enroll(tmp_path, "--output-dir", str(tmp_path / "second"), password=None)
