@@ -19,7 +19,7 @@ import httpx
 from . import __version__
 from .directory import WriteResult
 from .errors import AuthenticationError, PreflightError, RemoteError
-from .plan import DirectoryUser, Matches, unmatched
+from .plan import DirectoryUser, Matches, MatchKey, unmatched
 from .retry import AdaptiveLimit, RetryPolicy, retry_after_seconds
 from .transport import ServiceConnection
 
@@ -344,3 +344,31 @@ class GraphClient:
                 answer["status"] == 204, f"{answer['status']}: {message}"
             )
         return results
+
+
+class EntraDirectory:
+    """Custom security attributes of Entra users, through Graph."""
+
+    name = "Entra ID"
+    match_key: MatchKey = "email"
+    max_value_length: int | None = 64  # custom security attribute values
+
+    def __init__(self, graph: GraphClient, attribute_set: str) -> None:
+        self.graph = graph
+        self.attribute_set = attribute_set
+
+    async def preflight(self) -> None:
+        await self.graph.check_attribute_set(self.attribute_set)
+
+    async def find_users(self, emails: Iterable[str]) -> Matches:
+        return await self.graph.find_users(emails)
+
+    async def check_can_write(self, user: DirectoryUser) -> None:
+        await self.graph.check_can_write(user.id, self.attribute_set)
+
+    async def write(
+        self, assignments: Sequence[tuple[DirectoryUser, str, str]]
+    ) -> dict[str, WriteResult]:
+        return await self.graph.write_attributes(
+            self.attribute_set, [(user.id, url, token) for user, url, token in assignments]
+        )

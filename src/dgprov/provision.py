@@ -16,16 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .defguard import DefguardClient, IssuedToken
-from .directory import Directory, WriteResult
+from .directory import Directory
 from .durations import parse_lifetime
 from .errors import DgprovError, PreflightError, RemoteError
-from .graph import GraphClient
 from .plan import (
     Action,
-    DirectoryUser,
     EnrolledPolicy,
-    Matches,
-    MatchKey,
     Outcome,
     PlannedMember,
     plan,
@@ -36,34 +32,6 @@ WRITE_BATCH = 20
 WRITERS = 4
 BATCH_LINGER_SECONDS = 0.05
 ALREADY_ACTIVATED = "User account is already activated"
-
-
-class EntraDirectory:
-    """Custom security attributes of Entra users, through Graph."""
-
-    name = "Entra ID"
-    match_key: MatchKey = "email"
-    max_value_length: int | None = 64  # custom security attribute values
-
-    def __init__(self, graph: GraphClient, attribute_set: str) -> None:
-        self.graph = graph
-        self.attribute_set = attribute_set
-
-    async def preflight(self) -> None:
-        await self.graph.check_attribute_set(self.attribute_set)
-
-    async def find_users(self, emails: Iterable[str]) -> Matches:
-        return await self.graph.find_users(emails)
-
-    async def check_can_write(self, user: DirectoryUser) -> None:
-        await self.graph.check_can_write(user.id, self.attribute_set)
-
-    async def write(
-        self, assignments: Sequence[tuple[DirectoryUser, str, str]]
-    ) -> dict[str, WriteResult]:
-        return await self.graph.write_attributes(
-            self.attribute_set, [(user.id, url, token) for user, url, token in assignments]
-        )
 
 
 @dataclass

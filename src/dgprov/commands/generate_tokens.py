@@ -21,10 +21,10 @@ from ..directory import Directory
 from ..durations import parse_lifetime
 from ..entra_auth import EntraSettings, EntraSignIn
 from ..errors import EXIT_OK, EXIT_SOME_FAILED, DgprovError, UsageError
-from ..graph import GraphClient
+from ..graph import EntraDirectory, GraphClient
 from ..ldap_directory import LdapDirectory, LdapSettings
 from ..plan import EnrolledPolicy, Outcome, PlannedMember, summary
-from ..provision import EntraDirectory, ProvisionConfig, Provisioner, run_info, utc_iso
+from ..provision import ProvisionConfig, Provisioner, run_info, utc_iso
 from ..report import ReportFile, provisioned_in, write_report
 from .options import ad_options, ad_settings, entra_options, entra_settings
 
