@@ -62,11 +62,9 @@ class ServiceConnection:
         self.service = service
         self.policy = policy or RetryPolicy()
         self.backpressure = Backpressure()
-        self.requests = 0
         self._pool = ClientPool(size, **client_options)
 
     async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        self.requests += 1
         async with self._pool.client() as client:
             return await send(
                 client,

@@ -88,10 +88,6 @@ def _setup_log(path: Path | None) -> None:
     log.setLevel(logging.INFO)
 
 
-def _step(message: str) -> None:
-    log.info(message)
-
-
 @click.command("fetch-config")
 @click.option(
     "--source",
@@ -132,7 +128,7 @@ def fetch_config_command(**params: Any) -> None:
         _setup_log(params["log_file"])
         sys.exit(_fetch(params))
     except DgprovError as exc:
-        _step(f"failed: {exc}")
+        log.info(f"failed: {exc}")
         click.echo(f"dgprov fetch-config: error: {exc}", err=True)
         sys.exit(exc.exit_status)
 
@@ -143,7 +139,7 @@ def _fetch(params: dict[str, Any]) -> int:
     state = join.JoinState("none")
     if source == "auto":
         state = join.detect()
-        _step(f"join detection: {state.kind} ({state.evidence})")
+        log.info(f"join detection: {state.kind} ({state.evidence})")
         if not state.joined:
             click.echo(
                 "this machine is joined neither to Active Directory nor to Entra ID "
@@ -152,7 +148,7 @@ def _fetch(params: dict[str, Any]) -> int:
             )
             return EXIT_NOT_JOINED_STRICT if params["strict"] else 0
         source = state.kind
-    _step(f"source: {source}; user: {target.name}")
+    log.info(f"source: {source}; user: {target.name}")
     if source == "entra":
         settings = entra_settings(params)
         config = asyncio.run(
@@ -169,16 +165,16 @@ def _fetch(params: dict[str, Any]) -> int:
                     "no --ldap-url and no domain controller found through DNS SRV; pass --ldap-url"
                 )
             params["ldap_url"] = discovered
-            _step(f"domain controller from DNS SRV: {discovered}")
+            log.info(f"domain controller from DNS SRV: {discovered}")
         if not params["base_dn"] and domain:
             params["base_dn"] = base_dn_for(domain)
         account = params["sam_account_name"] or _account_name(target.name)
         config = fetch_from_ad(ad_settings(params), account)
-    _step("found an enrollment URL and token")
+    log.info("found an enrollment URL and token")
     path = (
         params["output"] or client_files.data_directory(home=target.home) / client_files.FILE_NAME
     )
     client_files.write(path, config, owner=target.owner)
-    _step(f"wrote {path}")
+    log.info(f"wrote {path}")
     click.echo(f"wrote {path} (enrollment_url, enrollment_token) for {target.name}", err=True)
     return 0

@@ -119,7 +119,7 @@ USER_FILTERS = {
     "displayName": PropertyRule("displayName"),
     "givenName": PropertyRule("givenName"),
     "surname": PropertyRule("surname"),
-    "accountEnabled": PropertyRule("accountEnabled", string=False),
+    "accountEnabled": PropertyRule("accountEnabled"),
     "otherMails": PropertyRule("otherMails", collection=True),
     "proxyAddresses": PropertyRule("proxyAddresses", collection=True),
 }

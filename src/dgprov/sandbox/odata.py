@@ -68,7 +68,6 @@ class PropertyRule:
 
     name: str
     collection: bool = False
-    string: bool = True
 
 
 @dataclass
