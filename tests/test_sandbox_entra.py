@@ -282,31 +282,27 @@ def test_authorization_code_with_query_redirect_and_pkce(entra: Running) -> None
     assert reused["error"] == "invalid_grant"
 
 
-def test_authorize_rejects_unregistered_redirect(entra: Running) -> None:
-    response = httpx.get(
+def authorize_without_user(entra: Running, redirect_uri: str) -> httpx.Response:
+    """An authorize request that names no user: no login_hint, no auto-approve."""
+    return httpx.get(
         f"{entra.info['authority_url']}/oauth2/v2.0/authorize",
         params={
             "client_id": entra.info["client_id"],
             "response_type": "code",
-            "redirect_uri": "https://evil.example/cb",
+            "redirect_uri": redirect_uri,
             "scope": "User.Read",
         },
         verify=trust(entra.info),
     )
+
+
+def test_authorize_rejects_unregistered_redirect(entra: Running) -> None:
+    response = authorize_without_user(entra, "https://evil.example/cb")
     assert response.status_code == 400 and "AADSTS50011" in response.text
 
 
 def test_authorize_without_a_chosen_user_shows_a_chooser(entra: Running) -> None:
-    response = httpx.get(
-        f"{entra.info['authority_url']}/oauth2/v2.0/authorize",
-        params={
-            "client_id": entra.info["client_id"],
-            "response_type": "code",
-            "redirect_uri": "http://localhost:1",
-            "scope": "User.Read",
-        },
-        verify=trust(entra.info),
-    )
+    response = authorize_without_user(entra, "http://localhost:1")
     assert response.status_code == 200 and "sandbox_upn" in response.text
 
 

@@ -283,7 +283,7 @@ class CoreHandlers:
         return self._token_created(token)
 
     async def add_api_token(self, request: Request) -> Response:
-        session = self._admin(request)
+        self._admin(request)
         if not self.state.enterprise_enabled():
             raise CoreError(403, "Enterprise features are disabled")
         owner = self.state.get_user(request.path_params["username"])
@@ -292,7 +292,6 @@ class CoreHandlers:
             raise CoreError(403, "Cannot create API token for non-admin user")
         if not owner.is_active:
             raise CoreError(403, "Cannot create API token for inactive user")
-        del session
         token = self.state.add_api_token(owner, name)
         return core_json({"token": token}, 201)
 
