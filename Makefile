@@ -6,9 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench test-tools dist clean
 
-$(STAMP): pyproject.toml
+# The product and the emulators are two distributions; the demo and the tests need both.
+$(STAMP): pyproject.toml sandbox/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e './sandbox' -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -35,14 +36,15 @@ test-tools:
 
 # A single-file executable for installers (PyInstaller); rebuilt when the sources change.
 DIST := dist/dgprov
-SOURCES := $(shell find src -name '*.py' -o -name '*.json') packaging/dgprov_entry.py
+SOURCES := $(shell find src -name '*.py') packaging/dgprov_entry.py
 
 dist: $(DIST)
 
 $(DIST): $(STAMP) $(SOURCES)
 	$(BIN)/pyinstaller --onefile --name dgprov --clean --noconfirm --log-level WARN \
 	  --distpath dist --workpath build/pyinstaller --specpath build \
-	  --collect-data dgprov --collect-submodules dgprov --collect-submodules uvicorn \
+	  --collect-data dgprov --collect-submodules dgprov \
+	  --exclude-module dgprov_sandbox --exclude-module uvicorn --exclude-module starlette \
 	  --copy-metadata msal --hidden-import dns.resolver packaging/dgprov_entry.py
 
 test: lint test-tools dist

@@ -17,12 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
-
-from dgprov.sandbox import Sandbox, SandboxOptions
-from dgprov.sandbox.http_common import FaultSettings
+from dgprov_sandbox import Sandbox, SandboxOptions
+from dgprov_sandbox.http_common import FaultSettings
 
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLE_TENANT = REPO / "src" / "dgprov" / "sandbox" / "example_tenant.json"
+EXAMPLE_TENANT = REPO / "sandbox" / "src" / "dgprov_sandbox" / "example_tenant.json"
 ADMIN_TOKEN = "dg-Exampl3TokenForTheSandbox0000001"
 DISABLED_ADMIN_TOKEN = "dg-Exampl3TokenOfADisabledAdmin0002"
 

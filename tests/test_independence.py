@@ -1,23 +1,35 @@
-"""The sandbox and the product must not share code, or tests against the sandbox prove nothing."""
+"""The sandbox and the product must not share code, or tests against the sandbox prove nothing.
+
+Since the emulators became their own distribution the rule is the package boundary: nothing in
+``dgprov_sandbox`` imports ``dgprov``, and ``dgprov`` reaches ``dgprov_sandbox`` only from the two
+commands that start it, at run time, never when a module is imported.
+"""
 
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
+import sys
+from importlib import metadata
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "src" / "dgprov"
-SANDBOX = PACKAGE / "sandbox"
-# Only these product modules may start the sandbox.
+REPO = Path(__file__).resolve().parent.parent
+PRODUCT = REPO / "src" / "dgprov"
+SANDBOX = REPO / "sandbox" / "src" / "dgprov_sandbox"
+# Only these product modules may start the sandbox, and only from inside a function.
 ALLOWED_TO_START_SANDBOX = {"commands/sandbox.py", "commands/demo.py"}
 
 
-def imported_modules(path: Path) -> set[str]:
+def imported_modules(path: Path, root: Path, *, top_level_only: bool = False) -> set[str]:
     """Absolute names of everything ``path`` imports, relative imports resolved."""
-    module_parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    module_parts = list(path.relative_to(root.parent).with_suffix("").parts)
     if module_parts[-1] == "__init__":
         module_parts.pop()
+    tree = ast.parse(path.read_text("utf-8"))
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+    for node in nodes:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -33,33 +45,76 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
+def names_sandbox(path: Path) -> bool:
+    """Whether the module names the sandbox package anywhere: an import or a string for one."""
+    tree = ast.parse(path.read_text("utf-8"))
+    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)}
+    imported = imported_modules(path, PRODUCT)
+    return any(
+        str(s).startswith("dgprov_sandbox") for s in strings | imported if isinstance(s, str)
+    )
+
+
 def test_sandbox_imports_no_product_code() -> None:
     offenders = {
-        str(path.relative_to(PACKAGE)): sorted(
+        str(path.relative_to(SANDBOX)): sorted(
             name
-            for name in imported_modules(path)
-            if (name == "dgprov" or name.startswith("dgprov."))
-            and not name.startswith("dgprov.sandbox")
+            for name in imported_modules(path, SANDBOX)
+            if name == "dgprov" or name.startswith("dgprov.")
         )
         for path in SANDBOX.rglob("*.py")
     }
     assert {k: v for k, v in offenders.items() if v} == {}
 
 
-def test_product_does_not_import_the_sandbox() -> None:
-    offenders = {}
-    for path in PACKAGE.rglob("*.py"):
-        relative = path.relative_to(PACKAGE).as_posix()
-        if relative.startswith("sandbox/") or relative in ALLOWED_TO_START_SANDBOX:
-            continue
-        found = sorted(n for n in imported_modules(path) if n.startswith("dgprov.sandbox"))
-        if found:
-            offenders[relative] = found
-    assert offenders == {}
+def test_product_names_the_sandbox_only_in_the_two_commands() -> None:
+    offenders = sorted(
+        path.relative_to(PRODUCT).as_posix()
+        for path in PRODUCT.rglob("*.py")
+        if path.relative_to(PRODUCT).as_posix() not in ALLOWED_TO_START_SANDBOX
+        and names_sandbox(path)
+    )
+    assert offenders == []
+
+
+def test_the_two_commands_load_the_sandbox_lazily() -> None:
+    for relative in ALLOWED_TO_START_SANDBOX:
+        top = imported_modules(PRODUCT / relative, PRODUCT, top_level_only=True)
+        assert not [n for n in top if n.startswith("dgprov_sandbox")], relative
+
+
+def test_importing_the_product_loads_no_sandbox_and_no_web_server() -> None:
+    """Every product module imported in a fresh interpreter: nothing of the emulators comes in."""
+    modules = sorted(
+        "dgprov." + ".".join(p.relative_to(PRODUCT).with_suffix("").parts)
+        for p in PRODUCT.rglob("*.py")
+        if p.name not in ("__init__.py", "__main__.py")
+    )
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('dgprov_sandbox', 'starlette', 'uvicorn', 'jsonschema')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+    assert len(modules) > 20  # the walk found the product
+
+
+def test_the_product_distribution_depends_on_no_emulator_library() -> None:
+    requirements = metadata.requires("dgprov") or []
+    runtime = [r for r in requirements if "extra ==" not in r]
+    names = {
+        r.split(";")[0].split(">")[0].split("=")[0].split("[")[0].strip().lower() for r in runtime
+    }
+    assert names.isdisjoint({"starlette", "uvicorn", "jsonschema", "dgprov-sandbox"})
+    assert {"httpx", "msal"} <= names  # the metadata read is the product's
 
 
 def test_the_checker_sees_relative_imports() -> None:
     """Guard against a checker that could never fail."""
-    names = imported_modules(PACKAGE / "commands" / "sandbox.py")
-    assert "dgprov.sandbox" in names
-    assert "dgprov.sandbox.server" in imported_modules(SANDBOX / "__init__.py")
+    assert "dgprov_sandbox.server" in imported_modules(SANDBOX / "cli.py", SANDBOX)
+    assert "dgprov.errors" in imported_modules(PRODUCT / "commands" / "sandbox.py", PRODUCT)
+    assert names_sandbox(PRODUCT / "commands" / "sandbox.py")

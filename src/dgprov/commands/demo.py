@@ -1,6 +1,6 @@
 """``dgprov demo``: the whole scenario on the embedded sandbox, with no network and no prompt.
 
-This module and ``sandbox`` are the only product modules allowed to import ``dgprov.sandbox``.
+This module and ``sandbox`` are the only product modules that load ``dgprov_sandbox``, lazily.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import ssl
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -21,14 +22,14 @@ from ..errors import DgprovError
 from ..fetch import fetch_from_entra
 from ..plan import EnrolledPolicy
 from ..provision import ProvisionConfig
-from ..sandbox import Sandbox, SandboxError, SandboxOptions, example_tenant
 from .generate_tokens import entra_opener, run_generate_tokens, show_members
+from .sandbox import load_sandbox
 
 DEMO_GROUP = "vpn-users"
 DEMO_PASSWORD = "Demo-Passw0rd!"  # the sample user's new password, in the throwaway sandbox only
 
 
-def demo_client_job(sandbox: Sandbox, settings: EntraSettings) -> None:
+def demo_client_job(sandbox: Any, settings: EntraSettings) -> None:
     """``fetch-config`` and ``enroll`` for one sample user, in a temporary data directory."""
     assert sandbox.entra is not None
     reader = next(
@@ -85,8 +86,13 @@ def demo_command(defguard_version: str) -> None:
     device-code sign-in approved automatically; then the client job and the first launch for
     one sample user, up to WireGuard configurations ("Client Ready").
     """
-    tenant = example_tenant()
-    options = SandboxOptions(
+    try:
+        emulators = load_sandbox()
+    except DgprovError as exc:
+        click.echo(f"dgprov demo: error: {exc}", err=True)
+        sys.exit(exc.exit_status)
+    tenant = emulators.example_tenant()
+    options = emulators.SandboxOptions(
         defguard_version="1.6" if defguard_version == "1.6" else "2.0",
         auto_approve_as="admin",
         synthetic_group=False,
@@ -96,7 +102,7 @@ def demo_command(defguard_version: str) -> None:
         err=True,
     )
     try:
-        with Sandbox(tenant, options) as sandbox:
+        with emulators.Sandbox(tenant, options) as sandbox:
             info = sandbox.info
             settings = EntraSettings(
                 tenant=info["tenant_id"],
@@ -128,7 +134,7 @@ def demo_command(defguard_version: str) -> None:
             show_members(members)
             click.echo("", err=True)
             demo_client_job(sandbox, settings)
-    except SandboxError as exc:
+    except emulators.SandboxError as exc:
         raise click.ClickException(str(exc)) from None
     except DgprovError as exc:
         click.echo(f"dgprov demo: error: {exc}", err=True)

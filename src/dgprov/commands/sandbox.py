@@ -1,232 +1,45 @@
-"""``dgprov sandbox``: run the local emulators until interrupted.
+"""``dgprov sandbox``: hand over to the emulators of the separate ``dgprov-sandbox`` package.
 
-This module and ``demo`` are the only product modules allowed to import ``dgprov.sandbox``.
+This module and ``demo`` are the only product modules that may import ``dgprov_sandbox``, and
+only lazily, when one of the two commands runs: the product installed on end-user machines (and
+the single-file binary) carries no emulator, web server or fake authority.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
-import logging
-import signal
-import sys
-import threading
-from pathlib import Path
-from types import FrameType
+import importlib
+from types import ModuleType
 
 import click
 
-from ..sandbox import (
-    Sandbox,
-    SandboxError,
-    SandboxOptions,
-    TenantError,
-    load_tenant,
-    synthetic_tenant,
+from ..errors import UsageError
+
+SANDBOX_PACKAGE = "dgprov_sandbox"
+INSTALL_HINT = (
+    "the dgprov-sandbox package is not installed; install it with `pip install ./sandbox` from a "
+    "dgprov checkout (`make demo` does it for you)"
 )
-from ..sandbox.http_common import FaultSettings
-
-DEFAULT_USERS = 10
 
 
-def _loopback_host(ctx: click.Context, param: click.Parameter, value: str) -> str:
+def load_sandbox() -> ModuleType:
+    """The ``dgprov_sandbox`` package, or a usage error (exit 2) saying how to install it."""
     try:
-        loopback = value == "localhost" or ipaddress.ip_address(value).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise click.BadParameter(
-            f"{value!r} is not a loopback address; the sandbox only listens on 127.0.0.0/8, ::1 "
-            "or localhost"
-        )
-    return value
+        return importlib.import_module(SANDBOX_PACKAGE)
+    except ModuleNotFoundError as exc:
+        if exc.name != SANDBOX_PACKAGE:
+            raise
+        raise UsageError(INSTALL_HINT) from None
 
 
-def _check_rates(error_rate: float, drop_rate: float) -> None:
-    if error_rate + drop_rate > 1:
-        raise click.UsageError(
-            f"--error-rate {error_rate} plus --drop-rate {drop_rate} exceed 1; lower one of them"
-        )
-
-
-@click.command("sandbox")
-@click.option(
-    "--tenant",
-    "tenant_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Tenant file (JSON, see docs/tenant.md); conflicts with --users.",
+@click.command(
+    "sandbox",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
 )
-@click.option(
-    "--users",
-    type=click.IntRange(min=0),
-    help=f"Generate a synthetic tenant with this many group members (default {DEFAULT_USERS}).",
-)
-@click.option(
-    "--defguard-version",
-    type=click.Choice(["1.6", "2.0"]),
-    default="2.0",
-    show_default=True,
-    help="Which Defguard server line to emulate.",
-)
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    callback=_loopback_host,
-    help="Loopback address to listen on.",
-)
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=0,
-    show_default=True,
-    help="Core port (0 = free).",
-)
-@click.option(
-    "--proxy-port",
-    type=click.IntRange(0, 65535),
-    default=0,
-    show_default=True,
-    help="Enrollment proxy port (0 = free).",
-)
-@click.option(
-    "--latency-ms",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    show_default=True,
-    help="Added latency per request.",
-)
-@click.option(
-    "--error-rate",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    show_default=True,
-    help="Share of requests answered 500/503.",
-)
-@click.option(
-    "--drop-rate",
-    type=click.FloatRange(0, 1),
-    default=0.0,
-    show_default=True,
-    help="Share of connections dropped unanswered.",
-)
-@click.option(
-    "--seed",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Seed for the synthetic tenant and injected faults.",
-)
-@click.option(
-    "--authority-port",
-    type=click.IntRange(0, 65535),
-    default=0,
-    show_default=True,
-    help="Entra sign-in port (0 = free).",
-)
-@click.option(
-    "--graph-port",
-    type=click.IntRange(0, 65535),
-    default=0,
-    show_default=True,
-    help="Microsoft Graph port (0 = free).",
-)
-@click.option(
-    "--auto-approve-as",
-    metavar="UPN",
-    help="Sign this Entra user in on every device code and authorize request "
-    "('admin' = the sample admin).",
-)
-@click.option(
-    "--throttle",
-    type=click.Choice(["off", "documented"]),
-    default="off",
-    show_default=True,
-    help="Graph throttling: off, or the documented identity-and-access limits.",
-)
-@click.option(
-    "--time-scale",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1.0,
-    show_default=True,
-    help="Multiply every throttling window by this factor.",
-)
-@click.option(
-    "--quota-scale",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1.0,
-    show_default=True,
-    help="Multiply every throttling quota by this factor.",
-)
-def sandbox_command(
-    tenant_file: Path | None,
-    users: int | None,
-    defguard_version: str,
-    host: str,
-    port: int,
-    proxy_port: int,
-    latency_ms: float,
-    error_rate: float,
-    drop_rate: float,
-    seed: int,
-    authority_port: int,
-    graph_port: int,
-    auto_approve_as: str | None,
-    throttle: str,
-    time_scale: float,
-    quota_scale: float,
-) -> None:
+@click.argument("arguments", nargs=-1, type=click.UNPROCESSED)
+def sandbox_command(arguments: tuple[str, ...]) -> None:
     """Run emulators of Defguard core, its enrollment proxy, Entra sign-in and Microsoft Graph
-    on loopback until interrupted.
-
-    When ready, prints one JSON object on one line to stdout (defguard_url, proxy_url,
-    api_token, defguard_version, authority_url, graph_url, tenant_id, client_id, ca_bundle,
-    admin_upn, user_upns, and group_name for --users). Logs go to stderr.
-    """
-    if tenant_file is not None and users is not None:
-        raise click.UsageError("--tenant and --users conflict; give one of them")
-    _check_rates(error_rate, drop_rate)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="dgprov sandbox: %(message)s")
-    try:
-        if tenant_file is not None:
-            tenant = load_tenant(tenant_file)
-        else:
-            tenant = synthetic_tenant(DEFAULT_USERS if users is None else users, seed)
-    except TenantError as exc:
-        raise click.ClickException(str(exc)) from None
-    options = SandboxOptions(
-        defguard_version="1.6" if defguard_version == "1.6" else "2.0",
-        host=host,
-        port=port,
-        proxy_port=proxy_port,
-        faults=FaultSettings(
-            latency_ms=latency_ms, error_rate=error_rate, drop_rate=drop_rate, seed=seed
-        ),
-        synthetic_group=tenant_file is None,
-        authority_port=authority_port,
-        graph_port=graph_port,
-        throttle="documented" if throttle == "documented" else "off",
-        time_scale=time_scale,
-        quota_scale=quota_scale,
-        auto_approve_as=auto_approve_as,
-    )
-    sandbox = Sandbox(tenant, options)
-    try:
-        info = sandbox.start()
-    except SandboxError as exc:
-        raise click.ClickException(str(exc)) from None
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    click.echo(json.dumps(info))
-    sys.stdout.flush()
-    try:
-        while not stop.wait(3600):
-            pass
-    finally:
-        logging.getLogger("dgprov.sandbox").info("stopping")
-        sandbox.stop()
+    on loopback until interrupted (needs the dgprov-sandbox package; `dgprov sandbox --help`
+    lists its options)."""
+    cli = importlib.import_module(f"{load_sandbox().__name__}.cli")
+    cli.main(list(arguments), prog_name="dgprov sandbox")

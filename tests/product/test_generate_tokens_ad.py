@@ -11,8 +11,8 @@ from click.testing import CliRunner, Result
 
 from dgprov.cli import main
 
-from .conftest import Running, StartSandbox, example_tenant
-from .slapd import (
+from ..conftest import Running, StartSandbox, example_tenant
+from ..slapd import (
     PROVISIONER_DN,
     PROVISIONER_PASSWORD,
     READER_DN,

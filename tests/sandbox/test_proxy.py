@@ -8,7 +8,7 @@ import os
 import httpx
 import pytest
 
-from .conftest import Running, StartSandbox, example_tenant
+from ..conftest import Running, StartSandbox, example_tenant
 
 
 def new_pubkey() -> str:

@@ -16,10 +16,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import msal
 import pytest
+from dgprov_sandbox.tenant import synthetic_tenant
 
-from dgprov.sandbox.tenant import synthetic_tenant
-
-from .conftest import (
+from ..conftest import (
     ADMIN_SCOPES,
     Running,
     StartSandbox,
@@ -190,7 +189,7 @@ def test_interactive_flow_with_a_headless_browser(entra: Running, hint_index: in
     assert entra.sandbox.entra is not None
     entra.sandbox.entra.auto_approve_upn = info["user_upns"][0]
     hint = info["user_upns"][hint_index] if hint_index is not None else ""
-    browser = f"{sys.executable} -m dgprov.sandbox.headless_browser --cafile {info['ca_bundle']} %s"
+    browser = f"{sys.executable} -m dgprov_sandbox.headless_browser --cafile {info['ca_bundle']} %s"
     completed = subprocess.run(
         [
             sys.executable,
@@ -347,7 +346,7 @@ def test_auto_approve_can_be_switched_while_running(entra: Running) -> None:
 
 
 def test_client_certificate_credentials(start_sandbox: StartSandbox) -> None:
-    from .conftest import example_tenant, make_certificate
+    from ..conftest import example_tenant, make_certificate
 
     key, certificate = make_certificate()
     tenant = example_tenant()

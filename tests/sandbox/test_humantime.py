@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from dgprov.sandbox.humantime import DurationError, parse_duration_nanos, parse_duration_seconds
+from dgprov_sandbox.humantime import DurationError, parse_duration_nanos, parse_duration_seconds
 
 HOUR = 3600
 DAY = 86_400

@@ -7,10 +7,9 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from dgprov_sandbox.tenant import synthetic_tenant
 
-from dgprov.sandbox.tenant import synthetic_tenant
-
-from .conftest import Running, StartSandbox, example_tenant, graph_client, sign_in
+from ..conftest import Running, StartSandbox, example_tenant, graph_client, sign_in
 
 CSA_TYPE = "#Microsoft.DirectoryServices.CustomSecurityAttributeValue"
 OBRIEN_MAIL = "siobhan.o'brien+vpn@contoso.example"
@@ -491,7 +490,7 @@ def test_synthetic_tenant_roles_decide_who_reads_attributes(start_sandbox: Start
 
 
 def test_graph_faults_use_graph_errors(start_sandbox: StartSandbox) -> None:
-    from dgprov.sandbox.http_common import FaultSettings
+    from dgprov_sandbox.http_common import FaultSettings
 
     running = start_sandbox(example_tenant(), faults=FaultSettings(error_rate=1.0, seed=3))
     client = graph_client(running.info, sign_in(running, running.info["admin_upn"]))

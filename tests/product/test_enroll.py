@@ -16,7 +16,7 @@ from dgprov import client_files
 from dgprov.cli import main
 from dgprov.enrollment import key_pair_from_private
 
-from .conftest import Running, StartSandbox, example_tenant
+from ..conftest import Running, StartSandbox, example_tenant
 
 PASSWORD = "Str0ng-Passw0rd!"
 
@@ -220,7 +220,7 @@ def test_whole_chain(
     start_sandbox: StartSandbox, line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """generate-tokens -> fetch-config -> enroll, from an empty sandbox to WireGuard files."""
-    from dgprov.sandbox.tenant import synthetic_tenant
+    from dgprov_sandbox.tenant import synthetic_tenant
 
     from .test_fetch_config import fetch, provision
 

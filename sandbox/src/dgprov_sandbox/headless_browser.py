@@ -2,7 +2,7 @@
 
 Use it as the ``BROWSER`` command::
 
-    BROWSER="python -m dgprov.sandbox.headless_browser --cafile /tmp/.../ca.pem %s"
+    BROWSER="python -m dgprov_sandbox.headless_browser --cafile /tmp/.../ca.pem %s"
 
 It fetches the URL, follows redirects, and submits the first form of each HTML page it gets
 (the sandbox's ``form_post`` answer, or its sign-in chooser with the first user selected), until
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.foreground:
         return browse(args.url, args.cafile)
-    command = [sys.executable, "-m", "dgprov.sandbox.headless_browser", "--foreground", args.url]
+    command = [sys.executable, "-m", "dgprov_sandbox.headless_browser", "--foreground", args.url]
     if args.cafile:
         command[3:3] = ["--cafile", args.cafile]
     subprocess.Popen(

@@ -8,10 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
+from dgprov_sandbox.http_common import FaultSettings
 
-from dgprov.sandbox.http_common import FaultSettings
-
-from .conftest import ADMIN_TOKEN, DISABLED_ADMIN_TOKEN, Running, StartSandbox, example_tenant
+from ..conftest import ADMIN_TOKEN, DISABLED_ADMIN_TOKEN, Running, StartSandbox, example_tenant
 
 UA = {"User-Agent": "dgprov-tests"}
 

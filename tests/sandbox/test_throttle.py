@@ -8,11 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
+from dgprov_sandbox.tenant import synthetic_tenant
+from dgprov_sandbox.throttle import Throttle, format_retry_after, request_cost
 
-from dgprov.sandbox.tenant import synthetic_tenant
-from dgprov.sandbox.throttle import Throttle, format_retry_after, request_cost
-
-from .conftest import StartSandbox, graph_client, public_client, running_sandbox, sign_in, trust
+from ..conftest import StartSandbox, graph_client, public_client, running_sandbox, sign_in, trust
 
 CSA_TYPE = "#Microsoft.DirectoryServices.CustomSecurityAttributeValue"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import example_tenant, public_client, running_sandbox
+from ..conftest import example_tenant, public_client, running_sandbox
 
 DGPROV = [sys.executable, "-m", "dgprov"]
 READY_TIMEOUT = 20.0

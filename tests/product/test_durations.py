@@ -7,10 +7,10 @@ a wide table of inputs is evidence that both follow the grammar, not each other.
 from __future__ import annotations
 
 import pytest
+from dgprov_sandbox.humantime import DurationError, parse_duration_seconds
 
 from dgprov.durations import parse_lifetime
 from dgprov.errors import UsageError
-from dgprov.sandbox.humantime import DurationError, parse_duration_seconds
 
 CASES = [
     "24h", "1d", "2w", "1h 30m", "1h30m", "1.5h", "0.5d", "1 h", "1 0h", "3months", "12M", "1y",

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from dgprov_sandbox.tenant import synthetic_tenant
 
 from dgprov.cli import main
 from dgprov.client_files import read
-from dgprov.sandbox.tenant import synthetic_tenant
 
-from .conftest import Running, StartSandbox, graph_client, sign_in
-from .slapd import PROVISIONER_DN, PROVISIONER_PASSWORD, USERS_DN, Slapd, slapd
+from ..conftest import Running, StartSandbox, graph_client, sign_in
+from ..slapd import PROVISIONER_DN, PROVISIONER_PASSWORD, USERS_DN, Slapd, slapd
 from .test_generate_tokens import cli_args, environment
 
 __all__ = ["slapd"]

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from dgprov.sandbox.tenant import (
+from dgprov_sandbox.tenant import (
     TenantError,
     load_tenant,
     schema,
@@ -16,7 +15,7 @@ from dgprov.sandbox.tenant import (
     validate_tenant,
 )
 
-from .conftest import EXAMPLE_TENANT, example_tenant
+from ..conftest import EXAMPLE_TENANT, example_tenant
 
 
 def _schema_paths(node: dict[str, Any], root: dict[str, Any], prefix: str = "") -> set[str]:

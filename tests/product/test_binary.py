@@ -8,10 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from dgprov_sandbox.tenant import synthetic_tenant
 
-from dgprov.sandbox.tenant import synthetic_tenant
-
-from .conftest import REPO, StartSandbox
+from ..conftest import REPO, StartSandbox
 from .test_fetch_config import provision
 
 BINARY = REPO / "dist" / "dgprov"

@@ -18,12 +18,12 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner, Result
+from dgprov_sandbox.http_common import FaultSettings
+from dgprov_sandbox.tenant import synthetic_tenant
 
 from dgprov.cli import main
-from dgprov.sandbox.http_common import FaultSettings
-from dgprov.sandbox.tenant import synthetic_tenant
 
-from .conftest import (
+from ..conftest import (
     DISABLED_ADMIN_TOKEN,
     Running,
     StartSandbox,
@@ -375,7 +375,7 @@ def test_browser_sign_in_with_a_headless_browser(
     running.sandbox.entra.auto_approve_upn = info["admin_upn"]  # type: ignore[union-attr]
     args = cli_args(running, "--dry-run")
     args[args.index("--auth") + 1] = "browser"
-    browser = f"{sys.executable} -m dgprov.sandbox.headless_browser --cafile {info['ca_bundle']} %s"
+    browser = f"{sys.executable} -m dgprov_sandbox.headless_browser --cafile {info['ca_bundle']} %s"
     completed = subprocess.run(
         [sys.executable, "-m", "dgprov", *args],
         env={**os.environ, **environment(running, tmp_path), "BROWSER": browser},
@@ -473,7 +473,7 @@ def test_interrupt_and_resume(start_sandbox: StartSandbox, tmp_path: Path) -> No
 
 
 def test_certificate_sign_in(start_sandbox: StartSandbox, tmp_path: Path) -> None:
-    from .conftest import make_certificate
+    from ..conftest import make_certificate
 
     key, certificate = make_certificate()
     tenant = example_tenant()

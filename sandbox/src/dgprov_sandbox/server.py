@@ -37,7 +37,7 @@ from .proxy_app import build_proxy_app
 from .tenant import SYNTHETIC_GROUP, Tenant
 from .throttle import Throttle
 
-log = logging.getLogger("dgprov.sandbox")
+log = logging.getLogger("dgprov_sandbox")
 
 READY_TIMEOUT_SECONDS = 30.0
 
