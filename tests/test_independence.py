@@ -106,9 +106,7 @@ def test_importing_the_product_loads_no_sandbox_and_no_web_server() -> None:
 def test_the_product_distribution_depends_on_no_emulator_library() -> None:
     requirements = metadata.requires("dgprov") or []
     runtime = [r for r in requirements if "extra ==" not in r]
-    names = {
-        r.split(";")[0].split(">")[0].split("=")[0].split("[")[0].strip().lower() for r in runtime
-    }
+    names = {re.split(r"[;<>=!~\[ ]", r, maxsplit=1)[0].lower() for r in runtime}
     assert names.isdisjoint({"starlette", "uvicorn", "jsonschema", "dgprov-sandbox"})
     assert {"httpx", "msal"} <= names  # the metadata read is the product's
 
