@@ -1,6 +1,14 @@
-"""The ``dgprov`` entry point: a click group that only registers the commands."""
+"""The ``dgprov`` entry point: a click group that registers the commands and handles errors.
+
+Every command raises ``DgprovError`` subclasses and lets them reach this one handler, which
+prints ``dgprov <command>: error: <message>`` on stderr (and to the log, for --log-file) and
+exits with the error's status.
+"""
 
 from __future__ import annotations
+
+import logging
+from typing import Any
 
 import click
 
@@ -10,9 +18,23 @@ from .commands.enroll import enroll_command
 from .commands.fetch_config import fetch_config_command
 from .commands.generate_tokens import generate_tokens_command
 from .commands.sandbox import sandbox_command
+from .errors import DgprovError
+
+log = logging.getLogger("dgprov")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class DgprovGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DgprovError as exc:
+            command = ctx.invoked_subcommand or "dgprov"
+            log.info(f"failed: {exc}")
+            click.echo(f"dgprov {command}: error: {exc}", err=True)
+            ctx.exit(exc.exit_status)
+
+
+@click.group(cls=DgprovGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dgprov")
 def main() -> None:
     """Zero-touch provisioning of Defguard VPN clients from Entra ID and Active Directory."""

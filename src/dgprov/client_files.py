@@ -8,42 +8,101 @@ by its owner only, and refuses values the client could not use.
 
 from __future__ import annotations
 
-import json
+import getpass
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from .credentials import is_loopback
-from .entra_auth import write_private_file
+from . import environment, join
 from .errors import UsageError
+from .private_files import write_private_file
+from .stored_value import ProvisioningConfig, from_file_json, to_file_json
 
 FILE_NAME = "provisioning.json"
 APP_IDENTIFIER = "net.defguard"
 
+__all__ = [
+    "APP_IDENTIFIER",
+    "FILE_NAME",
+    "ProvisioningConfig",
+    "TargetUser",
+    "data_directory",
+    "read",
+    "resolve_target",
+    "write",
+]
+
 
 @dataclass(frozen=True)
-class ProvisioningConfig:
-    enrollment_url: str
-    enrollment_token: str
+class TargetUser:
+    """Whose file this is: login name, data-directory home, and the owner to hand it to."""
 
-    def __repr__(self) -> str:  # never print the token, even in a traceback
-        return f"ProvisioningConfig(enrollment_url={self.enrollment_url!r}, enrollment_token='***')"
+    name: str
+    home: Path | None  # None: the current user's own environment decides
+    owner: tuple[int, int] | None  # (uid, gid) when running for someone else
 
 
-class InvalidProvisioningValue(ValueError):
-    """A value the desktop client could not use; the message never contains the token."""
+def account_name(login: str) -> str:
+    """``CORP\\jdoe`` and ``jdoe@corp.example`` -> ``jdoe`` (the sAMAccountName)."""
+    return login.split("\\")[-1].split("@")[0]
+
+
+def resolve_target(
+    for_user: str | None, output_given: bool, notify: Callable[[str], None]
+) -> TargetUser:
+    """The user the file is for: ``for_user``; as root, the graphical session's user (unless
+    ``--output`` already says where the file goes); otherwise whoever runs the command."""
+    current = getpass.getuser()
+    if sys.platform == "win32":
+        if for_user is None and current.upper().rstrip("$").endswith("SYSTEM") and not output_given:
+            for_user = join.windows_console_user()
+            if for_user is None:
+                raise UsageError(
+                    "running as SYSTEM with nobody at the console: pass --for-user NAME"
+                )
+            notify(f"running as SYSTEM: provisioning {for_user}, the console user")
+        if for_user is None:
+            return TargetUser(current, None, None)
+        drive = environment.get("SYSTEMDRIVE") or "C:"  # Windows variable names are case-blind
+        return TargetUser(for_user, Path(f"{drive}\\Users\\{account_name(for_user)}"), None)
+    import pwd
+
+    is_root = os.geteuid() == 0
+    name = for_user
+    if name is None and is_root and not output_given:
+        name = join.graphical_session_user()
+        if name is None:
+            raise UsageError(
+                "running as root with no active graphical session: pass --for-user NAME for the "
+                "user whose Defguard client should be provisioned"
+            )
+        notify(f"running as root: provisioning {name}, the user of the active graphical session")
+    if name is None or name == current:
+        return TargetUser(current, None, None)
+    if not is_root:
+        raise UsageError(f"--for-user {name}: writing into another user's profile needs root")
+    try:
+        entry = pwd.getpwnam(account_name(name))
+    except KeyError:
+        raise UsageError(f"--for-user {name}: no such local user") from None
+    return TargetUser(name, Path(entry.pw_dir), (entry.pw_uid, entry.pw_gid))
 
 
 def data_directory(
-    platform: str = sys.platform, home: Path | None = None, environ: dict[str, str] | None = None
+    platform: str = sys.platform,
+    home: Path | None = None,
+    variable: Callable[[str], str | None] = environment.get,
 ) -> Path:
-    """The Defguard client's data directory for a user whose home is ``home``."""
-    env = os.environ if environ is None else environ
+    """The Defguard client's data directory for a user whose home is ``home``.
+
+    With ``home`` (another user's profile) the current process's variables are ignored: they
+    describe the process's own user, not the target.
+    """
     base = home or Path.home()
     if platform == "win32":
-        appdata = env.get("APPDATA") if home is None else None
+        appdata = variable("APPDATA") if home is None else None
         return (
             Path(appdata) / APP_IDENTIFIER
             if appdata
@@ -51,35 +110,15 @@ def data_directory(
         )
     if platform == "darwin":
         return base / "Library" / "Application Support" / APP_IDENTIFIER
-    xdg = env.get("XDG_DATA_HOME") if home is None else None
+    xdg = variable("XDG_DATA_HOME") if home is None else None
     return Path(xdg) / APP_IDENTIFIER if xdg else base / ".local" / "share" / APP_IDENTIFIER
-
-
-def validate(config: ProvisioningConfig) -> ProvisioningConfig:
-    parts = urlsplit(config.enrollment_url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise InvalidProvisioningValue("the enrollment URL is not an http(s) URL")
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise InvalidProvisioningValue("the enrollment URL must use https (http only on loopback)")
-    if parts.username or parts.password:
-        raise InvalidProvisioningValue("the enrollment URL must not contain credentials")
-    token = config.enrollment_token
-    if not token or any(not (33 <= ord(c) <= 126) for c in token):
-        raise InvalidProvisioningValue(
-            "the enrollment token must be non-empty printable ASCII without whitespace"
-        )
-    return config
 
 
 def write(path: Path, config: ProvisioningConfig, owner: tuple[int, int] | None = None) -> None:
     """Atomically write the file (0600 on POSIX); with ``owner``, hand it and new folders over."""
     created = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = json.dumps(
-        {"enrollment_url": config.enrollment_url, "enrollment_token": config.enrollment_token},
-        indent=2,
-    )
-    write_private_file(path, (body + "\n").encode("utf-8"))
+    write_private_file(path, to_file_json(config).encode("utf-8"))
     if owner is not None and hasattr(os, "chown"):
         for directory in reversed(created):
             os.chown(directory, *owner)
@@ -92,14 +131,10 @@ def read(path: Path) -> ProvisioningConfig:
         text = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read it ({exc})") from None
-    text = text.removeprefix("\ufeff")
-    try:
-        document = json.loads(text)
-        return ProvisioningConfig(
-            str(document["enrollment_url"]), str(document["enrollment_token"])
-        )
-    except (ValueError, KeyError, TypeError):
+    config = from_file_json(text)
+    if config is None:
         raise UsageError(
             f"{path}: not a provisioning file (expected a JSON object with enrollment_url and "
             "enrollment_token)"
-        ) from None
+        )
+    return config

@@ -9,6 +9,7 @@ is sent as a header and never appears in a message.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +19,7 @@ import httpx
 from . import __version__
 from .errors import AuthenticationError, PreflightError, RemoteError
 from .retry import RetryPolicy
+from .stored_value import ProvisioningConfig
 from .transport import ServiceConnection
 
 SERVICE = "Defguard"
@@ -40,12 +42,6 @@ class DefguardGroup:
     members: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class IssuedToken:
-    token: str
-    enrollment_url: str
-
-
 def server_message(response: httpx.Response) -> str:
     """Defguard's ``{"msg": …}``, or the text of an axum rejection, shortened for a report."""
     try:
@@ -65,7 +61,7 @@ class DefguardClient:
         base_url: str,
         api_token: str,
         *,
-        verify: Any = True,
+        verify: ssl.SSLContext,
         policy: RetryPolicy | None = None,
         max_connections: int = 16,
     ) -> None:
@@ -167,7 +163,7 @@ class DefguardClient:
         await asyncio.gather(*(fetch() for _ in range(PAGE_WORKERS)))
         return found
 
-    async def _issue(self, username: str, route: str, body: dict[str, Any]) -> IssuedToken:
+    async def _issue(self, username: str, route: str, body: dict[str, Any]) -> ProvisioningConfig:
         response = await self._request(
             "POST", f"/api/v1/user/{quote(username, safe='')}/{route}", json=body
         )
@@ -179,14 +175,14 @@ class DefguardClient:
                 raise self._refusal(response)
             raise RemoteError(SERVICE, response.status_code, server_message(response))
         payload = response.json()
-        return IssuedToken(payload["enrollment_token"], payload["enrollment_url"])
+        return ProvisioningConfig(payload["enrollment_url"], payload["enrollment_token"])
 
-    async def start_enrollment(self, username: str, expiration: str | None) -> IssuedToken:
+    async def start_enrollment(self, username: str, expiration: str | None) -> ProvisioningConfig:
         body: dict[str, Any] = {"email": None, "send_enrollment_notification": False}
         if expiration is not None:
             body["token_expiration_time"] = expiration
         return await self._issue(username, "start_enrollment", body)
 
-    async def start_desktop(self, username: str) -> IssuedToken:
+    async def start_desktop(self, username: str) -> ProvisioningConfig:
         """A token for an already enrolled user; Defguard ignores any custom lifetime here."""
         return await self._issue(username, "start_desktop", {"send_enrollment_notification": False})

@@ -1,12 +1,47 @@
-"""What the admin job needs from a directory, whichever it is (Entra ID or Active Directory)."""
+"""What the admin job needs from a directory, whichever it is (Entra ID or Active Directory).
+
+The types here are the vocabulary shared by the directory clients (``graph.py``,
+``ldap_directory.py``) and the pure planning logic (``plan.py``), which is why they live apart
+from both.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
-from .plan import DirectoryUser, Matches, MatchKey
+from .stored_value import ProvisioningConfig
+
+MatchKey = Literal["email", "username"]
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryUser:
+    """A user object in Entra ID or AD that a Defguard member maps to."""
+
+    id: str  # Entra object id, or AD distinguished name
+    upn: str | None
+    mail: str | None
+
+
+@dataclass(frozen=True)
+class Matches:
+    """Directory users found per lookup key (lower-cased), stage by stage.
+
+    Entra matching tries ``mail``, then ``userPrincipalName``, then ``otherMails``, keyed by the
+    member's e-mail address; the first stage that finds anyone decides, so nobody is matched
+    through an alias when a primary address exists. AD has one stage, keyed by the
+    sAMAccountName (= Defguard username) or by the e-mail address.
+    """
+
+    stages: Sequence[tuple[str, Mapping[str, Sequence[DirectoryUser]]]]
+    key: MatchKey = "email"
+
+
+def unmatched(keys: Iterable[str], *stages: Mapping[str, Sequence[DirectoryUser]]) -> list[str]:
+    """Keys no earlier stage found anyone for: the only ones worth the next lookup."""
+    return [k for k in keys if not any(stage.get(k) for stage in stages)]
 
 
 @dataclass(frozen=True)
@@ -27,7 +62,9 @@ class Directory(Protocol):
     async def check_can_write(self, user: DirectoryUser) -> None: ...
 
     async def write(
-        self, assignments: Sequence[tuple[DirectoryUser, str, str]]
+        self, assignments: Sequence[tuple[DirectoryUser, ProvisioningConfig]]
     ) -> dict[str, WriteResult]:
-        """``(user, enrollment_url, token)`` triples -> result per ``user.id``."""
+        """``(user, config)`` pairs -> result per ``user.id``."""
         ...
+
+    async def aclose(self) -> None: ...

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import ssl
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,19 +29,13 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from . import __version__
-from .client_files import ProvisioningConfig
-from .entra_auth import write_private_file
-from .errors import EXIT_SOME_FAILED, DgprovError, UsageError
+from .errors import EnrollmentRefused, UsageError
+from .private_files import write_private_file
+from .stored_value import ProvisioningConfig
 
 MFA_MODES = {2: "internal MFA", 3: "external MFA"}
 STATE_FILE = "dgprov-enrollment.json"
 PLACEHOLDER = "YOUR_PRIVATE_KEY"
-
-
-class EnrollmentRefused(DgprovError):
-    """The proxy refused; exit 1 with the reason."""
-
-    exit_status = EXIT_SOME_FAILED
 
 
 def refusal_message(status: int, error: str) -> str:
@@ -111,7 +106,7 @@ def interface_name(location: str, taken: set[str]) -> str:
 class ProxyClient:
     """One enrollment session against the proxy behind ``enrollment_url``."""
 
-    def __init__(self, enrollment_url: str, *, verify: Any = True) -> None:
+    def __init__(self, enrollment_url: str, *, verify: ssl.SSLContext) -> None:
         self.base = enrollment_url.rstrip("/") + "/api/v1"
         self._client = httpx.Client(
             verify=verify, timeout=30, headers={"User-Agent": f"dgprov/{__version__}"}
@@ -244,7 +239,7 @@ def enroll_device(
     device_name: str,
     password: Callable[[], str],
     phone: str | None = None,
-    verify: Any = True,
+    verify: ssl.SSLContext,
 ) -> Enrolled:
     """Start the session, register a new key, write the configs, then activate if needed.
 
@@ -267,7 +262,7 @@ def enroll_device(
     return Enrolled(user["login"], started["instance"]["name"], configs)
 
 
-def refresh_device(output_dir: Path, *, verify: Any = True) -> Enrolled:
+def refresh_device(output_dir: Path, *, verify: ssl.SSLContext) -> Enrolled:
     """New configurations for an enrolled device, through its polling token; same key."""
     state_path = output_dir / STATE_FILE
     state = load_state(state_path)

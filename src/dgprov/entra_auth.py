@@ -10,12 +10,10 @@ prompt again.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
-import tempfile
 import webbrowser
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +22,9 @@ from urllib.parse import urlsplit
 import msal
 import requests
 
+from . import environment
 from .errors import AuthenticationError, UsageError
+from .private_files import write_private_file
 
 log = logging.getLogger("dgprov")
 
@@ -61,6 +61,15 @@ class EntraSettings:
     certificate_password: str | None = None
     persist_cache: bool = True
 
+    def check(self) -> None:
+        """Refuse settings that cannot sign anyone in, naming the option that is missing."""
+        if not self.tenant and not self.authority:
+            raise UsageError("no Entra tenant: pass --tenant or set DGPROV_TENANT")
+        if not self.client_id:
+            raise UsageError(
+                "no client id: pass --client-id or set DGPROV_CLIENT_ID (see the README)"
+            )
+
     @property
     def authority_url(self) -> str:
         return (self.authority or f"https://login.microsoftonline.com/{self.tenant}").rstrip("/")
@@ -74,35 +83,14 @@ class EntraSettings:
 
 def cache_directory() -> Path:
     """Where dgprov keeps per-user state; ``DGPROV_CACHE_DIR`` overrides it."""
-    if os.environ.get("DGPROV_CACHE_DIR"):
-        return Path(os.environ["DGPROV_CACHE_DIR"])
+    chosen = environment.get(environment.CACHE_DIR)
+    if chosen:
+        return Path(chosen)
     if sys.platform == "win32":
-        return Path(os.environ.get("LOCALAPPDATA", Path.home())) / "dgprov"
+        return Path(environment.get("LOCALAPPDATA") or Path.home()) / "dgprov"
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Caches" / "dgprov"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dgprov"
-
-
-def write_private_file(path: Path, data: bytes | Iterable[str]) -> None:
-    """Atomically replace ``path`` with ``data``, readable by its owner only (0600).
-
-    The file is created 0600 before anything is written, so no secret is ever readable by
-    others, not even while it is being written.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.chmod(temporary, 0o600)
-        with os.fdopen(descriptor, "wb") as handle:
-            if isinstance(data, bytes):
-                handle.write(data)
-            else:
-                for chunk in data:
-                    handle.write(chunk.encode())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    return Path(environment.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dgprov"
 
 
 class _PlainFileCache(msal.SerializableTokenCache):  # type: ignore[misc]
@@ -188,6 +176,7 @@ class EntraSignIn:
         cache_name: str,
     ) -> None:
         """``cache_name`` separates the admin's sign-in from the end user's on one machine."""
+        settings.check()
         self.settings = settings
         self.scopes = scopes
         self.notify = notify

@@ -1,14 +1,17 @@
-"""dgprov's exception hierarchy: every failure an administrator can see, with its exit status.
+"""dgprov's exception hierarchy and exit statuses: every failure an administrator can see.
 
 Messages are written for the person running the command: one line naming the problem and the
-fix. None may contain a secret; values that could be one are never interpolated.
+fix. None may contain a secret; values that could be one are never interpolated. The CLI has one
+handler for all of them (``cli.py``): it prints ``dgprov <command>: error: <message>`` and exits
+with the error's ``exit_status``. Library callers catch ``DgprovError``.
 """
 
 from __future__ import annotations
 
 EXIT_OK = 0
-EXIT_SOME_FAILED = 1
-EXIT_USAGE = 2
+EXIT_SOME_FAILED = 1  # some members failed; nothing found for this user; the server refused
+EXIT_USAGE = 2  # bad input, a failed preflight or sign-in: nothing was changed
+EXIT_NOT_JOINED = 3  # fetch-config --strict on a machine joined to nothing
 
 
 class DgprovError(Exception):
@@ -29,6 +32,12 @@ class AuthenticationError(DgprovError):
     """Signing in to Entra ID, Active Directory or Defguard failed."""
 
 
+class Cancelled(DgprovError):
+    """The person at the terminal declined the confirmation; nothing was changed."""
+
+    exit_status = EXIT_SOME_FAILED
+
+
 class RemoteError(DgprovError):
     """A remote service answered with an error; carries the HTTP status and the server's message."""
 
@@ -45,3 +54,27 @@ class TransportFailure(DgprovError):
     """A service could not be reached after the retries allowed."""
 
     exit_status = EXIT_SOME_FAILED
+
+
+class NothingFound(DgprovError):
+    """The client job found no usable configuration for this user."""
+
+    exit_status = EXIT_SOME_FAILED
+
+
+class InvalidProvisioningValue(DgprovError):
+    """A stored or written value the desktop client could not use; never contains the token."""
+
+    exit_status = EXIT_SOME_FAILED
+
+
+class EnrollmentRefused(DgprovError):
+    """The enrollment proxy refused; the message says what the token's holder can do."""
+
+    exit_status = EXIT_SOME_FAILED
+
+
+class NotJoined(DgprovError):
+    """``fetch-config --strict`` on a machine joined neither to AD nor to Entra ID."""
+
+    exit_status = EXIT_NOT_JOINED

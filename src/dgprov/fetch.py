@@ -1,4 +1,4 @@
-"""The client job: read the signed-in user's enrollment token from Entra ID or AD.
+"""The client job's readers: the signed-in user's enrollment token from Entra ID or AD.
 
 Messages explain what an end user or an installer log reader can do; none contains the token or
 the raw attribute value.
@@ -7,31 +7,30 @@ the raw attribute value.
 from __future__ import annotations
 
 import asyncio
-import json
-import ssl
 from collections.abc import Callable
 from typing import Any
 
-from .client_files import InvalidProvisioningValue, ProvisioningConfig, validate
 from .entra_auth import EntraSettings, EntraSignIn
-from .errors import EXIT_SOME_FAILED, DgprovError
+from .errors import InvalidProvisioningValue, NothingFound
 from .graph import GraphClient
 from .ldap_directory import LdapDirectory, LdapSettings
+from .stored_value import (
+    AD_EXPECTED_SHAPE,
+    ENTRA_TOKEN_ATTRIBUTE,
+    ENTRA_URL_ATTRIBUTE,
+    ProvisioningConfig,
+    from_ad_json,
+    from_entra_attributes,
+)
+from .tls import tls_context
 
 USER_SCOPES = ["User.Read", "CustomSecAttributeAssignment.Read.All"]
 USER_CACHE = "msal_cache_user.bin"
-AD_EXPECTED_SHAPE = '{"enrollmentUrl": "https://…", "enrollmentToken": "…"}'
-
-
-class NothingFound(DgprovError):
-    """No usable configuration for this user: exit 1."""
-
-    exit_status = EXIT_SOME_FAILED
 
 
 def _checked(config: ProvisioningConfig, source: str) -> ProvisioningConfig:
     try:
-        return validate(config)
+        return config.validated()
     except InvalidProvisioningValue as exc:
         raise NothingFound(
             f"{source} holds an unusable value: {exc}; ask your administrator"
@@ -49,13 +48,13 @@ def from_attribute_set(
             f"may not read the attribute set {set_name!r} (an administrator assigns it the "
             "Attribute Assignment Reader role scoped to that set)"
         )
-    url, token = values.get("EnrollmentUrl"), values.get("EnrollmentToken")
-    if not isinstance(url, str) or not isinstance(token, str):
+    config = from_entra_attributes(values)
+    if config is None:
         raise NothingFound(
-            f"{upn} has no EnrollmentUrl and EnrollmentToken in the attribute set {set_name!r}; "
-            "an administrator runs dgprov generate-tokens for your group"
+            f"{upn} has no {ENTRA_URL_ATTRIBUTE} and {ENTRA_TOKEN_ATTRIBUTE} in the attribute set "
+            f"{set_name!r}; an administrator runs dgprov generate-tokens for your group"
         )
-    return _checked(ProvisioningConfig(url, token), f"the attribute set {set_name!r}")
+    return _checked(config, f"the attribute set {set_name!r}")
 
 
 def from_ad_value(raw: str | None, attribute: str, account: str) -> ProvisioningConfig:
@@ -64,17 +63,13 @@ def from_ad_value(raw: str | None, attribute: str, account: str) -> Provisioning
             f"{account} has no value in {attribute!r}; an administrator runs dgprov "
             "generate-tokens --directory ad for your group"
         )
-    try:
-        document = json.loads(raw)
-        url, token = document["enrollmentUrl"], document["enrollmentToken"]
-        if not isinstance(url, str) or not isinstance(token, str):
-            raise TypeError
-    except (ValueError, KeyError, TypeError):
+    config = from_ad_json(raw)
+    if config is None:
         raise NothingFound(
             f"the value of {attribute!r} for {account} is not the expected JSON "
             f"{AD_EXPECTED_SHAPE}; ask your administrator"
-        ) from None
-    return _checked(ProvisioningConfig(url, token), f"the attribute {attribute!r}")
+        )
+    return _checked(config, f"the attribute {attribute!r}")
 
 
 async def fetch_from_entra(
@@ -82,10 +77,7 @@ async def fetch_from_entra(
 ) -> ProvisioningConfig:
     sign_in = await asyncio.to_thread(EntraSignIn, settings, USER_SCOPES, notify, USER_CACHE)
     await asyncio.to_thread(sign_in.token)
-    verify: Any = (
-        ssl.create_default_context(cafile=settings.ca_bundle) if settings.ca_bundle else True
-    )
-    graph = GraphClient(settings.graph_url, sign_in.token, verify=verify)
+    graph = GraphClient(settings.graph_url, sign_in.token, verify=tls_context(settings.ca_bundle))
     try:
         upn, values = await graph.my_attribute_set(set_name)
     finally:

@@ -10,6 +10,7 @@ largest ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -17,10 +18,10 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from . import __version__
-from .directory import WriteResult
+from .directory import DirectoryUser, Matches, MatchKey, WriteResult, unmatched
 from .errors import AuthenticationError, PreflightError, RemoteError
-from .plan import DirectoryUser, Matches, MatchKey, unmatched
 from .retry import AdaptiveLimit, RetryPolicy, retry_after_seconds
+from .stored_value import ENTRA_ATTRIBUTES, ProvisioningConfig, to_entra_attributes
 from .transport import ServiceConnection
 
 SERVICE = "Microsoft Graph"
@@ -29,7 +30,6 @@ FILTER_VALUES = 15
 LOOKUP_SLICE = BATCH_SIZE * 8  # filter requests in flight per slice
 SELECT = "id,userPrincipalName,mail,otherMails"
 CSA_TYPE = "#Microsoft.DirectoryServices.CustomSecurityAttributeValue"
-ATTRIBUTE_NAMES = ("EnrollmentUrl", "EnrollmentToken")
 RETRYABLE_ITEM_STATUSES = frozenset({429, 500, 502, 503, 504})
 ITEM_ERROR_ATTEMPTS = 8  # for 5xx items; throttled items wait as long as Graph asks
 MAX_THROTTLED_SECONDS = 900.0
@@ -57,7 +57,7 @@ class GraphClient:
         graph_url: str,
         token_provider: TokenProvider,
         *,
-        verify: Any = True,
+        verify: ssl.SSLContext,
         policy: RetryPolicy | None = None,
     ) -> None:
         self.graph_url = graph_url.rstrip("/")
@@ -92,7 +92,7 @@ class GraphClient:
 
     async def check_attribute_set(self, set_name: str) -> None:
         """Both attributes must be defined, Available, single-valued Strings."""
-        for attribute in ATTRIBUTE_NAMES:
+        for attribute in ENTRA_ATTRIBUTES:
             response = await self._request(
                 "GET",
                 "/directory/customSecurityAttributeDefinitions/"
@@ -108,7 +108,7 @@ class GraphClient:
                 raise PreflightError(
                     f"Entra has no custom security attribute {set_name}.{attribute}; an Attribute "
                     f"Definition Administrator must define the set {set_name!r} with the String "
-                    f"attributes {' and '.join(ATTRIBUTE_NAMES)} (see the README)"
+                    f"attributes {' and '.join(ENTRA_ATTRIBUTES)} (see the README)"
                 )
             if response.status_code != 200:
                 _, message = graph_error(response.json(), response.reason_phrase)
@@ -314,9 +314,9 @@ class GraphClient:
     # -------------------------------------------------------------------------------- writes
 
     async def write_attributes(
-        self, set_name: str, assignments: Sequence[tuple[str, str, str]]
+        self, set_name: str, assignments: Sequence[tuple[str, ProvisioningConfig]]
     ) -> dict[str, WriteResult]:
-        """``(user_id, enrollment_url, token)`` triples -> result per user id."""
+        """``(user_id, config)`` pairs -> result per user id."""
         items = [
             {
                 "id": str(index),
@@ -325,19 +325,15 @@ class GraphClient:
                 "headers": {"Content-Type": "application/json"},
                 "body": {
                     "customSecurityAttributes": {
-                        set_name: {
-                            "@odata.type": CSA_TYPE,
-                            "EnrollmentUrl": url,
-                            "EnrollmentToken": token,
-                        }
+                        set_name: {"@odata.type": CSA_TYPE, **to_entra_attributes(config)}
                     }
                 },
             }
-            for index, (user_id, url, token) in enumerate(assignments)
+            for index, (user_id, config) in enumerate(assignments)
         ]
         answers = await self._batch(items)
         results: dict[str, WriteResult] = {}
-        for index, (user_id, _, _) in enumerate(assignments):
+        for index, (user_id, _) in enumerate(assignments):
             answer = answers[str(index)]
             _, message = graph_error(answer.get("body"), "")
             results[user_id] = WriteResult(
@@ -367,8 +363,11 @@ class EntraDirectory:
         await self.graph.check_can_write(user.id, self.attribute_set)
 
     async def write(
-        self, assignments: Sequence[tuple[DirectoryUser, str, str]]
+        self, assignments: Sequence[tuple[DirectoryUser, ProvisioningConfig]]
     ) -> dict[str, WriteResult]:
         return await self.graph.write_attributes(
-            self.attribute_set, [(user.id, url, token) for user, url, token in assignments]
+            self.attribute_set, [(user.id, config) for user, config in assignments]
         )
+
+    async def aclose(self) -> None:
+        await self.graph.aclose()

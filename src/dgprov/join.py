@@ -188,14 +188,6 @@ def graphical_session_user() -> str | None:
     return parse_loginctl_sessions(sessions, details)
 
 
-def choose_srv_target(records: list[tuple[int, int, int, str]]) -> str | None:
-    """The host of the best ``_ldap._tcp`` SRV record: lowest priority, then highest weight."""
-    if not records:
-        return None
-    target = min(records, key=lambda record: (record[0], -record[1]))[3]
-    return target.rstrip(".")
-
-
 def parse_console_user(text: str) -> str | None:
     """``(Get-CimInstance Win32_ComputerSystem).UserName``: ``DOMAIN\\user``, empty when nobody."""
     value = text.strip()

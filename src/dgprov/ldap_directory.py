@@ -2,7 +2,8 @@
 
 As Defguard's AD script does, users are found by ``sAMAccountName`` = Defguard username (or by
 ``mail`` with ``--match-by mail``), and the token and URL are written as compact JSON
-``{"enrollmentUrl": …, "enrollmentToken": …}`` into one attribute (``--ad-attribute``).
+``{"enrollmentUrl": …, "enrollmentToken": …}`` into one attribute (``--ad-attribute``), through
+the codec in ``stored_value.py``.
 ldap3 is synchronous, so every call runs in a worker thread on one thread-safe connection.
 Filter values are escaped (RFC 4515), so names with ``*``, ``(`` or ``\\`` cannot widen a search.
 """
@@ -10,22 +11,18 @@ Filter values are escaped (RFC 4515), so names with ``*``, ``(`` or ``\\`` canno
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 
-from .credentials import is_loopback
-from .directory import WriteResult
+from .directory import DirectoryUser, Matches, MatchKey, WriteResult
 from .errors import AuthenticationError, PreflightError, UsageError
-from .join import choose_srv_target
-from .plan import DirectoryUser, Matches, MatchKey
+from .stored_value import ProvisioningConfig, to_ad_json
 
 FILTER_VALUES = 50
 MatchBy = Literal["samaccountname", "mail"]
@@ -40,25 +37,6 @@ class LdapSettings:
     password: str | None = None
     match_by: MatchBy = "samaccountname"
     ca_bundle: str | None = None
-
-
-def provisioning_value(enrollment_url: str, token: str) -> str:
-    """The JSON Defguard's client-side script parses, without spaces."""
-    return json.dumps(
-        {"enrollmentUrl": enrollment_url, "enrollmentToken": token}, separators=(",", ":")
-    )
-
-
-def check_ldap_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
-        raise UsageError(f"--ldap-url {url!r} is not an LDAP URL such as ldaps://dc1.corp.example")
-    if parts.scheme == "ldap" and not is_loopback(parts.hostname):
-        raise UsageError(
-            f"--ldap-url {url}: use ldaps:// (tokens must not cross the network in clear text; "
-            "ldap:// is accepted for loopback addresses only)"
-        )
-    return url
 
 
 class LdapDirectory:
@@ -117,6 +95,9 @@ class LdapDirectory:
         if self._connection is not None:
             self._connection.unbind()
             self._connection = None
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
 
     # ------------------------------------------------------------------------------ preflight
 
@@ -213,19 +194,19 @@ class LdapDirectory:
         await asyncio.to_thread(self._probe, user.id)
 
     def _write(
-        self, assignments: Sequence[tuple[DirectoryUser, str, str]]
+        self, assignments: Sequence[tuple[DirectoryUser, ProvisioningConfig]]
     ) -> dict[str, WriteResult]:
         results: dict[str, WriteResult] = {}
-        for user, url, token in assignments:
+        for user, config in assignments:
             try:
-                ok, detail = self._replace(user.id, [provisioning_value(url, token)])
+                ok, detail = self._replace(user.id, [to_ad_json(config)])
             except LDAPException as exc:
                 ok, detail = False, type(exc).__name__
             results[user.id] = WriteResult(ok, detail)
         return results
 
     async def write(
-        self, assignments: Sequence[tuple[DirectoryUser, str, str]]
+        self, assignments: Sequence[tuple[DirectoryUser, ProvisioningConfig]]
     ) -> dict[str, WriteResult]:
         return await asyncio.to_thread(self._write, assignments)
 
@@ -258,6 +239,14 @@ def discover_ldap_url(domain: str) -> str | None:
     records = [(a.priority, a.weight, a.port, str(a.target)) for a in answers]
     host = choose_srv_target(records)
     return f"ldaps://{host}" if host else None
+
+
+def choose_srv_target(records: list[tuple[int, int, int, str]]) -> str | None:
+    """The host of the best ``_ldap._tcp`` SRV record: lowest priority, then highest weight."""
+    if not records:
+        return None
+    target = min(records, key=lambda record: (record[0], -record[1]))[3]
+    return target.rstrip(".")
 
 
 def base_dn_for(domain: str) -> str:

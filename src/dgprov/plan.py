@@ -12,11 +12,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from .defguard import DefguardUser
-
-MatchKey = Literal["email", "username"]
+from .directory import DirectoryUser, Matches
 
 
 class Action(str, enum.Enum):
@@ -36,34 +34,6 @@ class EnrolledPolicy(str, enum.Enum):
 
     DESKTOP = "desktop"
     SKIP = "skip"
-
-
-@dataclass(frozen=True, slots=True)
-class DirectoryUser:
-    """A user object in Entra ID or AD that a Defguard member maps to."""
-
-    id: str
-    upn: str | None
-    mail: str | None
-
-
-@dataclass(frozen=True)
-class Matches:
-    """Directory users found per lookup key (lower-cased), stage by stage.
-
-    Entra matching tries ``mail``, then ``userPrincipalName``, then ``otherMails``, keyed by the
-    member's e-mail address; the first stage that finds anyone decides, so nobody is matched
-    through an alias when a primary address exists. AD has one stage, keyed by the
-    sAMAccountName (= Defguard username) or by the e-mail address.
-    """
-
-    stages: Sequence[tuple[str, Mapping[str, Sequence[DirectoryUser]]]]
-    key: MatchKey = "email"
-
-
-def unmatched(keys: Iterable[str], *stages: Mapping[str, Sequence[DirectoryUser]]) -> list[str]:
-    """Keys no earlier stage found anyone for: the only ones worth the next lookup."""
-    return [k for k in keys if not any(stage.get(k) for stage in stages)]
 
 
 @dataclass(slots=True)

@@ -1,8 +1,8 @@
-"""The admin job: preflight, plan, then issue and store enrollment tokens concurrently.
+"""The provisioning engine of the admin job: plan, then issue and store tokens concurrently.
 
-The order is what keeps administrators safe. Everything that can be checked without changing
-anything is checked first (Defguard reachable and licensed, the group, the directory's attribute
-definitions and write rights). Tokens are issued only for members whose directory object was
+The order is what keeps administrators safe. The caller (``api.generate_tokens``) has already
+proved Defguard, the group and the sign-in; ``prepare`` adds the directory's own preflight and
+plans without changing anything. Tokens are issued only for members whose directory object was
 found, and each token is written as soon as a batch of them is ready, so an interruption loses at
 most the batches in flight. Every member ends in exactly one outcome.
 """
@@ -13,19 +13,13 @@ import asyncio
 import datetime
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from .defguard import DefguardClient, IssuedToken
+from .defguard import DefguardClient, DefguardGroup
 from .directory import Directory
 from .durations import parse_lifetime
 from .errors import DgprovError, PreflightError, RemoteError
-from .plan import (
-    Action,
-    EnrolledPolicy,
-    Outcome,
-    PlannedMember,
-    plan,
-)
+from .plan import Action, EnrolledPolicy, Outcome, PlannedMember, plan
+from .stored_value import ProvisioningConfig
 
 DEFAULT_LIFETIME_SECONDS = 24 * 3600
 WRITE_BATCH = 20
@@ -36,6 +30,8 @@ ALREADY_ACTIVATED = "User account is already activated"
 
 @dataclass
 class ProvisionConfig:
+    """What the engine needs to know of the run, from the caller's options."""
+
     group_name: str
     expiration: str | None = None
     enrolled_policy: EnrolledPolicy = EnrolledPolicy.DESKTOP
@@ -49,7 +45,6 @@ class ProvisionConfig:
 class RunState:
     """What a run found and did; the report is written from this, whatever happened."""
 
-    server_version: str = ""
     members: list[PlannedMember] = field(default_factory=list)
     tokens: dict[str, str] = field(default_factory=dict)
     interrupted: bool = False
@@ -91,14 +86,12 @@ class Provisioner:
 
     # ---------------------------------------------------------------------------- phases
 
-    async def prepare(self) -> list[PlannedMember]:
-        """Preflight and plan; changes nothing anywhere."""
+    async def prepare(self, group: DefguardGroup) -> list[PlannedMember]:
+        """The directory's preflight and the plan for ``group``; changes nothing anywhere."""
         if self.config.enrollment_url and (
             problem := url_problem(self.config.enrollment_url, self.directory.max_value_length)
         ):
             raise PreflightError(problem)
-        self.state.server_version = await self.defguard.server_version()
-        group = await self.defguard.group(self.config.group_name)
         await self.directory.preflight()
         users = await self.defguard.users()
         active = [u for name in group.members if (u := users.get(name)) and u.is_active]
@@ -151,7 +144,7 @@ class Provisioner:
         The pool (not a task per member) keeps memory flat for 100,000 members; the bound makes
         issuers wait for the writers, so few tokens are ever issued but not yet stored.
         """
-        queue: asyncio.Queue[tuple[PlannedMember, IssuedToken] | None] = asyncio.Queue(
+        queue: asyncio.Queue[tuple[PlannedMember, ProvisioningConfig] | None] = asyncio.Queue(
             maxsize=WRITE_BATCH * WRITERS * 2
         )
         todo = iter(members)
@@ -183,7 +176,7 @@ class Provisioner:
                 await queue.put(None)
             await asyncio.gather(*writers)
 
-    async def _issue(self, member: PlannedMember) -> IssuedToken | None:
+    async def _issue(self, member: PlannedMember) -> ProvisioningConfig | None:
         """A token for ``member``; None when issuing settled the member another way."""
         now = datetime.datetime.now(datetime.timezone.utc)
         if member.action is Action.START_ENROLLMENT:
@@ -210,7 +203,7 @@ class Provisioner:
 
     async def _writer(
         self,
-        queue: asyncio.Queue[tuple[PlannedMember, IssuedToken] | None],
+        queue: asyncio.Queue[tuple[PlannedMember, ProvisioningConfig] | None],
         finished: Callable[[int], None],
     ) -> None:
         while True:
@@ -234,8 +227,8 @@ class Provisioner:
             await self._write(batch)
             finished(len(batch))
 
-    async def _write(self, batch: list[tuple[PlannedMember, IssuedToken]]) -> None:
-        storable: list[tuple[PlannedMember, IssuedToken]] = []
+    async def _write(self, batch: list[tuple[PlannedMember, ProvisioningConfig]]) -> None:
+        storable: list[tuple[PlannedMember, ProvisioningConfig]] = []
         for member, token in batch:
             self.state.enrollment_url = self.state.enrollment_url or token.enrollment_url
             if problem := url_problem(token.enrollment_url, self.directory.max_value_length):
@@ -246,7 +239,7 @@ class Provisioner:
             return
         try:
             results = await self.directory.write(
-                [(m.directory_user, t.enrollment_url, t.token) for m, t in storable]  # type: ignore[misc]
+                [(m.directory_user, t) for m, t in storable]  # type: ignore[misc]
             )
         except DgprovError as exc:
             for member, _ in storable:
@@ -258,7 +251,7 @@ class Provisioner:
             if result.ok:
                 member.outcome = Outcome.PROVISIONED
                 if self.config.keep_tokens:
-                    self.state.tokens[member.username] = token.token
+                    self.state.tokens[member.username] = token.enrollment_token
             else:
                 self._fail(
                     member,
@@ -280,13 +273,3 @@ def _reason(exc: DgprovError) -> str:
     if isinstance(exc, RemoteError):
         return f"{exc.service} answered {exc.status}: {exc.message}"
     return str(exc)
-
-
-def run_info(provisioner: Provisioner, extra: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "defguard_version": provisioner.state.server_version,
-        "group": provisioner.config.group_name,
-        "directory": provisioner.directory.name,
-        "interrupted": provisioner.state.interrupted,
-        **extra,
-    }

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .entra_auth import write_private_file
 from .errors import UsageError
 from .plan import Outcome, PlannedMember, summary
+from .private_files import write_private_file
 
 COLUMNS = ["username", "email", "directory_id", "upn", "action", "outcome", "reason", "expires_at"]
 TOKEN_COLUMN = "enrollment_token"

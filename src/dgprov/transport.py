@@ -14,20 +14,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import certifi
 import httpx
 
 from .retry import Backpressure, RetryPolicy, send
 
 
 class ClientPool:
-    def __init__(self, size: int, *, verify: Any = True, **client_options: Any) -> None:
+    def __init__(self, size: int, *, verify: ssl.SSLContext, **client_options: Any) -> None:
+        """``verify`` is shared by all clients: building a context loads the CA store."""
         self.size = size
-        # One TLS context for all clients: building one loads the CA store (~20 ms each).
-        if not isinstance(verify, ssl.SSLContext) and verify is not False:
-            verify = ssl.create_default_context(
-                cafile=verify if isinstance(verify, str) else certifi.where()
-            )
         self._options = {"verify": verify, **client_options}
         self._free: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
         self._created: list[httpx.AsyncClient] = []
@@ -57,12 +52,18 @@ class ServiceConnection:
     """
 
     def __init__(
-        self, service: str, size: int, *, policy: RetryPolicy | None = None, **client_options: Any
+        self,
+        service: str,
+        size: int,
+        *,
+        verify: ssl.SSLContext,
+        policy: RetryPolicy | None = None,
+        **client_options: Any,
     ) -> None:
         self.service = service
         self.policy = policy or RetryPolicy()
         self.backpressure = Backpressure()
-        self._pool = ClientPool(size, **client_options)
+        self._pool = ClientPool(size, verify=verify, **client_options)
 
     async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         async with self._pool.client() as client:

@@ -8,7 +8,6 @@ import pytest
 
 from dgprov.join import (
     JoinState,
-    choose_srv_target,
     parse_console_user,
     parse_dsconfigad,
     parse_dsregcmd,
@@ -86,16 +85,6 @@ def test_graphical_session_user() -> None:
     assert parse_loginctl_sessions(sample("loginctl_sessions.txt"), details) == "alice"
     details["2"] = details["2"].replace("Active=yes", "Active=no")
     assert parse_loginctl_sessions(sample("loginctl_sessions.txt"), details) is None
-
-
-def test_srv_choice() -> None:
-    records = [
-        (10, 50, 389, "dc2.corp.example.com."),
-        (0, 10, 389, "dc9.corp.example.com."),
-        (0, 90, 389, "dc1.corp.example.com."),
-    ]
-    assert choose_srv_target(records) == "dc1.corp.example.com"
-    assert choose_srv_target([]) is None
 
 
 def test_windows_console_user() -> None:

@@ -3,16 +3,8 @@
 from __future__ import annotations
 
 from dgprov.defguard import DefguardUser
-from dgprov.plan import (
-    Action,
-    DirectoryUser,
-    EnrolledPolicy,
-    Matches,
-    Outcome,
-    plan,
-    summary,
-    unmatched,
-)
+from dgprov.directory import DirectoryUser, Matches, unmatched
+from dgprov.plan import Action, EnrolledPolicy, Outcome, plan, summary
 
 ALICE = DirectoryUser("id-alice", "alice@corp.example", "alice@corp.example")
 ALIAS = DirectoryUser("id-alias", "alias@corp.example", None)

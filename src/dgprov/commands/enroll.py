@@ -2,49 +2,45 @@
 
 from __future__ import annotations
 
-import socket
-import ssl
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
-from .. import client_files
-from ..enrollment import Enrolled, check_password, enroll_device, refresh_device
-from ..errors import DgprovError, UsageError
+from .. import api
+from ..enrollment import check_password
+from ..errors import UsageError
+from .render import show_enrolled
 
 
-def _password(file: Path | None) -> str:
-    if file is not None:
+def _password_source(file: Path | None) -> Callable[[], str] | None:
+    """Where a new account's password comes from: the file, a hidden prompt, or nowhere."""
+
+    def from_file() -> str:
+        assert file is not None
         try:
             password = file.read_text("utf-8").rstrip("\r\n")
         except OSError as exc:
             raise UsageError(f"--password-file {file}: cannot read it ({exc.strerror})") from None
-    elif sys.stdin.isatty():
-        password = click.prompt(
-            "Choose your Defguard password", hide_input=True, confirmation_prompt=True, err=True
-        )
-    else:
-        raise UsageError(
-            "this account must be activated with a password: pass --password-file FILE"
-        )
-    check_password(password)
-    return password
+        check_password(password)
+        return password
 
-
-def _report(verb: str, enrolled: Enrolled) -> None:
-    count = len(enrolled.configs)
-    click.echo(
-        f"{verb} {enrolled.username} at {enrolled.instance}: {count} WireGuard configuration(s)"
-    )
-    for config in enrolled.configs:
-        note = (
-            f"  (needs {config.mfa}: connect with the Defguard desktop client)"
-            if config.mfa
-            else ""
+    def from_prompt() -> str:
+        password = str(
+            click.prompt(
+                "Choose your Defguard password",
+                hide_input=True,
+                confirmation_prompt=True,
+                err=True,
+            )
         )
-        click.echo(f"  {config.location}: {config.path}{note}")
+        check_password(password)
+        return password
+
+    if file is not None:
+        return from_file
+    return from_prompt if sys.stdin.isatty() else None
 
 
 @click.command("enroll")
@@ -71,42 +67,29 @@ def _report(verb: str, enrolled: Enrolled) -> None:
 @click.option(
     "--ca-bundle", type=click.Path(exists=True, dir_okay=False), help="CA to trust for the proxy."
 )
-def enroll_command(**params: Any) -> None:
+def enroll_command(
+    *,
+    provisioning_file: Path | None,
+    device_name: str | None,
+    output_dir: Path | None,
+    password_file: Path | None,
+    phone: str | None,
+    refresh: bool,
+    ca_bundle: str | None,
+) -> None:
     """Complete Defguard enrollment from provisioning.json, without the desktop app: activate
     the account if needed, register this device with a key generated here, and write one
     wg-quick configuration per location.
 
     Exit status: 0 enrolled, 1 refused by the server (with the reason), 2 usage or file error.
     """
-    try:
-        _enroll(params)
-    except DgprovError as exc:
-        click.echo(f"dgprov enroll: error: {exc}", err=True)
-        sys.exit(exc.exit_status)
-
-
-def _enroll(params: dict[str, Any]) -> None:
-    data_dir = client_files.data_directory()
-    output_dir: Path = params["output_dir"] or data_dir / "wireguard"
-    verify: Any = (
-        ssl.create_default_context(cafile=params["ca_bundle"]) if params["ca_bundle"] else True
+    enrolled = api.enroll(
+        provisioning_file=provisioning_file,
+        device_name=device_name,
+        output_dir=output_dir,
+        password=_password_source(password_file),
+        phone=phone,
+        refresh=refresh,
+        ca_bundle=ca_bundle,
     )
-    if params["refresh"]:
-        _report("refreshed", refresh_device(output_dir, verify=verify))
-        return
-    path = params["provisioning_file"] or data_dir / client_files.FILE_NAME
-    if not path.exists():
-        raise UsageError(
-            f"{path} does not exist; run dgprov fetch-config first, or pass --provisioning-file"
-        )
-    enrolled = enroll_device(
-        client_files.read(path),
-        output_dir,
-        device_name=params["device_name"]
-        if params["device_name"] is not None
-        else socket.gethostname(),
-        password=lambda: _password(params["password_file"]),
-        phone=params["phone"],
-        verify=verify,
-    )
-    _report("enrolled", enrolled)
+    show_enrolled("refreshed" if refresh else "enrolled", enrolled)

@@ -2,90 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
-import getpass
 import logging
-import os
-import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import click
 
-from .. import client_files, join
-from ..errors import DgprovError, UsageError
-from ..fetch import fetch_from_ad, fetch_from_entra
-from ..ldap_directory import base_dn_for, discover_ldap_url
-from .options import ad_options, ad_settings, entra_options, entra_settings
-
-EXIT_NOT_JOINED_STRICT = 3
-log = logging.getLogger("dgprov.fetch")
+from .. import api
+from .options import ad_options, bind_password, entra_options, entra_settings
+from .render import echo_err
 
 
-@dataclass(frozen=True)
-class TargetUser:
-    """Whose file this is: login name, data-directory home, and the owner to hand it to."""
-
-    name: str
-    home: Path | None  # None: the current user's own environment decides
-    owner: tuple[int, int] | None  # (uid, gid) when running for someone else
-
-
-def _account_name(login: str) -> str:
-    """``CORP\\jdoe`` and ``jdoe@corp.example`` -> ``jdoe`` (the sAMAccountName)."""
-    return login.split("\\")[-1].split("@")[0]
-
-
-def resolve_target(for_user: str | None, output_given: bool) -> TargetUser:
-    """The user the file is for: ``--for-user``; as root, the graphical session's user (unless
-    ``--output`` already says where the file goes); otherwise whoever runs the command."""
-    current = getpass.getuser()
-    if sys.platform == "win32":
-        if for_user is None and current.upper().rstrip("$").endswith("SYSTEM") and not output_given:
-            for_user = join.windows_console_user()
-            if for_user is None:
-                raise UsageError(
-                    "running as SYSTEM with nobody at the console: pass --for-user NAME"
-                )
-            click.echo(f"running as SYSTEM: provisioning {for_user}, the console user", err=True)
-        if for_user is None:
-            return TargetUser(current, None, None)
-        drive = os.environ.get("SYSTEMDRIVE", "C:")  # Windows environment names are case-blind
-        return TargetUser(for_user, Path(f"{drive}\\Users\\{_account_name(for_user)}"), None)
-    import pwd
-
-    is_root = os.geteuid() == 0
-    name = for_user
-    if name is None and is_root and not output_given:
-        name = join.graphical_session_user()
-        if name is None:
-            raise UsageError(
-                "running as root with no active graphical session: pass --for-user NAME for the "
-                "user whose Defguard client should be provisioned"
-            )
-        click.echo(
-            f"running as root: provisioning {name}, the user of the active graphical session",
-            err=True,
-        )
-    if name is None or name == current:
-        return TargetUser(current, None, None)
-    if not is_root:
-        raise UsageError(f"--for-user {name}: writing into another user's profile needs root")
-    try:
-        entry = pwd.getpwnam(_account_name(name))
-    except KeyError:
-        raise UsageError(f"--for-user {name}: no such local user") from None
-    return TargetUser(name, Path(entry.pw_dir), (entry.pw_uid, entry.pw_gid))
-
-
-def _setup_log(path: Path | None) -> None:
+def _log_to(path: Path | None) -> None:
+    """``--log-file``: the steps, for installer logs; never the token or the raw value."""
     if path is None:
         return
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    logger = logging.getLogger("dgprov")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 @click.command("fetch-config")
@@ -117,64 +52,60 @@ def _setup_log(path: Path | None) -> None:
 @click.option(
     "--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Log the steps here."
 )
-def fetch_config_command(**params: Any) -> None:
+def fetch_config_command(
+    *,
+    source: str,
+    strict: bool,
+    attribute_set_name: str,
+    tenant: str | None,
+    client_id: str | None,
+    auth: str,
+    client_secret_file: Path | None,
+    client_certificate: Path | None,
+    authority: str | None,
+    graph_url: str,
+    ca_bundle: str | None,
+    ldap_url: str | None,
+    base_dn: str | None,
+    ad_attribute: str,
+    bind_dn: str | None,
+    bind_password_file: Path | None,
+    output: Path | None,
+    for_user: str | None,
+    sam_account_name: str | None,
+    log_file: Path | None,
+) -> None:
     """Read this user's Defguard enrollment token from Entra ID or Active Directory and write
     provisioning.json where the Defguard desktop client reads it.
 
     Exit status: 0 written (or nothing to do), 1 nothing found for the user, 2 usage or sign-in
     error, 3 not joined with --strict.
     """
-    try:
-        _setup_log(params["log_file"])
-        sys.exit(_fetch(params))
-    except DgprovError as exc:
-        log.info(f"failed: {exc}")
-        click.echo(f"dgprov fetch-config: error: {exc}", err=True)
-        sys.exit(exc.exit_status)
-
-
-def _fetch(params: dict[str, Any]) -> int:
-    target = resolve_target(params["for_user"], params["output"] is not None)
-    source = params["source"]
-    state = join.JoinState("none")
-    if source == "auto":
-        state = join.detect()
-        log.info(f"join detection: {state.kind} ({state.evidence})")
-        if not state.joined:
-            click.echo(
-                "this machine is joined neither to Active Directory nor to Entra ID "
-                f"({state.evidence}); nothing to do",
-                err=True,
-            )
-            return EXIT_NOT_JOINED_STRICT if params["strict"] else 0
-        source = state.kind
-    log.info(f"source: {source}; user: {target.name}")
-    if source == "entra":
-        settings = entra_settings(params)
-        config = asyncio.run(
-            fetch_from_entra(
-                settings, params["attribute_set_name"], lambda m: click.echo(m, err=True)
-            )
-        )
-    else:
-        domain = state.domain
-        if not params["ldap_url"]:
-            discovered = discover_ldap_url(domain) if domain else None
-            if discovered is None:
-                raise UsageError(
-                    "no --ldap-url and no domain controller found through DNS SRV; pass --ldap-url"
-                )
-            params["ldap_url"] = discovered
-            log.info(f"domain controller from DNS SRV: {discovered}")
-        if not params["base_dn"] and domain:
-            params["base_dn"] = base_dn_for(domain)
-        account = params["sam_account_name"] or _account_name(target.name)
-        config = fetch_from_ad(ad_settings(params), account)
-    log.info("found an enrollment URL and token")
-    path = (
-        params["output"] or client_files.data_directory(home=target.home) / client_files.FILE_NAME
+    _log_to(log_file)
+    result = api.fetch_config(
+        source="ad" if source == "ad" else "entra" if source == "entra" else "auto",
+        strict=strict,
+        attribute_set_name=attribute_set_name,
+        entra=entra_settings(
+            tenant=tenant,
+            client_id=client_id,
+            auth=auth,
+            client_secret_file=client_secret_file,
+            client_certificate=client_certificate,
+            authority=authority,
+            graph_url=graph_url,
+            ca_bundle=ca_bundle,
+        ),
+        ldap_url=ldap_url,
+        base_dn=base_dn,
+        ad_attribute=ad_attribute,
+        bind_dn=bind_dn,
+        bind_password=bind_password(bind_dn, bind_password_file),
+        ca_bundle=ca_bundle,
+        output=output,
+        for_user=for_user,
+        sam_account_name=sam_account_name,
+        notify=echo_err,
     )
-    client_files.write(path, config, owner=target.owner)
-    log.info(f"wrote {path}")
-    click.echo(f"wrote {path} (enrollment_url, enrollment_token) for {target.name}", err=True)
-    return 0
+    if result.path is not None:
+        echo_err(f"wrote {result.path} (enrollment_url, enrollment_token) for {result.user}")

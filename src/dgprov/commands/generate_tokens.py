@@ -2,202 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import datetime
-import signal
-import ssl
 import sys
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import click
 
-from ..credentials import check_service_url, read_secret
-from ..defguard import DefguardClient
-from ..directory import Directory
-from ..durations import parse_lifetime
-from ..entra_auth import EntraSettings, EntraSignIn
-from ..errors import EXIT_OK, EXIT_SOME_FAILED, DgprovError, UsageError
-from ..graph import EntraDirectory, GraphClient
-from ..ldap_directory import LdapDirectory, LdapSettings
-from ..plan import EnrolledPolicy, Outcome, PlannedMember, summary
-from ..provision import ProvisionConfig, Provisioner, run_info, utc_iso
-from ..report import ReportFile, provisioned_in, write_report
-from .options import ad_options, ad_settings, entra_options, entra_settings
-
-ADMIN_SCOPES = [
-    "User.Read.All",
-    "CustomSecAttributeAssignment.ReadWrite.All",
-    "CustomSecAttributeDefinition.Read.All",
-]
+from .. import api, environment
+from ..credentials import read_secret
+from ..plan import EnrolledPolicy
+from .options import ad_options, ad_settings, entra_options, entra_settings, terminal_prompt, warn
+from .render import Progress, echo_err, show_members, show_summary
 
 
-@contextlib.contextmanager
-def interruptible(stop: asyncio.Event, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
-    """Ctrl-C asks the run to stop cleanly (finish what is in flight, write the report)."""
-
-    def request_stop(*_: Any) -> None:
-        click.echo("\ninterrupted: finishing requests in flight, then writing the report", err=True)
-        loop.call_soon_threadsafe(stop.set)
-
-    previous = signal.signal(signal.SIGINT, request_stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def show_members(members: list[PlannedMember]) -> None:
-    """A table of members: the plan before a run, the outcomes after it."""
-    width = max([len(m.username) for m in members] + [8])
-    click.echo(f"{'username':<{width}}  {'action':<16}  {'directory user':<32}  note")
-    for m in members:
-        upn = (m.directory_user.upn or m.directory_user.id) if m.directory_user else "-"
-        note = (
-            m.reason if m.outcome is None else ": ".join(filter(None, [m.outcome.value, m.reason]))
-        )
-        click.echo(f"{m.username:<{width}}  {m.action.value:<16}  {upn:<32}  {note}".rstrip())
-
-
-def show_summary(members: list[PlannedMember]) -> None:
-    counts = summary(members)
-    click.echo(f"{'outcome':<12} members")
-    for outcome, count in counts.items():
-        click.echo(f"{outcome:<12} {count:>7}")
-    failed = [m for m in members if m.outcome is Outcome.FAILED]
-    for member in failed[:20]:
-        click.echo(f"failed: {member.username}: {member.reason}", err=True)
-    if len(failed) > 20:
-        click.echo(f"… and {len(failed) - 20} more failures, see the report", err=True)
-
-
-class Progress:
-    """A one-line progress bar on a terminal; silent otherwise."""
-
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or total == 0:
-            return
-        filled = int(30 * done / total)
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total}")
-        if done == total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
-@dataclass
-class OpenDirectory:
-    """A directory ready for use, and how to release it."""
-
-    directory: Directory
-    close: Callable[[], Awaitable[None]]
-    details: dict[str, Any]
-
-
-DirectoryOpener = Callable[[Any], Awaitable[OpenDirectory]]
-
-
-def entra_opener(settings: EntraSettings, attribute_set: str) -> DirectoryOpener:
-    async def open_entra(verify: Any) -> OpenDirectory:
-        click.echo("signing in to Entra ID", err=True)
-        sign_in = await asyncio.to_thread(
-            EntraSignIn,
-            settings,
-            ADMIN_SCOPES,
-            lambda message: click.echo(message, err=True),
-            "msal_cache_admin.bin",
-        )
-        await asyncio.to_thread(sign_in.token)
-        graph = GraphClient(settings.graph_url, sign_in.token, verify=verify)
-        return OpenDirectory(
-            EntraDirectory(graph, attribute_set), graph.aclose, {"attribute_set": attribute_set}
-        )
-
-    return open_entra
-
-
-def ad_opener(settings: LdapSettings) -> DirectoryOpener:
-    async def open_ad(verify: Any) -> OpenDirectory:
-        directory = LdapDirectory(settings)
-
-        async def close() -> None:
-            await asyncio.to_thread(directory.close)
-
-        return OpenDirectory(directory, close, {"ad_attribute": settings.attribute})
-
-    return open_ad
-
-
-async def run_generate_tokens(
-    *,
-    url: str,
-    api_token: str,
-    open_directory: DirectoryOpener,
-    config: ProvisionConfig,
-    report: ReportFile | None,
-    dry_run: bool,
-    confirm: bool,
-    ca_bundle: str | None = None,
-) -> tuple[int, list[PlannedMember]]:
-    """The whole admin job: its exit status and the members with their outcomes.
-
-    The library entry point behind the command, ``demo`` and tests.
-    """
-    verify: Any = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
-    defguard = DefguardClient(url, api_token, verify=verify, max_connections=config.concurrency)
-    stop = asyncio.Event()
-    started = datetime.datetime.now(datetime.timezone.utc)
-    opened: OpenDirectory | None = None
-    try:
-        # Prove the Defguard side before asking anyone to sign in.
-        version = await defguard.server_version()
-        await defguard.group(config.group_name)
-        click.echo(f"Defguard {version} at {url}", err=True)
-        opened = await open_directory(verify)
-        provisioner = Provisioner(
-            config, defguard, opened.directory, stop=stop, progress=Progress()
-        )
-        members = await provisioner.prepare()
-        pending = sum(1 for m in members if m.pending)
-        if dry_run:
-            show_members(members)
-            click.echo(f"dry run: {pending} tokens would be issued; nothing was changed", err=True)
-            return EXIT_OK, members
-        if confirm and pending and sys.stdin.isatty():
-            click.confirm(
-                f"Issue {pending} enrollment tokens and store them in {opened.directory.name}?",
-                abort=True,
-                err=True,
-            )
-        with interruptible(stop, asyncio.get_running_loop()):
-            try:
-                await provisioner.execute()
-            finally:
-                provisioner.state.interrupted = stop.is_set()
-                if report is not None:
-                    extra = {
-                        "started_at": utc_iso(started),
-                        "finished_at": utc_iso(datetime.datetime.now(datetime.timezone.utc)),
-                        "defguard_url": url,
-                        **opened.details,
-                    }
-                    tokens = provisioner.state.tokens if config.keep_tokens else None
-                    write_report(report, members, tokens, run_info(provisioner, extra))
-        show_summary(members)
-        if report is not None:
-            click.echo(f"report: {report.path}", err=True)
-        settled = (Outcome.PROVISIONED, Outcome.SKIPPED)
-        failed = any(m.outcome not in settled for m in members)
-        return (EXIT_SOME_FAILED if failed else EXIT_OK), members
-    finally:
-        await defguard.aclose()
-        if opened is not None:
-            await opened.close()
+def _confirm(pending: int, directory_name: str) -> bool:
+    """Ask on a terminal only; installers and schedulers pass --yes or have no terminal."""
+    if not sys.stdin.isatty():
+        return True
+    return click.confirm(
+        f"Issue {pending} enrollment tokens and store them in {directory_name}?", err=True
+    )
 
 
 @click.command("generate-tokens")
@@ -208,7 +31,7 @@ async def run_generate_tokens(
 @click.option(
     "--api-token-file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="File holding the Defguard API token (or set DEFGUARD_API_TOKEN).",
+    help=f"File holding the Defguard API token (or set {environment.DEFGUARD_API_TOKEN}).",
 )
 @click.option("--api-token", help="The API token itself; discouraged, visible in the process list.")
 @click.option(
@@ -267,7 +90,38 @@ async def run_generate_tokens(
     "--enrollment-url",
     help="The enrollment URL Defguard hands out, to check its length before any token is issued.",
 )
-def generate_tokens_command(**params: Any) -> None:
+def generate_tokens_command(
+    *,
+    url: str,
+    group_name: str,
+    api_token_file: Path | None,
+    api_token: str | None,
+    attribute_set_name: str,
+    expiration: str | None,
+    directory: str,
+    tenant: str | None,
+    client_id: str | None,
+    auth: str,
+    client_secret_file: Path | None,
+    client_certificate: Path | None,
+    authority: str | None,
+    graph_url: str,
+    ca_bundle: str | None,
+    ldap_url: str | None,
+    base_dn: str | None,
+    ad_attribute: str | None,
+    bind_dn: str | None,
+    bind_password_file: Path | None,
+    match_by: str,
+    enrolled_users: str,
+    dry_run: bool,
+    yes: bool,
+    concurrency: int,
+    report_path: Path | None,
+    include_tokens_in_report: bool,
+    resume_path: Path | None,
+    enrollment_url: str | None,
+) -> None:
     """Issue Defguard enrollment tokens for every member of a group and store each token and the
     enrollment URL on the user's Entra object (custom security attributes) or, with
     --directory ad, as JSON in an Active Directory attribute.
@@ -275,52 +129,65 @@ def generate_tokens_command(**params: Any) -> None:
     Exit status: 0 all members provisioned or deliberately skipped, 1 some failed, 2 usage,
     preflight or sign-in error (nothing changed).
     """
-    try:
-        url = check_service_url(params["url"], "--url")
-        if params["expiration"] is not None:
-            parse_lifetime(params["expiration"])
-        if params["include_tokens_in_report"] and not params["report_path"]:
-            raise UsageError("--include-tokens-in-report needs --report FILE")
-        report = ReportFile(params["report_path"]) if params["report_path"] else None
-        already_done = (
-            provisioned_in(ReportFile(params["resume_path"], "--resume"))
-            if params["resume_path"]
-            else {}
+    entra = None
+    ad = None
+    if directory == "ad":
+        ad = ad_settings(
+            ldap_url=ldap_url,
+            base_dn=base_dn,
+            ad_attribute=ad_attribute,
+            bind_dn=bind_dn,
+            bind_password_file=bind_password_file,
+            match_by=match_by,
+            ca_bundle=ca_bundle,
         )
-        if params["directory"] == "ad":
-            opener = ad_opener(ad_settings(params))
-        else:
-            opener = entra_opener(entra_settings(params), params["attribute_set_name"])
-        api_token = read_secret(
-            what="Defguard API token",
-            env_var="DEFGUARD_API_TOKEN",
-            file=params["api_token_file"],
-            command_line=params["api_token"],
-            command_line_option="--api-token",
-            file_option="--api-token-file",
+    else:
+        entra = entra_settings(
+            tenant=tenant,
+            client_id=client_id,
+            auth=auth,
+            client_secret_file=client_secret_file,
+            client_certificate=client_certificate,
+            authority=authority,
+            graph_url=graph_url,
+            ca_bundle=ca_bundle,
         )
-        config = ProvisionConfig(
-            group_name=params["group_name"],
-            expiration=params["expiration"],
-            enrolled_policy=EnrolledPolicy(params["enrolled_users"]),
-            concurrency=params["concurrency"],
-            enrollment_url=params["enrollment_url"],
-            keep_tokens=params["include_tokens_in_report"],
-            already_done=already_done,
-        )
-        status, _ = asyncio.run(
-            run_generate_tokens(
-                url=url,
-                api_token=api_token,
-                open_directory=opener,
-                config=config,
-                report=report,
-                dry_run=params["dry_run"],
-                confirm=not params["yes"],
-                ca_bundle=params["ca_bundle"],
-            )
-        )
-    except DgprovError as exc:
-        click.echo(f"dgprov generate-tokens: error: {exc}", err=True)
-        sys.exit(exc.exit_status)
-    sys.exit(status)
+        entra.check()
+    token = read_secret(
+        what="Defguard API token",
+        env_var=environment.DEFGUARD_API_TOKEN,
+        file=api_token_file,
+        file_option="--api-token-file",
+        command_line=api_token,
+        command_line_option="--api-token",
+        prompt=terminal_prompt(),
+        warn=warn,
+    )
+    record = api.generate_tokens(
+        url=url,
+        group_name=group_name,
+        api_token=token,
+        directory="ad" if directory == "ad" else "entra",
+        entra=entra,
+        attribute_set_name=attribute_set_name,
+        ad=ad,
+        enrollment_token_expiration_time=expiration,
+        enrolled_users=EnrolledPolicy(enrolled_users),
+        dry_run=dry_run,
+        concurrency=concurrency,
+        report=report_path,
+        include_tokens_in_report=include_tokens_in_report,
+        resume=resume_path,
+        enrollment_url=enrollment_url,
+        ca_bundle=ca_bundle,
+        notify=echo_err,
+        progress=Progress(),
+        confirm=None if yes else _confirm,
+    )
+    if record.dry_run:
+        show_members(record.members)
+    else:
+        show_summary(record.members)
+        if record.report_path is not None:
+            echo_err(f"report: {record.report_path}")
+    sys.exit(record.exit_status)

@@ -1,33 +1,54 @@
-"""Options shared by the commands that sign in to Entra ID or bind to Active Directory."""
+"""Options shared by the commands, and how their values become the library's settings.
+
+The commands resolve the command line against the environment here (one place, through
+``environment``), read secrets from files, variables or a hidden prompt, and hand typed settings
+to ``dgprov.api``; nothing below the commands knows about click.
+"""
 
 from __future__ import annotations
 
-import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import click
 
-from ..credentials import check_service_url, read_secret
-from ..entra_auth import EntraSettings
+from .. import environment
+from ..credentials import Prompt, read_secret
+from ..entra_auth import AuthMode, EntraSettings
 from ..errors import UsageError
-from ..ldap_directory import LdapSettings, check_ldap_url
+from ..ldap_directory import LdapSettings, MatchBy
+from ..urls import check_ldap_url, check_service_url
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+DEFAULT_GRAPH_URL = "https://graph.microsoft.com/v1.0"
 
 
-def entra_options(function: Any) -> Any:
-    """The Entra sign-in options shared by the admin and client jobs."""
-    options = [
-        click.option(
-            "--tenant",
-            envvar="DGPROV_TENANT",
-            help="Entra tenant id or domain [env DGPROV_TENANT].",
-        ),
-        click.option(
-            "--client-id",
-            envvar="DGPROV_CLIENT_ID",
-            help="Public client app id [env DGPROV_CLIENT_ID].",
-        ),
+def _stack(options: list[Decorator]) -> Decorator:
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+def warn(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def terminal_prompt() -> Prompt | None:
+    """A hidden prompt when a person is at the terminal; None for installers and schedulers."""
+    if not sys.stdin.isatty():
+        return None
+    return lambda question: str(click.prompt(question, hide_input=True, err=True))
+
+
+entra_options = _stack(
+    [
+        click.option("--tenant", help=f"Entra tenant id or domain [env {environment.TENANT}]."),
+        click.option("--client-id", help=f"Public client app id [env {environment.CLIENT_ID}]."),
         click.option(
             "--auth",
             type=click.Choice(["auto", "browser", "device-code", "client-secret", "certificate"]),
@@ -38,24 +59,21 @@ def entra_options(function: Any) -> Any:
         click.option(
             "--client-secret-file",
             type=click.Path(dir_okay=False, path_type=Path),
-            help="For --auth client-secret (or set DGPROV_CLIENT_SECRET).",
+            help=f"For --auth client-secret (or set {environment.CLIENT_SECRET}).",
         ),
         click.option(
             "--client-certificate",
             type=click.Path(dir_okay=False, path_type=Path),
-            envvar="DGPROV_CLIENT_CERTIFICATE",
             help="For --auth certificate: PEM with the private key and the certificate "
-            "(password, if any, in DGPROV_CLIENT_CERTIFICATE_PASSWORD).",
+            f"[env {environment.CLIENT_CERTIFICATE}] (password, if any, in "
+            f"{environment.CLIENT_CERTIFICATE_PASSWORD}).",
         ),
         click.option(
             "--authority",
             help="Full authority URL (default https://login.microsoftonline.com/<tenant>).",
         ),
         click.option(
-            "--graph-url",
-            default="https://graph.microsoft.com/v1.0",
-            show_default=True,
-            help="Graph base URL.",
+            "--graph-url", default=DEFAULT_GRAPH_URL, show_default=True, help="Graph base URL."
         ),
         click.option(
             "--ca-bundle",
@@ -63,85 +81,56 @@ def entra_options(function: Any) -> Any:
             help="PEM CA bundle to trust for Defguard, the authority and Graph.",
         ),
     ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+)
 
 
-def entra_settings(params: dict[str, Any]) -> EntraSettings:
-    if not params["tenant"] and not params["authority"]:
-        raise UsageError("no Entra tenant: pass --tenant or set DGPROV_TENANT")
-    if not params["client_id"]:
-        raise UsageError("no client id: pass --client-id or set DGPROV_CLIENT_ID (see the README)")
+def entra_settings(
+    *,
+    tenant: str | None,
+    client_id: str | None,
+    auth: str,
+    client_secret_file: Path | None,
+    client_certificate: Path | None,
+    authority: str | None,
+    graph_url: str,
+    ca_bundle: str | None,
+) -> EntraSettings:
+    """The sign-in settings; a missing tenant or client id is reported when one is needed."""
     secret = None
-    if params["auth"] == "client-secret":
+    if auth == "client-secret":
         secret = read_secret(
             what="client secret",
-            env_var="DGPROV_CLIENT_SECRET",
-            file=params["client_secret_file"],
-            command_line=None,
-            command_line_option="",
+            env_var=environment.CLIENT_SECRET,
+            file=client_secret_file,
             file_option="--client-secret-file",
-            prompt=False,
         )
     certificate = None
-    if params["auth"] == "certificate":
-        path = params["client_certificate"]
-        if path is None:
+    if auth == "certificate":
+        chosen = client_certificate or environment.get(environment.CLIENT_CERTIFICATE)
+        if chosen is None:
             raise UsageError("--auth certificate needs --client-certificate FILE")
         try:
-            certificate = path.read_text("utf-8")
+            certificate = Path(chosen).read_text("utf-8")
         except OSError as exc:
             raise UsageError(
-                f"--client-certificate {path}: cannot read it ({exc.strerror})"
+                f"--client-certificate {chosen}: cannot read it ({exc.strerror})"
             ) from None
     return EntraSettings(
-        tenant=params["tenant"] or "",
-        client_id=params["client_id"],
-        authority=check_service_url(params["authority"], "--authority")
-        if params["authority"]
-        else None,
-        graph_url=check_service_url(params["graph_url"], "--graph-url"),
-        ca_bundle=params["ca_bundle"],
-        auth=params["auth"],
+        tenant=tenant or environment.get(environment.TENANT) or "",
+        client_id=client_id or environment.get(environment.CLIENT_ID) or "",
+        authority=check_service_url(authority, "--authority") if authority else None,
+        graph_url=check_service_url(graph_url, "--graph-url"),
+        ca_bundle=ca_bundle,
+        auth=cast(AuthMode, auth),
         client_secret=secret,
         client_certificate=certificate,
-        certificate_password=os.environ.get("DGPROV_CLIENT_CERTIFICATE_PASSWORD") or None,
+        certificate_password=environment.get(environment.CLIENT_CERTIFICATE_PASSWORD),
     )
 
 
-def ad_settings(params: dict[str, Any]) -> LdapSettings:
-    missing = [
-        f"--{name.replace('_', '-')}"
-        for name in ("ldap_url", "base_dn", "ad_attribute")
-        if not params[name]
-    ]
-    if missing:
-        raise UsageError(f"--directory ad needs {', '.join(missing)}")
-    password = None
-    if params["bind_dn"]:
-        password = read_secret(
-            what="LDAP bind password",
-            env_var="DGPROV_BIND_PASSWORD",
-            file=params["bind_password_file"],
-            command_line=None,
-            command_line_option="",
-            file_option="--bind-password-file",
-        )
-    return LdapSettings(
-        url=check_ldap_url(params["ldap_url"]),
-        base_dn=params["base_dn"],
-        attribute=params["ad_attribute"],
-        bind_dn=params["bind_dn"],
-        password=password,
-        match_by=params.get("match_by", "samaccountname"),
-        ca_bundle=params["ca_bundle"],
-    )
-
-
-def ad_options(*, attribute_default: str | None, match_by: bool) -> Callable[[Any], Any]:
+def ad_options(*, attribute_default: str | None, match_by: bool) -> Decorator:
     """Active Directory options: where to search, how to bind, which attribute holds the JSON."""
-    options = [
+    options: list[Decorator] = [
         click.option("--ldap-url", help="ldaps://dc.corp.example (ldap:// only on loopback)."),
         click.option("--base-dn", help="Where users are searched, e.g. DC=corp,DC=example."),
         click.option(
@@ -154,7 +143,7 @@ def ad_options(*, attribute_default: str | None, match_by: bool) -> Callable[[An
         click.option(
             "--bind-password-file",
             type=click.Path(dir_okay=False, path_type=Path),
-            help="File holding the bind password (or set DGPROV_BIND_PASSWORD).",
+            help=f"File holding the bind password (or set {environment.BIND_PASSWORD}).",
         ),
     ]
     if match_by:
@@ -167,10 +156,53 @@ def ad_options(*, attribute_default: str | None, match_by: bool) -> Callable[[An
                 help="AD users match Defguard users by sAMAccountName = username, or by mail.",
             )
         )
+    return _stack(options)
 
-    def decorate(function: Any) -> Any:
-        for option in reversed(options):
-            function = option(function)
-        return function
 
-    return decorate
+def bind_password(bind_dn: str | None, bind_password_file: Path | None) -> str | None:
+    """The simple-bind password; None for a Kerberos bind (no --bind-dn)."""
+    if not bind_dn:
+        return None
+    return read_secret(
+        what="LDAP bind password",
+        env_var=environment.BIND_PASSWORD,
+        file=bind_password_file,
+        file_option="--bind-password-file",
+        prompt=terminal_prompt(),
+    )
+
+
+def ad_settings(
+    *,
+    ldap_url: str | None,
+    base_dn: str | None,
+    ad_attribute: str | None,
+    bind_dn: str | None,
+    bind_password_file: Path | None,
+    match_by: str,
+    ca_bundle: str | None,
+) -> LdapSettings:
+    """The admin job's LDAP settings: all three of URL, base DN and attribute are needed."""
+    missing = [
+        option
+        for option, value in (
+            ("--ldap-url", ldap_url),
+            ("--base-dn", base_dn),
+            ("--ad-attribute", ad_attribute),
+        )
+        if not value
+    ]
+    if missing or ldap_url is None or base_dn is None or ad_attribute is None:
+        raise UsageError(f"--directory ad needs {', '.join(missing)}")
+    return LdapSettings(
+        url=check_ldap_url(ldap_url),
+        base_dn=base_dn,
+        attribute=ad_attribute,
+        bind_dn=bind_dn,
+        password=bind_password(bind_dn, bind_password_file),
+        match_by=cast(MatchBy, match_by),
+        ca_bundle=ca_bundle,
+    )
+
+
+SourceChoice = Literal["auto", "entra", "ad"]

@@ -1,0 +1,411 @@
+"""dgprov as a library: the three jobs, with typed arguments and typed results.
+
+Each function mirrors its command (``generate-tokens``, ``fetch-config``, ``enroll``): keyword
+arguments named after the options, a result object instead of printed text, and callbacks for
+everything that would talk to a person (status lines, progress, confirmation, passwords). The
+commands in ``commands/`` only parse options, call these and render the result, so a script, a
+scheduler or a service gets exactly what the CLI does. Errors are ``errors.DgprovError``
+subclasses whose ``exit_status`` is what the CLI would exit with.
+
+    from dgprov import api
+    record = api.generate_tokens(url=..., group_name="vpn-users", api_token=token, entra=settings)
+    print(record.summary)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from . import client_files, join
+from .defguard import DefguardClient
+from .directory import Directory
+from .durations import parse_lifetime
+from .enrollment import Enrolled, enroll_device, refresh_device
+from .entra_auth import EntraSettings, EntraSignIn
+from .errors import (
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    Cancelled,
+    NotJoined,
+    UsageError,
+)
+from .fetch import fetch_from_ad, fetch_from_entra
+from .graph import EntraDirectory, GraphClient
+from .ldap_directory import LdapDirectory, LdapSettings, base_dn_for, discover_ldap_url
+from .plan import EnrolledPolicy, Outcome, PlannedMember, summary
+from .provision import ProvisionConfig, Provisioner, utc_iso
+from .report import ReportFile, member_row, provisioned_in, write_report
+from .stored_value import ProvisioningConfig
+from .tls import tls_context
+from .urls import check_ldap_url, check_service_url
+
+__all__ = [
+    "ADMIN_SCOPES",
+    "Enrolled",
+    "EnrolledPolicy",
+    "EntraSettings",
+    "FetchResult",
+    "LdapSettings",
+    "Outcome",
+    "PlannedMember",
+    "ProvisioningConfig",
+    "RunRecord",
+    "enroll",
+    "fetch_config",
+    "generate_tokens",
+]
+
+ADMIN_SCOPES = [
+    "User.Read.All",
+    "CustomSecAttributeAssignment.ReadWrite.All",
+    "CustomSecAttributeDefinition.Read.All",
+]
+ADMIN_CACHE = "msal_cache_admin.bin"
+log = logging.getLogger("dgprov")
+
+Notify = Callable[[str], None]
+"""Receives one status line for the person running the job (the CLI prints it on stderr)."""
+
+
+def _quiet(message: str) -> None:
+    """The default ``notify``: a library caller that passes none hears nothing."""
+
+
+# ------------------------------------------------------------------------------ generate-tokens
+
+
+@dataclass
+class RunRecord:
+    """What a ``generate_tokens`` run found and did, member by member.
+
+    ``members`` carry the action and outcome of each; ``run`` is the report's ``run`` section;
+    ``exit_status`` is what the command exits with (0 all provisioned or skipped, 1 some failed).
+    """
+
+    members: list[PlannedMember]
+    run: dict[str, Any]
+    dry_run: bool = False
+    report_path: Path | None = None
+
+    @property
+    def summary(self) -> dict[str, int]:
+        return summary(self.members)
+
+    @property
+    def pending(self) -> int:
+        """Members a dry run would issue a token for."""
+        return sum(1 for member in self.members if member.pending)
+
+    @property
+    def exit_status(self) -> int:
+        if self.dry_run:
+            return EXIT_OK
+        settled = (Outcome.PROVISIONED, Outcome.SKIPPED)
+        return EXIT_OK if all(m.outcome in settled for m in self.members) else EXIT_SOME_FAILED
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The report's member rows (never with tokens)."""
+        return [member_row(member, None) for member in self.members]
+
+
+@contextlib.contextmanager
+def _interruptible(stop: asyncio.Event, notify: Notify) -> Iterator[None]:
+    """Ctrl-C asks the run to stop cleanly (finish what is in flight, write the report).
+
+    Signal handlers can only be installed from the main thread; elsewhere the caller's own
+    cancellation applies.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+
+    def request_stop(*_: Any) -> None:
+        notify("\ninterrupted: finishing requests in flight, then writing the report")
+        loop.call_soon_threadsafe(stop.set)
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+async def _open_directory(
+    directory: Literal["entra", "ad"],
+    entra: EntraSettings | None,
+    attribute_set_name: str,
+    ad: LdapSettings | None,
+    notify: Notify,
+) -> tuple[Directory, dict[str, Any]]:
+    """The directory, signed in or bound, and what the report's ``run`` says about it."""
+    if directory == "ad":
+        assert ad is not None
+        return LdapDirectory(ad), {"ad_attribute": ad.attribute}
+    assert entra is not None
+    notify("signing in to Entra ID")
+    sign_in = await asyncio.to_thread(EntraSignIn, entra, ADMIN_SCOPES, notify, ADMIN_CACHE)
+    await asyncio.to_thread(sign_in.token)
+    graph = GraphClient(entra.graph_url, sign_in.token, verify=tls_context(entra.ca_bundle))
+    return EntraDirectory(graph, attribute_set_name), {"attribute_set": attribute_set_name}
+
+
+async def generate_tokens_async(
+    *,
+    url: str,
+    group_name: str,
+    api_token: str,
+    directory: Literal["entra", "ad"] = "entra",
+    entra: EntraSettings | None = None,
+    attribute_set_name: str = "Defguard",
+    ad: LdapSettings | None = None,
+    enrollment_token_expiration_time: str | None = None,
+    enrolled_users: EnrolledPolicy = EnrolledPolicy.DESKTOP,
+    dry_run: bool = False,
+    concurrency: int = 32,
+    report: Path | None = None,
+    include_tokens_in_report: bool = False,
+    resume: Path | None = None,
+    enrollment_url: str | None = None,
+    ca_bundle: str | None = None,
+    notify: Notify = _quiet,
+    progress: Callable[[int, int], None] | None = None,
+    confirm: Callable[[int, str], bool] | None = None,
+) -> RunRecord:
+    """``generate_tokens`` for callers that already run an event loop."""
+    url = check_service_url(url, "--url")
+    if enrollment_token_expiration_time is not None:
+        parse_lifetime(enrollment_token_expiration_time)
+    if include_tokens_in_report and report is None:
+        raise UsageError("--include-tokens-in-report needs --report FILE")
+    if directory == "ad" and ad is None:
+        raise UsageError("--directory ad needs --ldap-url, --base-dn and --ad-attribute")
+    if directory == "entra":
+        if entra is None:
+            raise UsageError("no Entra tenant: pass --tenant or set DGPROV_TENANT")
+        entra.check()
+    report_file = ReportFile(report) if report is not None else None
+    already_done = provisioned_in(ReportFile(resume, "--resume")) if resume is not None else {}
+    config = ProvisionConfig(
+        group_name=group_name,
+        expiration=enrollment_token_expiration_time,
+        enrolled_policy=enrolled_users,
+        concurrency=concurrency,
+        enrollment_url=enrollment_url,
+        keep_tokens=include_tokens_in_report,
+        already_done=already_done,
+    )
+    defguard = DefguardClient(
+        url, api_token, verify=tls_context(ca_bundle), max_connections=concurrency
+    )
+    stop = asyncio.Event()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    opened: Directory | None = None
+    try:
+        # Prove the Defguard side, once, before asking anyone to sign in.
+        version = await defguard.server_version()
+        group = await defguard.group(group_name)
+        notify(f"Defguard {version} at {url}")
+        opened, details = await _open_directory(directory, entra, attribute_set_name, ad, notify)
+        provisioner = Provisioner(config, defguard, opened, stop=stop, progress=progress)
+        members = await provisioner.prepare(group)
+        run = {
+            "defguard_version": version,
+            "group": group_name,
+            "directory": opened.name,
+            "interrupted": False,
+            "started_at": utc_iso(started),
+            "defguard_url": url,
+            **details,
+        }
+        record = RunRecord(members, run, dry_run=dry_run, report_path=report)
+        if dry_run:
+            notify(f"dry run: {record.pending} tokens would be issued; nothing was changed")
+            return record
+        if confirm is not None and record.pending and not confirm(record.pending, opened.name):
+            raise Cancelled("cancelled at the confirmation; nothing was changed")
+        with _interruptible(stop, notify):
+            try:
+                await provisioner.execute()
+            finally:
+                run["interrupted"] = stop.is_set()
+                run["finished_at"] = utc_iso(datetime.datetime.now(datetime.timezone.utc))
+                if report_file is not None:
+                    tokens = provisioner.state.tokens if include_tokens_in_report else None
+                    write_report(report_file, members, tokens, run)
+        return record
+    finally:
+        await defguard.aclose()
+        if opened is not None:
+            await opened.aclose()
+
+
+def generate_tokens(**options: Any) -> RunRecord:
+    """Issue a Defguard enrollment token for every member of ``group_name`` and store it in
+    Entra ID (``entra`` settings) or Active Directory (``directory="ad"``, ``ad`` settings).
+
+    The keyword arguments are those of ``generate_tokens_async``, named after the command's
+    options. ``confirm(pending, directory_name)`` is asked before any token is issued;
+    ``progress(done, total)`` as members settle; ``notify`` hears status lines and the device
+    code prompt. Ctrl-C (in the main thread) stops cleanly and the report is still written.
+    """
+    return asyncio.run(generate_tokens_async(**options))
+
+
+# --------------------------------------------------------------------------------- fetch-config
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What ``fetch_config`` did: the file written for whom, or why nothing was needed."""
+
+    path: Path | None  # None: the machine is joined to nothing, nothing was written
+    user: str
+    source: Literal["entra", "ad", "none"]
+    join_evidence: str = ""
+
+
+def fetch_config(
+    *,
+    source: Literal["auto", "entra", "ad"] = "auto",
+    strict: bool = False,
+    attribute_set_name: str = "Defguard",
+    entra: EntraSettings | None = None,
+    ldap_url: str | None = None,
+    base_dn: str | None = None,
+    ad_attribute: str = "defguardProvisioningConfig",
+    bind_dn: str | None = None,
+    bind_password: str | None = None,
+    ca_bundle: str | None = None,
+    output: Path | None = None,
+    for_user: str | None = None,
+    sam_account_name: str | None = None,
+    notify: Notify = _quiet,
+    detect_join: Callable[[], join.JoinState] = join.detect,
+) -> FetchResult:
+    """Read the user's enrollment URL and token from Entra ID or AD and write
+    ``provisioning.json`` where the Defguard desktop client reads it.
+
+    Raises ``NothingFound`` (exit 1) when the directory holds nothing usable for the user and
+    ``NotJoined`` (exit 3) for ``strict`` on a machine joined to nothing.
+    """
+    target = client_files.resolve_target(for_user, output is not None, notify)
+    state = join.JoinState("none")
+    if source == "auto":
+        state = detect_join()
+        log.info(f"join detection: {state.kind} ({state.evidence})")
+        if not state.joined:
+            message = (
+                "this machine is joined neither to Active Directory nor to Entra ID "
+                f"({state.evidence}); nothing to do"
+            )
+            if strict:
+                raise NotJoined(message)
+            notify(message)
+            return FetchResult(None, target.name, "none", state.evidence)
+        chosen: Literal["entra", "ad"] = "ad" if state.kind == "ad" else "entra"
+    else:
+        chosen = source
+    log.info(f"source: {chosen}; user: {target.name}")
+    if chosen == "entra":
+        if entra is None:
+            raise UsageError("no Entra tenant: pass --tenant or set DGPROV_TENANT")
+        config = asyncio.run(fetch_from_entra(entra, attribute_set_name, notify))
+    else:
+        config = fetch_from_ad(
+            _client_ldap_settings(
+                ldap_url, base_dn, ad_attribute, bind_dn, bind_password, ca_bundle, state.domain
+            ),
+            sam_account_name or client_files.account_name(target.name),
+        )
+    log.info("found an enrollment URL and token")
+    path = output or client_files.data_directory(home=target.home) / client_files.FILE_NAME
+    client_files.write(path, config, owner=target.owner)
+    log.info(f"wrote {path}")
+    return FetchResult(path, target.name, chosen, state.evidence)
+
+
+def _client_ldap_settings(
+    ldap_url: str | None,
+    base_dn: str | None,
+    attribute: str,
+    bind_dn: str | None,
+    password: str | None,
+    ca_bundle: str | None,
+    domain: str | None,
+) -> LdapSettings:
+    """The client job's LDAP settings, completed from the joined domain where not given."""
+    if not ldap_url:
+        ldap_url = discover_ldap_url(domain) if domain else None
+        if ldap_url is None:
+            raise UsageError(
+                "no --ldap-url and no domain controller found through DNS SRV; pass --ldap-url"
+            )
+        log.info(f"domain controller from DNS SRV: {ldap_url}")
+    if not base_dn and domain:
+        base_dn = base_dn_for(domain)
+    if not base_dn:
+        raise UsageError("--source ad needs --base-dn (no joined domain to derive it from)")
+    return LdapSettings(
+        url=check_ldap_url(ldap_url),
+        base_dn=base_dn,
+        attribute=attribute,
+        bind_dn=bind_dn,
+        password=password,
+        ca_bundle=ca_bundle,
+    )
+
+
+# --------------------------------------------------------------------------------------- enroll
+
+
+def enroll(
+    *,
+    provisioning_file: Path | None = None,
+    device_name: str | None = None,
+    output_dir: Path | None = None,
+    password: Callable[[], str] | None = None,
+    phone: str | None = None,
+    refresh: bool = False,
+    ca_bundle: str | None = None,
+) -> Enrolled:
+    """Complete enrollment from ``provisioning.json`` without the desktop app, or with
+    ``refresh`` fetch updated configurations for the device enrolled before.
+
+    ``password`` is called only for an account that must still be activated, before anything
+    is registered; without it such an account is a ``UsageError``.
+    """
+    data_dir = client_files.data_directory()
+    output_dir = output_dir or data_dir / "wireguard"
+    verify = tls_context(ca_bundle)
+    if refresh:
+        return refresh_device(output_dir, verify=verify)
+    path = provisioning_file or data_dir / client_files.FILE_NAME
+    if not path.exists():
+        raise UsageError(
+            f"{path} does not exist; run dgprov fetch-config first, or pass --provisioning-file"
+        )
+
+    def no_password() -> str:
+        raise UsageError(
+            "this account must be activated with a password: pass --password-file FILE"
+        )
+
+    return enroll_device(
+        client_files.read(path),
+        output_dir,
+        device_name=device_name if device_name is not None else socket.gethostname(),
+        password=password or no_password,
+        phone=phone,
+        verify=verify,
+    )

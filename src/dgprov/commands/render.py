@@ -1,0 +1,74 @@
+"""How the commands show results to a person: tables, summaries and a progress bar.
+
+Only the commands use this; the library returns the same facts as data (``api.RunRecord``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..enrollment import Enrolled
+from ..plan import Outcome, PlannedMember, summary
+
+FAILURES_SHOWN = 20
+
+
+def show_members(members: list[PlannedMember]) -> None:
+    """A table of members: the plan before a run, the outcomes after it."""
+    width = max([len(m.username) for m in members] + [8])
+    click.echo(f"{'username':<{width}}  {'action':<16}  {'directory user':<32}  note")
+    for m in members:
+        upn = (m.directory_user.upn or m.directory_user.id) if m.directory_user else "-"
+        note = (
+            m.reason if m.outcome is None else ": ".join(filter(None, [m.outcome.value, m.reason]))
+        )
+        click.echo(f"{m.username:<{width}}  {m.action.value:<16}  {upn:<32}  {note}".rstrip())
+
+
+def show_summary(members: list[PlannedMember]) -> None:
+    """Counts per outcome on stdout; the first failures with their reasons on stderr."""
+    counts = summary(members)
+    click.echo(f"{'outcome':<12} members")
+    for outcome, count in counts.items():
+        click.echo(f"{outcome:<12} {count:>7}")
+    failed = [m for m in members if m.outcome is Outcome.FAILED]
+    for member in failed[:FAILURES_SHOWN]:
+        click.echo(f"failed: {member.username}: {member.reason}", err=True)
+    if len(failed) > FAILURES_SHOWN:
+        click.echo(f"… and {len(failed) - FAILURES_SHOWN} more failures, see the report", err=True)
+
+
+def show_enrolled(verb: str, enrolled: Enrolled, *, with_modes: bool = False) -> None:
+    """The enrolled user, instance and one line per written WireGuard configuration."""
+    count = len(enrolled.configs)
+    click.echo(
+        f"{verb} {enrolled.username} at {enrolled.instance}: {count} WireGuard configuration(s)"
+    )
+    for config in enrolled.configs:
+        mode = f" (mode {config.path.stat().st_mode & 0o777:o})" if with_modes else ""
+        note = (
+            f" (needs {config.mfa}: connect with the Defguard desktop client)" if config.mfa else ""
+        )
+        click.echo(f"  {config.location}: {config.path}{mode}{note}")
+
+
+class Progress:
+    """A one-line progress bar on a terminal; silent otherwise."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total == 0:
+            return
+        filled = int(30 * done / total)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total}")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def echo_err(message: str) -> None:
+    click.echo(message, err=True)

@@ -1,0 +1,101 @@
+"""The one secret dgprov moves around, and its three spellings.
+
+An enrollment URL and token travel together from Defguard to the directory and from there to the
+client. Entra ID holds them as two String custom security attributes (``EnrollmentUrl``,
+``EnrollmentToken``), Active Directory as compact JSON in one attribute (``enrollmentUrl``,
+``enrollmentToken``, the keys Defguard's MSI and scripts read), and the desktop client as
+``provisioning.json`` (``enrollment_url``, ``enrollment_token``). Writers and readers of all three
+use this module, so a spelling can never differ between the side that stores and the side that
+reads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InvalidProvisioningValue
+from .urls import check_enrollment_url
+
+ENTRA_URL_ATTRIBUTE = "EnrollmentUrl"
+ENTRA_TOKEN_ATTRIBUTE = "EnrollmentToken"
+ENTRA_ATTRIBUTES = (ENTRA_URL_ATTRIBUTE, ENTRA_TOKEN_ATTRIBUTE)
+AD_URL_KEY = "enrollmentUrl"
+AD_TOKEN_KEY = "enrollmentToken"
+AD_EXPECTED_SHAPE = '{"enrollmentUrl": "https://…", "enrollmentToken": "…"}'
+FILE_URL_KEY = "enrollment_url"
+FILE_TOKEN_KEY = "enrollment_token"
+
+
+@dataclass(frozen=True)
+class ProvisioningConfig:
+    """An enrollment URL and the token that opens it."""
+
+    enrollment_url: str
+    enrollment_token: str
+
+    def __repr__(self) -> str:  # never print the token, even in a traceback
+        return f"ProvisioningConfig(enrollment_url={self.enrollment_url!r}, enrollment_token='***')"
+
+    def validated(self) -> ProvisioningConfig:
+        """Itself, if the desktop client could use it; else ``InvalidProvisioningValue``."""
+        check_enrollment_url(self.enrollment_url)
+        token = self.enrollment_token
+        if not token or any(not (33 <= ord(c) <= 126) for c in token):
+            raise InvalidProvisioningValue(
+                "the enrollment token must be non-empty printable ASCII without whitespace"
+            )
+        return self
+
+
+def _pair(values: Mapping[str, Any], url_key: str, token_key: str) -> ProvisioningConfig | None:
+    url, token = values.get(url_key), values.get(token_key)
+    if isinstance(url, str) and isinstance(token, str):
+        return ProvisioningConfig(url, token)
+    return None
+
+
+def to_entra_attributes(config: ProvisioningConfig) -> dict[str, str]:
+    return {
+        ENTRA_URL_ATTRIBUTE: config.enrollment_url,
+        ENTRA_TOKEN_ATTRIBUTE: config.enrollment_token,
+    }
+
+
+def from_entra_attributes(values: Mapping[str, Any]) -> ProvisioningConfig | None:
+    """The pair from one attribute set's values; None when either attribute is missing."""
+    return _pair(values, ENTRA_URL_ATTRIBUTE, ENTRA_TOKEN_ATTRIBUTE)
+
+
+def to_ad_json(config: ProvisioningConfig) -> str:
+    """The JSON Defguard's client-side script parses, without spaces."""
+    return json.dumps(
+        {AD_URL_KEY: config.enrollment_url, AD_TOKEN_KEY: config.enrollment_token},
+        separators=(",", ":"),
+    )
+
+
+def from_ad_json(raw: str) -> ProvisioningConfig | None:
+    """The pair from an AD attribute's JSON; None when it is not that JSON."""
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return None
+    return _pair(document, AD_URL_KEY, AD_TOKEN_KEY) if isinstance(document, dict) else None
+
+
+def to_file_json(config: ProvisioningConfig) -> str:
+    """``provisioning.json`` as the desktop client reads it: exactly the two keys."""
+    body = {FILE_URL_KEY: config.enrollment_url, FILE_TOKEN_KEY: config.enrollment_token}
+    return json.dumps(body, indent=2) + "\n"
+
+
+def from_file_json(text: str) -> ProvisioningConfig | None:
+    """As the desktop client reads it: a leading BOM tolerated, other keys ignored."""
+    try:
+        document = json.loads(text.removeprefix("\ufeff"))
+    except ValueError:
+        return None
+    return _pair(document, FILE_URL_KEY, FILE_TOKEN_KEY) if isinstance(document, dict) else None

@@ -1,0 +1,63 @@
+"""Which URLs dgprov agrees to talk to, and the one rule behind each.
+
+Secrets travel to every URL checked here (the API token, Graph tokens, the bind password, the
+enrollment token), so plain http and ldap are accepted for loopback addresses only, and
+credentials inside a URL are refused rather than silently sent.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+from .errors import InvalidProvisioningValue, UsageError
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_service_url(url: str, option: str) -> str:
+    """https, or http on a loopback address only; no credentials inside the URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(
+            f"{option} {url!r} is not an http(s) URL such as https://defguard.example.com"
+        )
+    if parts.username or parts.password:
+        raise UsageError(f"{option}: remove the credentials from the URL; pass secrets separately")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise UsageError(
+            f"{option} {url}: use https (plain http is accepted for loopback addresses only)"
+        )
+    return url.rstrip("/")
+
+
+def check_ldap_url(url: str) -> str:
+    """ldaps, or ldap on a loopback address only: the bind password and tokens cross it."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("ldap", "ldaps") or not parts.hostname:
+        raise UsageError(f"--ldap-url {url!r} is not an LDAP URL such as ldaps://dc1.corp.example")
+    if parts.scheme == "ldap" and not is_loopback(parts.hostname):
+        raise UsageError(
+            f"--ldap-url {url}: use ldaps:// (tokens must not cross the network in clear text; "
+            "ldap:// is accepted for loopback addresses only)"
+        )
+    return url
+
+
+def check_enrollment_url(url: str) -> str:
+    """An enrollment URL the desktop client can use and that is safe to send a token to."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise InvalidProvisioningValue("the enrollment URL is not an http(s) URL")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise InvalidProvisioningValue("the enrollment URL must use https (http only on loopback)")
+    if parts.username or parts.password:
+        raise InvalidProvisioningValue("the enrollment URL must not contain credentials")
+    return url
