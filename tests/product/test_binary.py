@@ -54,3 +54,23 @@ def test_binary_fetches_the_config(start_sandbox: StartSandbox, tmp_path: Path) 
     document = json.loads(output.read_text())
     assert set(document) == {"enrollment_url", "enrollment_token"}
     assert document["enrollment_token"] not in completed.stdout + completed.stderr
+
+
+@pytest.mark.skipif(not BINARY.exists(), reason="build it first with: make dist (make test does)")
+def test_binary_carries_no_emulator_and_says_how_to_get_one() -> None:
+    """What goes to every desktop holds no fake authority, no web server and no emulator."""
+    from PyInstaller.archive.readers import CArchiveReader
+
+    archive = CArchiveReader(str(BINARY))
+    modules = list(archive.open_embedded_archive("PYZ.pyz").toc)
+    packages = {name.split(".")[0] for name in modules}
+    assert "dgprov" in packages and "msal" in packages  # the listing is the product's
+    assert packages.isdisjoint({"dgprov_sandbox", "uvicorn", "starlette", "jsonschema"})
+    for command in (["sandbox"], ["sandbox", "--help"], ["demo"]):
+        completed = subprocess.run(
+            [str(BINARY), *command], capture_output=True, text=True, timeout=60
+        )
+        assert completed.returncode == 2, completed.stderr
+        assert completed.stderr.count("\n") == 1
+        assert "dgprov-sandbox package is not installed" in completed.stderr
+        assert "pip install ./sandbox" in completed.stderr

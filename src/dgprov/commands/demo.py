@@ -15,7 +15,6 @@ from typing import Any
 import click
 
 from .. import api, client_files
-from ..entra_auth import EntraSettings
 from ..errors import EXIT_SOME_FAILED, UsageError
 from .render import echo_err, show_enrolled, show_members
 from .sandbox import load_sandbox
@@ -25,7 +24,7 @@ DEMO_ATTRIBUTE_SET = "Defguard"
 DEMO_PASSWORD = "Demo-Passw0rd!"  # the sample user's new password, in the throwaway sandbox only
 
 
-def demo_client_job(sandbox: Any, settings: EntraSettings) -> None:
+def demo_client_job(sandbox: Any, settings: api.EntraSettings) -> None:
     """``fetch-config`` and ``enroll`` for one sample user, in a temporary data directory."""
     reader = next(
         u
@@ -56,8 +55,8 @@ def demo_client_job(sandbox: Any, settings: EntraSettings) -> None:
             password=lambda: DEMO_PASSWORD,
             ca_bundle=settings.ca_bundle,
         )
-        click.echo(f"Client Ready: {enrolled.username} is enrolled at {enrolled.instance}")
-        show_enrolled("enrolled", enrolled, with_modes=True)
+        headline = f"Client Ready: {enrolled.username} is enrolled at {enrolled.instance}"
+        show_enrolled(enrolled, headline, with_modes=True)
 
 
 @click.command("demo")
@@ -85,7 +84,7 @@ def demo_command(defguard_version: str) -> None:
     try:
         with emulators.Sandbox(emulators.example_tenant(), options) as sandbox:
             info = sandbox.info
-            settings = EntraSettings(
+            settings = api.EntraSettings(
                 tenant=info["tenant_id"],
                 client_id=info["client_id"],
                 authority=info["authority_url"],

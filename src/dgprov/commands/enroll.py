@@ -92,4 +92,9 @@ def enroll_command(
         refresh=refresh,
         ca_bundle=ca_bundle,
     )
-    show_enrolled("refreshed" if refresh else "enrolled", enrolled)
+    verb = "refreshed" if refresh else "enrolled"
+    count = len(enrolled.configs)
+    show_enrolled(
+        enrolled,
+        f"{verb} {enrolled.username} at {enrolled.instance}: {count} WireGuard configuration(s)",
+    )

@@ -40,12 +40,9 @@ def show_summary(members: list[PlannedMember]) -> None:
         click.echo(f"… and {len(failed) - FAILURES_SHOWN} more failures, see the report", err=True)
 
 
-def show_enrolled(verb: str, enrolled: Enrolled, *, with_modes: bool = False) -> None:
-    """The enrolled user, instance and one line per written WireGuard configuration."""
-    count = len(enrolled.configs)
-    click.echo(
-        f"{verb} {enrolled.username} at {enrolled.instance}: {count} WireGuard configuration(s)"
-    )
+def show_enrolled(enrolled: Enrolled, headline: str, *, with_modes: bool = False) -> None:
+    """A headline, then one line per written WireGuard configuration."""
+    click.echo(headline)
     for config in enrolled.configs:
         mode = f" (mode {config.path.stat().st_mode & 0o777:o})" if with_modes else ""
         note = (
