@@ -15,9 +15,12 @@ from dgprov_sandbox.cli import main as sandbox_main
 from dgprov.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
-DOCS = [REPO / "README.md", REPO / "CHANGELOG.md", REPO / "sandbox" / "README.md"] + sorted(
-    (REPO / "docs").glob("*.md")
-)
+DOCS = [
+    REPO / "README.md",
+    REPO / "CHANGELOG.md",
+    REPO / "sandbox" / "README.md",
+    *sorted((REPO / "docs").glob("*.md")),
+]
 
 
 def documented_text() -> str:
