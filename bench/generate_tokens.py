@@ -43,7 +43,7 @@ CSA_TYPE = "#Microsoft.DirectoryServices.CustomSecurityAttributeValue"
 @contextmanager
 def sandbox(*args: str) -> Iterator[dict[str, Any]]:
     process = subprocess.Popen(
-        [PYTHON, "-m", "dgprov", "sandbox", "--auto-approve-as", "admin", *args],
+        [PYTHON, "-m", "dgprov_sandbox", "--auto-approve-as", "admin", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
