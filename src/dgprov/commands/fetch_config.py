@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .. import api
-from .options import ad_options, bind_password, entra_options, entra_settings
+from .options import AdOptions, EntraOptions, ad_options, ca_bundle_option, entra_options
 from .render import echo_err
 
 
@@ -38,7 +38,8 @@ def _log_to(path: Path | None) -> None:
     "--attribute-set-name", default="Defguard", show_default=True, help="Entra attribute set."
 )
 @entra_options
-@ad_options(attribute_default="defguardProvisioningConfig", match_by=False)
+@ca_bundle_option
+@ad_options(attribute_default="defguardProvisioningConfig")
 @click.option(
     "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead."
 )
@@ -57,19 +58,9 @@ def fetch_config_command(
     source: str,
     strict: bool,
     attribute_set_name: str,
-    tenant: str | None,
-    client_id: str | None,
-    auth: str,
-    client_secret_file: Path | None,
-    client_certificate: Path | None,
-    authority: str | None,
-    graph_url: str,
+    entra: EntraOptions,
     ca_bundle: str | None,
-    ldap_url: str | None,
-    base_dn: str | None,
-    ad_attribute: str,
-    bind_dn: str | None,
-    bind_password_file: Path | None,
+    ad: AdOptions,
     output: Path | None,
     for_user: str | None,
     sam_account_name: str | None,
@@ -86,21 +77,12 @@ def fetch_config_command(
         source="ad" if source == "ad" else "entra" if source == "entra" else "auto",
         strict=strict,
         attribute_set_name=attribute_set_name,
-        entra=entra_settings(
-            tenant=tenant,
-            client_id=client_id,
-            auth=auth,
-            client_secret_file=client_secret_file,
-            client_certificate=client_certificate,
-            authority=authority,
-            graph_url=graph_url,
-            ca_bundle=ca_bundle,
-        ),
-        ldap_url=ldap_url,
-        base_dn=base_dn,
-        ad_attribute=ad_attribute,
-        bind_dn=bind_dn,
-        bind_password=bind_password(bind_dn, bind_password_file),
+        entra=entra.settings(ca_bundle),
+        ldap_url=ad.ldap_url,
+        base_dn=ad.base_dn,
+        ad_attribute=ad.ad_attribute or "defguardProvisioningConfig",
+        bind_dn=ad.bind_dn,
+        bind_password=ad.bind_password(),
         ca_bundle=ca_bundle,
         output=output,
         for_user=for_user,

@@ -10,7 +10,16 @@ import click
 from .. import api, environment
 from ..credentials import read_secret
 from ..plan import EnrolledPolicy
-from .options import ad_options, ad_settings, entra_options, entra_settings, terminal_prompt, warn
+from .options import (
+    AdOptions,
+    EntraOptions,
+    ad_options,
+    ca_bundle_option,
+    entra_options,
+    match_by_option,
+    terminal_prompt,
+    warn,
+)
 from .render import Progress, echo_err, show_members, show_summary
 
 
@@ -51,7 +60,9 @@ def _confirm(pending: int, directory_name: str) -> bool:
     help="Where tokens are stored: Entra ID custom security attributes, or an AD attribute.",
 )
 @entra_options
-@ad_options(attribute_default=None, match_by=True)
+@ca_bundle_option
+@ad_options(attribute_default=None)
+@match_by_option
 @click.option(
     "--enrolled-users",
     type=click.Choice(["desktop", "skip"]),
@@ -99,19 +110,9 @@ def generate_tokens_command(
     attribute_set_name: str,
     expiration: str | None,
     directory: str,
-    tenant: str | None,
-    client_id: str | None,
-    auth: str,
-    client_secret_file: Path | None,
-    client_certificate: Path | None,
-    authority: str | None,
-    graph_url: str,
+    entra: EntraOptions,
     ca_bundle: str | None,
-    ldap_url: str | None,
-    base_dn: str | None,
-    ad_attribute: str | None,
-    bind_dn: str | None,
-    bind_password_file: Path | None,
+    ad: AdOptions,
     match_by: str,
     enrolled_users: str,
     dry_run: bool,
@@ -129,30 +130,13 @@ def generate_tokens_command(
     Exit status: 0 all members provisioned or deliberately skipped, 1 some failed, 2 usage,
     preflight or sign-in error (nothing changed).
     """
-    entra = None
-    ad = None
+    entra_settings = None
+    ad_settings = None
     if directory == "ad":
-        ad = ad_settings(
-            ldap_url=ldap_url,
-            base_dn=base_dn,
-            ad_attribute=ad_attribute,
-            bind_dn=bind_dn,
-            bind_password_file=bind_password_file,
-            match_by=match_by,
-            ca_bundle=ca_bundle,
-        )
+        ad_settings = ad.settings(match_by, ca_bundle)
     else:
-        entra = entra_settings(
-            tenant=tenant,
-            client_id=client_id,
-            auth=auth,
-            client_secret_file=client_secret_file,
-            client_certificate=client_certificate,
-            authority=authority,
-            graph_url=graph_url,
-            ca_bundle=ca_bundle,
-        )
-        entra.check()
+        entra_settings = entra.settings(ca_bundle)
+        entra_settings.check()
     token = read_secret(
         what="Defguard API token",
         env_var=environment.DEFGUARD_API_TOKEN,
@@ -168,9 +152,9 @@ def generate_tokens_command(
         group_name=group_name,
         api_token=token,
         directory="ad" if directory == "ad" else "entra",
-        entra=entra,
+        entra=entra_settings,
         attribute_set_name=attribute_set_name,
-        ad=ad,
+        ad=ad_settings,
         enrollment_token_expiration_time=expiration,
         enrolled_users=EnrolledPolicy(enrolled_users),
         dry_run=dry_run,

@@ -7,10 +7,12 @@ to ``dgprov.api``; nothing below the commands knows about click.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import click
 
@@ -45,91 +47,148 @@ def terminal_prompt() -> Prompt | None:
     return lambda question: str(click.prompt(question, hide_input=True, err=True))
 
 
-entra_options = _stack(
-    [
-        click.option("--tenant", help=f"Entra tenant id or domain [env {environment.TENANT}]."),
-        click.option("--client-id", help=f"Public client app id [env {environment.CLIENT_ID}]."),
-        click.option(
-            "--auth",
-            type=click.Choice(["auto", "browser", "device-code", "client-secret", "certificate"]),
-            default="auto",
-            show_default=True,
-            help="auto = browser, or device code when no browser can open.",
-        ),
-        click.option(
-            "--client-secret-file",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help=f"For --auth client-secret (or set {environment.CLIENT_SECRET}).",
-        ),
-        click.option(
-            "--client-certificate",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="For --auth certificate: PEM with the private key and the certificate "
-            f"[env {environment.CLIENT_CERTIFICATE}] (password, if any, in "
-            f"{environment.CLIENT_CERTIFICATE_PASSWORD}).",
-        ),
-        click.option(
-            "--authority",
-            help="Full authority URL (default https://login.microsoftonline.com/<tenant>).",
-        ),
-        click.option(
-            "--graph-url", default=DEFAULT_GRAPH_URL, show_default=True, help="Graph base URL."
-        ),
-        click.option(
-            "--ca-bundle",
-            type=click.Path(exists=True, dir_okay=False),
-            help="PEM CA bundle to trust for Defguard, the authority and Graph.",
-        ),
-    ]
+_ENTRA_OPTIONS: list[Decorator] = [
+    click.option("--tenant", help=f"Entra tenant id or domain [env {environment.TENANT}]."),
+    click.option("--client-id", help=f"Public client app id [env {environment.CLIENT_ID}]."),
+    click.option(
+        "--auth",
+        type=click.Choice(["auto", "browser", "device-code", "client-secret", "certificate"]),
+        default="auto",
+        show_default=True,
+        help="auto = browser, or device code when no browser can open.",
+    ),
+    click.option(
+        "--client-secret-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"For --auth client-secret (or set {environment.CLIENT_SECRET}).",
+    ),
+    click.option(
+        "--client-certificate",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="For --auth certificate: PEM with the private key and the certificate "
+        f"[env {environment.CLIENT_CERTIFICATE}] (password, if any, in "
+        f"{environment.CLIENT_CERTIFICATE_PASSWORD}).",
+    ),
+    click.option(
+        "--authority",
+        help="Full authority URL (default https://login.microsoftonline.com/<tenant>).",
+    ),
+    click.option(
+        "--graph-url", default=DEFAULT_GRAPH_URL, show_default=True, help="Graph base URL."
+    ),
+]
+
+
+ca_bundle_option = click.option(
+    "--ca-bundle",
+    type=click.Path(exists=True, dir_okay=False),
+    help="PEM CA bundle to trust for Defguard, the authority, Graph and LDAPS.",
 )
 
 
-def entra_settings(
-    *,
-    tenant: str | None,
-    client_id: str | None,
-    auth: str,
-    client_secret_file: Path | None,
-    client_certificate: Path | None,
-    authority: str | None,
-    graph_url: str,
-    ca_bundle: str | None,
-) -> EntraSettings:
-    """The sign-in settings; a missing tenant or client id is reported when one is needed."""
-    secret = None
-    if auth == "client-secret":
-        secret = read_secret(
-            what="client secret",
-            env_var=environment.CLIENT_SECRET,
-            file=client_secret_file,
-            file_option="--client-secret-file",
+def _grouped(options: list[Decorator], group: type[Any], parameter: str) -> Decorator:
+    """Add ``options`` to a command and hand their values to it as one ``group`` object."""
+    names = [f.name for f in fields(group)]
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def command(**values: Any) -> Any:
+            grouped = group(**{name: values.pop(name) for name in names})
+            return function(**values, **{parameter: grouped})
+
+        return _stack(options)(command)
+
+    return decorate
+
+
+@dataclass(frozen=True)
+class EntraOptions:
+    """The Entra sign-in options as given; ``settings`` resolves them."""
+
+    tenant: str | None
+    client_id: str | None
+    auth: str
+    client_secret_file: Path | None
+    client_certificate: Path | None
+    authority: str | None
+    graph_url: str
+
+    def settings(self, ca_bundle: str | None) -> EntraSettings:
+        """The sign-in settings; a missing tenant or client id is reported when one is needed."""
+        secret = None
+        if self.auth == "client-secret":
+            secret = read_secret(
+                what="client secret",
+                env_var=environment.CLIENT_SECRET,
+                file=self.client_secret_file,
+                file_option="--client-secret-file",
+            )
+        certificate = None
+        if self.auth == "certificate":
+            chosen = self.client_certificate or environment.get(environment.CLIENT_CERTIFICATE)
+            if chosen is None:
+                raise UsageError("--auth certificate needs --client-certificate FILE")
+            try:
+                certificate = Path(chosen).read_text("utf-8")
+            except OSError as exc:
+                raise UsageError(
+                    f"--client-certificate {chosen}: cannot read it ({exc.strerror})"
+                ) from None
+        return EntraSettings(
+            tenant=self.tenant or environment.get(environment.TENANT) or "",
+            client_id=self.client_id or environment.get(environment.CLIENT_ID) or "",
+            authority=check_service_url(self.authority, "--authority") if self.authority else None,
+            graph_url=check_service_url(self.graph_url, "--graph-url"),
+            ca_bundle=ca_bundle,
+            auth=cast(AuthMode, self.auth),
+            client_secret=secret,
+            client_certificate=certificate,
+            certificate_password=environment.get(environment.CLIENT_CERTIFICATE_PASSWORD),
         )
-    certificate = None
-    if auth == "certificate":
-        chosen = client_certificate or environment.get(environment.CLIENT_CERTIFICATE)
-        if chosen is None:
-            raise UsageError("--auth certificate needs --client-certificate FILE")
-        try:
-            certificate = Path(chosen).read_text("utf-8")
-        except OSError as exc:
-            raise UsageError(
-                f"--client-certificate {chosen}: cannot read it ({exc.strerror})"
-            ) from None
-    return EntraSettings(
-        tenant=tenant or environment.get(environment.TENANT) or "",
-        client_id=client_id or environment.get(environment.CLIENT_ID) or "",
-        authority=check_service_url(authority, "--authority") if authority else None,
-        graph_url=check_service_url(graph_url, "--graph-url"),
-        ca_bundle=ca_bundle,
-        auth=cast(AuthMode, auth),
-        client_secret=secret,
-        client_certificate=certificate,
-        certificate_password=environment.get(environment.CLIENT_CERTIFICATE_PASSWORD),
-    )
 
 
-def ad_options(*, attribute_default: str | None, match_by: bool) -> Decorator:
-    """Active Directory options: where to search, how to bind, which attribute holds the JSON."""
+entra_options = _grouped(_ENTRA_OPTIONS, EntraOptions, "entra")
+"""The Entra sign-in options shared by the admin and client jobs, as ``entra: EntraOptions``."""
+
+
+@dataclass(frozen=True)
+class AdOptions:
+    """The Active Directory options as given; ``settings`` checks and completes them."""
+
+    ldap_url: str | None
+    base_dn: str | None
+    ad_attribute: str | None
+    bind_dn: str | None
+    bind_password_file: Path | None
+
+    def bind_password(self) -> str | None:
+        """The simple-bind password; None for a Kerberos bind (no --bind-dn)."""
+        return bind_password(self.bind_dn, self.bind_password_file)
+
+    def settings(self, match_by: str, ca_bundle: str | None) -> LdapSettings:
+        """The admin job's LDAP settings: all three of URL, base DN and attribute are needed."""
+        given = (
+            ("--ldap-url", self.ldap_url),
+            ("--base-dn", self.base_dn),
+            ("--ad-attribute", self.ad_attribute),
+        )
+        missing = [option for option, value in given if not value]
+        if missing or not self.ldap_url or not self.base_dn or not self.ad_attribute:
+            raise UsageError(f"--directory ad needs {', '.join(missing)}")
+        return LdapSettings(
+            url=check_ldap_url(self.ldap_url),
+            base_dn=self.base_dn,
+            attribute=self.ad_attribute,
+            bind_dn=self.bind_dn,
+            password=self.bind_password(),
+            match_by=cast(MatchBy, match_by),
+            ca_bundle=ca_bundle,
+        )
+
+
+def ad_options(*, attribute_default: str | None) -> Decorator:
+    """Active Directory options (where to search, how to bind, which attribute holds the JSON),
+    handed to the command as ``ad: AdOptions``."""
     options: list[Decorator] = [
         click.option("--ldap-url", help="ldaps://dc.corp.example (ldap:// only on loopback)."),
         click.option("--base-dn", help="Where users are searched, e.g. DC=corp,DC=example."),
@@ -146,17 +205,16 @@ def ad_options(*, attribute_default: str | None, match_by: bool) -> Decorator:
             help=f"File holding the bind password (or set {environment.BIND_PASSWORD}).",
         ),
     ]
-    if match_by:
-        options.append(
-            click.option(
-                "--match-by",
-                type=click.Choice(["samaccountname", "mail"]),
-                default="samaccountname",
-                show_default=True,
-                help="AD users match Defguard users by sAMAccountName = username, or by mail.",
-            )
-        )
-    return _stack(options)
+    return _grouped(options, AdOptions, "ad")
+
+
+match_by_option = click.option(
+    "--match-by",
+    type=click.Choice(["samaccountname", "mail"]),
+    default="samaccountname",
+    show_default=True,
+    help="AD users match Defguard users by sAMAccountName = username, or by mail.",
+)
 
 
 def bind_password(bind_dn: str | None, bind_password_file: Path | None) -> str | None:
@@ -170,39 +228,3 @@ def bind_password(bind_dn: str | None, bind_password_file: Path | None) -> str |
         file_option="--bind-password-file",
         prompt=terminal_prompt(),
     )
-
-
-def ad_settings(
-    *,
-    ldap_url: str | None,
-    base_dn: str | None,
-    ad_attribute: str | None,
-    bind_dn: str | None,
-    bind_password_file: Path | None,
-    match_by: str,
-    ca_bundle: str | None,
-) -> LdapSettings:
-    """The admin job's LDAP settings: all three of URL, base DN and attribute are needed."""
-    missing = [
-        option
-        for option, value in (
-            ("--ldap-url", ldap_url),
-            ("--base-dn", base_dn),
-            ("--ad-attribute", ad_attribute),
-        )
-        if not value
-    ]
-    if missing or ldap_url is None or base_dn is None or ad_attribute is None:
-        raise UsageError(f"--directory ad needs {', '.join(missing)}")
-    return LdapSettings(
-        url=check_ldap_url(ldap_url),
-        base_dn=base_dn,
-        attribute=ad_attribute,
-        bind_dn=bind_dn,
-        password=bind_password(bind_dn, bind_password_file),
-        match_by=cast(MatchBy, match_by),
-        ca_bundle=ca_bundle,
-    )
-
-
-SourceChoice = Literal["auto", "entra", "ad"]
