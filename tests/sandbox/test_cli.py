@@ -1,4 +1,8 @@
-"""``dgprov sandbox`` as an administrator runs it: a subprocess printing one JSON line."""
+"""``python -m dgprov_sandbox`` as an administrator runs it: a subprocess printing one JSON line.
+
+The sandbox's own entry point (``dgprov-sandbox`` and ``dgprov sandbox`` run the same command);
+only ``test_dgprov_version`` starts the product.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,16 @@ from pathlib import Path
 
 import httpx
 
-from ..conftest import example_tenant, public_client, running_sandbox
+from ..conftest import example_tenant, public_client
+from .conftest import sandbox_process
 
+SANDBOX = [sys.executable, "-m", "dgprov_sandbox"]
 DGPROV = [sys.executable, "-m", "dgprov"]
 READY_TIMEOUT = 20.0
 
 
 def test_users_1_6_group_by_name_works() -> None:
-    with running_sandbox("--users", "20", "--defguard-version", "1.6") as info:
+    with sandbox_process("--users", "20", "--defguard-version", "1.6") as info:
         assert {"defguard_url", "proxy_url", "api_token", "defguard_version", "group_name"} <= set(
             info
         )
@@ -30,7 +36,7 @@ def test_users_1_6_group_by_name_works() -> None:
 
 
 def test_users_2_0_refuses_group_names() -> None:
-    with running_sandbox("--users", "20") as info:
+    with sandbox_process("--users", "20") as info:
         assert info["defguard_version"] == "2.0"
         headers = {"Authorization": f"Bearer {info['api_token']}"}
         response = httpx.get(
@@ -41,7 +47,7 @@ def test_users_2_0_refuses_group_names() -> None:
 
 
 def test_tokens_issued_by_a_synthetic_tenant_work_end_to_end() -> None:
-    with running_sandbox("--users", "3", "--seed", "5") as info:
+    with sandbox_process("--users", "3", "--seed", "5") as info:
         core = httpx.Client(
             base_url=info["defguard_url"], headers={"Authorization": f"Bearer {info['api_token']}"}
         )
@@ -57,13 +63,13 @@ def test_tokens_issued_by_a_synthetic_tenant_work_end_to_end() -> None:
 def test_tenant_file(tmp_path: Path) -> None:
     tenant = tmp_path / "tenant.json"
     tenant.write_text(json.dumps(example_tenant()), "utf-8")
-    with running_sandbox("--tenant", str(tenant)) as info:
+    with sandbox_process("--tenant", str(tenant)) as info:
         assert "group_name" not in info
         assert info["api_token"] == example_tenant()["api_tokens"][0]["token"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*DGPROV, *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([*SANDBOX, *args], capture_output=True, text=True, timeout=60)
 
 
 def test_invalid_tenant_is_rejected_naming_the_field(tmp_path: Path) -> None:
@@ -71,32 +77,38 @@ def test_invalid_tenant_is_rejected_naming_the_field(tmp_path: Path) -> None:
     document["users"][2]["active"] = "yes"
     tenant = tmp_path / "tenant.json"
     tenant.write_text(json.dumps(document), "utf-8")
-    result = run("sandbox", "--tenant", str(tenant))
+    result = run("--tenant", str(tenant))
     assert result.returncode != 0 and result.stdout == ""
     assert "$.users[2].active" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_usage_errors() -> None:
-    conflict = run("sandbox", "--users", "3", "--tenant", "x.json")
+    conflict = run("--users", "3", "--tenant", "x.json")
     assert conflict.returncode == 2 and "--tenant and --users conflict" in conflict.stderr
-    public = run("sandbox", "--host", "0.0.0.0")
+    public = run("--host", "0.0.0.0")
     assert public.returncode == 2 and "not a loopback address" in public.stderr
-    rates = run("sandbox", "--error-rate", "0.7", "--drop-rate", "0.5")
+    rates = run("--error-rate", "0.7", "--drop-rate", "0.5")
     assert rates.returncode == 2 and "exceed 1" in rates.stderr
 
 
 def test_port_in_use() -> None:
-    with running_sandbox("--users", "1") as info:
+    with sandbox_process("--users", "1") as info:
         port = info["defguard_url"].rsplit(":", 1)[1]
-        result = run("sandbox", "--users", "1", "--port", port)
+        result = run("--users", "1", "--port", port)
         assert result.returncode == 1
         assert f"127.0.0.1:{port}" in result.stderr and "0 for a free one" in result.stderr
 
 
-def test_version_and_help() -> None:
-    assert run("--version").stdout.startswith("dgprov, version ")
-    help_text = run("sandbox", "--help").stdout
+def test_dgprov_version() -> None:
+    """About the product, not the sandbox: kept here until it has a home in tests/product."""
+    result = subprocess.run([*DGPROV, "--version"], capture_output=True, text=True, timeout=60)
+    assert result.stdout.startswith("dgprov, version ")
+
+
+def test_help() -> None:
+    help_text = run("--help").stdout
+    assert help_text.startswith("Usage: python -m dgprov_sandbox [OPTIONS]")
     for option in (
         "--tenant",
         "--users",
@@ -109,7 +121,7 @@ def test_version_and_help() -> None:
 
 
 def test_entra_keys_in_the_ready_line() -> None:
-    with running_sandbox("--users", "4", "--seed", "9", "--auto-approve-as", "admin") as info:
+    with sandbox_process("--users", "4", "--seed", "9", "--auto-approve-as", "admin") as info:
         for key in (
             "authority_url",
             "graph_url",
@@ -130,10 +142,10 @@ def test_entra_keys_in_the_ready_line() -> None:
         app = public_client(info)
         result = app.acquire_token_by_device_flow(app.initiate_device_flow(scopes=["User.Read"]))
         assert result["id_token_claims"]["preferred_username"] == info["admin_upn"]
-    with running_sandbox("--users", "4", "--seed", "9") as again:
+    with sandbox_process("--users", "4", "--seed", "9") as again:
         assert again["tenant_id"] == info["tenant_id"] and again["user_upns"] == info["user_upns"]
 
 
 def test_unknown_auto_approve_user() -> None:
-    result = run("sandbox", "--users", "2", "--auto-approve-as", "nobody@example.com")
+    result = run("--users", "2", "--auto-approve-as", "nobody@example.com")
     assert result.returncode == 1 and "no Entra user with that UPN" in result.stderr

@@ -11,7 +11,8 @@ import pytest
 from dgprov_sandbox.tenant import synthetic_tenant
 from dgprov_sandbox.throttle import Throttle, format_retry_after, request_cost
 
-from ..conftest import StartSandbox, graph_client, public_client, running_sandbox, sign_in, trust
+from ..conftest import StartSandbox, graph_client, public_client, sign_in, trust
+from .conftest import sandbox_process
 
 CSA_TYPE = "#Microsoft.DirectoryServices.CustomSecurityAttributeValue"
 
@@ -134,7 +135,7 @@ WRITE_RATE = 30 / 0.15  # 3,000 * 0.01 writes per 150 s * 0.001
 def test_write_storm_is_held_to_the_scaled_rate() -> None:
     """300 PATCHes against --quota-scale 0.01 --time-scale 0.001: 30 writes per 0.15 s."""
     storm = ["--users", "10", "--throttle", "documented", "--quota-scale", "0.01"]
-    with running_sandbox(*storm, "--time-scale", "0.001", "--auto-approve-as", "admin") as info:
+    with sandbox_process(*storm, "--time-scale", "0.001", "--auto-approve-as", "admin") as info:
         app = public_client(info)
         token = app.acquire_token_by_device_flow(
             app.initiate_device_flow(

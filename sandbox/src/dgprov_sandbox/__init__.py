@@ -1,4 +1,4 @@
-"""Local emulators of Defguard core, its enrollment proxy and (later) Microsoft Graph/Entra.
+"""Local emulators of Defguard core, its enrollment proxy, Entra ID sign-in and Microsoft Graph.
 
 Nothing in this package imports product code, and product code never imports it except the
 ``sandbox`` and ``demo`` commands that start it: tests that pass against an emulator sharing

@@ -21,7 +21,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from .entra_state import EntraState, EntraUser, OAuthError
+from .entra_directory import EntraUser, OAuthError
+from .entra_state import EntraState
 from .http_common import RequestCounter
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"

@@ -17,19 +17,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .defguard_state import (
+from .clock import naive_iso
+from .defguard_model import (
     COMPONENT_VERSION,
     CoreError,
-    DefguardState,
     Device,
     EnrollmentToken,
     Group,
     Session,
     StartRequest,
     User,
-    naive_iso,
     sha256_hex,
 )
+from .defguard_state import DefguardState
 from .http_common import (
     BodyReader,
     ExtraHeaders,

@@ -22,17 +22,17 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from .defguard_state import (
+from .clock import unix_seconds
+from .defguard_model import (
     COMPONENT_VERSION,
     MFA_MODE_CODES,
     PROXY_VERSION,
     SERVICE_LOCATION_DISABLED,
-    DefguardState,
     Device,
     EnrollmentToken,
     ProxyError,
-    unix_seconds,
 )
+from .defguard_state import DefguardState
 from .http_common import (
     BodyReader,
     ExtraHeaders,

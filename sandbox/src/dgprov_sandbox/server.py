@@ -27,8 +27,10 @@ import uvicorn
 from starlette.responses import Response
 
 from .authority_app import build_authority_app
+from .clock import SandboxClock
 from .core_app import build_core_app
-from .defguard_state import DefguardState, SandboxClock, ServerLine
+from .defguard_model import ServerLine
+from .defguard_state import DefguardState
 from .entra_state import EntraState
 from .graph_app import GraphService, build_graph_app
 from .http_common import ASGIApp, FaultInjector, FaultSettings, RateLimiter

@@ -1,0 +1,177 @@
+"""The directory of the emulated Entra ID tenant: users, groups, applications and roles.
+
+The lowest of the layers that ``EntraState`` stacks (directory, then token minting, then the
+OAuth grants). It holds the objects seeded from the tenant file (users with their directory roles
+and custom security attributes, groups, app registrations with their consented permissions,
+attribute sets and definitions) and answers lookups and consent checks. It knows nothing about
+HTTP; ``OAuthError`` is rendered by ``authority_app`` in Entra's JSON shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+
+GRAPH_AUDIENCE = "https://graph.microsoft.com"
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+RESERVED_SCOPES = {"openid", "profile", "offline_access", "email"}
+
+ROLE_ATTRIBUTE_ASSIGNMENT_ADMIN = "Attribute Assignment Administrator"
+ROLE_ATTRIBUTE_ASSIGNMENT_READER = "Attribute Assignment Reader"
+ROLE_ATTRIBUTE_DEFINITION_ADMIN = "Attribute Definition Administrator"
+ROLE_ATTRIBUTE_DEFINITION_READER = "Attribute Definition Reader"
+ROLE_USER_ADMIN = "User Administrator"
+
+
+class OAuthError(Exception):
+    """An error of the token or device-code endpoint, in Entra's JSON shape."""
+
+    def __init__(self, error: str, description: str, code: int, status: int = 400) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = f"AADSTS{code}: {description}"
+        self.code = code
+        self.status = status
+
+
+@dataclass
+class EntraUser:
+    object_id: str
+    user_principal_name: str
+    display_name: str
+    given_name: str
+    surname: str
+    mail: str | None
+    other_mails: list[str]
+    proxy_addresses: list[str]
+    account_enabled: bool
+    mobile_phone: str | None
+    directory_roles: set[str]
+    # attribute set id (as defined) -> attribute name -> value
+    custom_security_attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class EntraGroup:
+    object_id: str
+    display_name: str
+    member_ids: list[str]
+
+
+@dataclass
+class Application:
+    client_id: str
+    display_name: str
+    public_client: bool
+    redirect_uris: list[str]
+    client_secret: str | None
+    delegated_permissions: set[str]
+    application_permissions: set[str]
+    service_principal_id: str
+    certificates: list[x509.Certificate] = field(default_factory=list)
+
+
+@dataclass
+class AttributeDefinition:
+    attribute_set: str
+    name: str
+    type: str
+    is_collection: bool
+    status: str
+    description: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.attribute_set}_{self.name}"
+
+
+@dataclass
+class AttributeSet:
+    id: str
+    description: str
+    max_attributes_per_set: int
+
+
+def graph_scope(scope: str) -> str | None:
+    """The Graph permission a requested scope names, or None for another resource."""
+    for prefix in (f"{GRAPH_AUDIENCE}/", f"{GRAPH_APP_ID}/"):
+        if scope.lower().startswith(prefix.lower()):
+            return scope[len(prefix) :]
+    return None if "/" in scope or scope.startswith("api:") else scope
+
+
+class EntraDirectory:
+    """Lookups of directory objects and the consent each application holds.
+
+    The fields below are seeded by ``EntraState.__init__`` from the tenant; each field is
+    declared on the lowest layer that reads it.
+    """
+
+    tenant_id: str
+    domain: str
+    users: dict[str, EntraUser]
+    groups: dict[str, EntraGroup]
+    applications: dict[str, Application]
+    attribute_sets: dict[str, AttributeSet]
+    definitions: dict[tuple[str, str], AttributeDefinition]
+
+    # ------------------------------------------------------------------------------- directory
+
+    def find_user(self, key: str) -> EntraUser | None:
+        """A user by object id or UPN (case-insensitive), as ``/users/{id | userPrincipalName}``."""
+        lowered = key.lower()
+        if lowered in self.users:
+            return self.users[lowered]
+        return next(
+            (u for u in self.users.values() if u.user_principal_name.lower() == lowered), None
+        )
+
+    def admin_user(self) -> EntraUser | None:
+        """The sample admin: the first user holding User Administrator and Attribute Assignment
+        Administrator."""
+        wanted = {ROLE_USER_ADMIN, ROLE_ATTRIBUTE_ASSIGNMENT_ADMIN}
+        return next((u for u in self.users.values() if wanted <= u.directory_roles), None)
+
+    # ------------------------------------------------------------------------------------ scopes
+
+    def application(self, client_id: str) -> Application:
+        app = self.applications.get(client_id.lower())
+        if app is None:
+            raise OAuthError(
+                "unauthorized_client",
+                f"Application with identifier '{client_id}' was not found in the directory "
+                f"'{self.domain}'.",
+                700016,
+            )
+        return app
+
+    def delegated_scopes(self, app: Application, scope_text: str) -> list[str]:
+        """Validate requested scopes; return the Graph permissions granted, reserved ones kept."""
+        granted: list[str] = []
+        for scope in scope_text.split():
+            if scope in RESERVED_SCOPES:
+                granted.append(scope)
+                continue
+            permission = graph_scope(scope)
+            if permission is None:
+                raise OAuthError(
+                    "invalid_scope",
+                    f"The provided value for scope {scope} is not valid; the sandbox serves only "
+                    "Microsoft Graph.",
+                    70011,
+                )
+            if permission == ".default":
+                granted.extend(sorted(app.delegated_permissions))
+                continue
+            if permission not in app.delegated_permissions:
+                raise OAuthError(
+                    "invalid_grant",
+                    f"The user or administrator has not consented to use the application with "
+                    f"ID '{app.client_id}' named '{app.display_name}'. Send an interactive "
+                    f"authorization request for this user and resource. Missing: {permission}.",
+                    65001,
+                )
+            granted.append(permission)
+        return list(dict.fromkeys(granted))

@@ -1,0 +1,75 @@
+"""The HTTP face of the enrollment proxy emulator (``proxy_app``): cookie, shapes, info.
+
+Over real HTTP on both server lines (reference §6): the sealed ``defguard_proxy`` cookie, response
+keys in proto order, body rejections and the proxy's own endpoints.
+"""
+
+from __future__ import annotations
+
+from ..conftest import Running, StartSandbox, example_tenant
+from .conftest import new_pubkey, start_session
+
+
+def test_start_sets_cookie_and_describes_the_user(sandbox: Running, line: str) -> None:
+    token = sandbox.issue("jdoe")
+    response = start_session(sandbox, token)
+    assert response.status_code == 200
+    assert response.headers["set-cookie"].startswith("defguard_proxy=")
+    assert token not in response.headers["set-cookie"]
+    body = response.json()
+    assert list(body) == [
+        "admin",
+        "user",
+        "deadline_timestamp",
+        "final_page_content",
+        "instance",
+        "settings",
+    ]
+    assert body["user"]["login"] == "jdoe" and body["user"]["enrolled"] is False
+    assert body["admin"] == {
+        "name": "Ada Admin",
+        "phone_number": "+48123456789",
+        "email": "admin@contoso.example",
+    }
+    assert body["instance"]["proxy_url"] == sandbox.info["proxy_url"] + "/"
+    assert body["instance"]["username"] == "jdoe"
+    assert body["settings"]["mfa_required"] is True  # the Lab location uses internal MFA
+    (stored,) = sandbox.tokens("jdoe")
+    assert stored["used_at"] is not None
+    headers = response.headers
+    assert headers["x-powered-by"] == "Defguard" and headers["defguard-core-connected"] == "true"
+
+
+def test_forged_cookie_is_refused(sandbox: Running) -> None:
+    sandbox.proxy.cookies.set("defguard_proxy", "not-a-sealed-value")
+    response = sandbox.proxy.post(
+        "/api/v1/enrollment/create_device", json={"name": "x", "pubkey": new_pubkey()}
+    )
+    assert (response.status_code, response.json()) == (401, {"error": "Session expired"})
+
+
+def test_create_device_body_must_be_complete(sandbox: Running) -> None:
+    start_session(sandbox, sandbox.issue("jdoe"))
+    response = sandbox.proxy.post("/api/v1/enrollment/create_device", json={"name": "x"})
+    assert response.status_code == 422
+    assert response.text == (
+        "Failed to deserialize the JSON body into the target type: missing field `pubkey`"
+    )
+
+
+def test_poll_without_licence(start_sandbox: StartSandbox) -> None:
+    tenant = example_tenant()
+    tenant["license"] = None
+    sandbox = start_sandbox(tenant, "2.0")
+    response = sandbox.proxy.post("/api/v1/poll", json={"token": "x" * 32})
+    assert (response.status_code, response.json()) == (
+        402,
+        {"error": "Enterprise features are not enabled"},
+    )
+
+
+def test_proxy_info_and_health(sandbox: Running, line: str) -> None:
+    assert sandbox.proxy.get("/api/v1/info").json() == {
+        "version": {"1.6": "1.6.2", "2.0": "2.0.1"}[line]
+    }
+    assert sandbox.proxy.get("/api/v1/health").text == "alive"
