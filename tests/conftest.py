@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import selectors
-import signal
 import ssl
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -205,31 +199,6 @@ def make_certificate(common_name: str = "dgprov tests") -> tuple[str, str]:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
     return key_pem, certificate.public_bytes(serialization.Encoding.PEM).decode()
-
-
-SANDBOX_READY_SECONDS = 20.0
-
-
-@contextmanager
-def running_sandbox(*args: str) -> Iterator[dict[str, Any]]:
-    """``dgprov sandbox`` in its own process: yields the ready line, then stops it (SIGINT)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dgprov", "sandbox", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert process.stdout is not None
-        selector = selectors.DefaultSelector()
-        selector.register(process.stdout, selectors.EVENT_READ)
-        assert selector.select(SANDBOX_READY_SECONDS), "the sandbox printed nothing"
-        yield json.loads(process.stdout.readline())
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=20)
-    assert process.returncode == 0
 
 
 def confidential_client(info: dict[str, Any], credential: Any) -> Any:

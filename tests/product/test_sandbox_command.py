@@ -1,4 +1,5 @@
-"""``dgprov sandbox`` and ``dgprov demo`` with and without the dgprov-sandbox package."""
+"""The ``dgprov`` entry point itself, and ``dgprov sandbox`` / ``dgprov demo`` with and without
+the dgprov-sandbox package."""
 
 from __future__ import annotations
 
@@ -71,3 +72,10 @@ def test_with_the_package_dgprov_sandbox_hands_over_its_options() -> None:
     )
     assert refused.returncode == 2 and "conflict" in refused.stderr
     assert json.dumps("api_token") not in refused.stdout  # it never got as far as starting
+
+
+def test_version() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "dgprov", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and result.stdout.startswith("dgprov, version ")

@@ -26,7 +26,6 @@ import pytest
 from dgprov_sandbox.tenant import synthetic_tenant
 
 from ..conftest import (
-    SANDBOX_READY_SECONDS,
     Running,
     StartSandbox,
     example_tenant,
@@ -34,6 +33,8 @@ from ..conftest import (
     sign_in,
     trust,
 )
+
+SANDBOX_READY_SECONDS = 20.0
 
 # ------------------------------------------------------------------ Defguard core and proxy
 

@@ -17,7 +17,6 @@ from ..conftest import example_tenant, public_client
 from .conftest import sandbox_process
 
 SANDBOX = [sys.executable, "-m", "dgprov_sandbox"]
-DGPROV = [sys.executable, "-m", "dgprov"]
 READY_TIMEOUT = 20.0
 
 
@@ -98,12 +97,6 @@ def test_port_in_use() -> None:
         result = run("--users", "1", "--port", port)
         assert result.returncode == 1
         assert f"127.0.0.1:{port}" in result.stderr and "0 for a free one" in result.stderr
-
-
-def test_dgprov_version() -> None:
-    """About the product, not the sandbox: kept here until it has a home in tests/product."""
-    result = subprocess.run([*DGPROV, "--version"], capture_output=True, text=True, timeout=60)
-    assert result.stdout.startswith("dgprov, version ")
 
 
 def test_help() -> None:
