@@ -23,6 +23,9 @@ class DirectoryUser:
     id: str  # Entra object id, or AD distinguished name
     upn: str | None
     mail: str | None
+    # False only when the directory says so (Entra ``accountEnabled: false``, AD's ACCOUNTDISABLE
+    # bit): a token stored on a disabled account is a credential nobody should be holding.
+    enabled: bool = True
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,16 @@ dgprov validates ``--enrollment-token-expiration-time`` locally so that a typo f
 token is issued, and passes the text through unchanged so the server computes the same lifetime.
 The grammar: spans of ``<number><unit>`` concatenated with or without spaces; fractions only
 where they convert exactly (``1.5h``); the bare string ``0``; units are case-sensitive.
+
+Beyond the grammar dgprov accepts lifetimes from one minute to ten years only. Shorter ones
+(``0``, ``0s``, ``1ns``) give tokens that have expired before anyone can use them, yet replace
+the user's working token. Defguard itself accepts up to 2^64 seconds, adds the lifetime to the
+current time with chrono and panics beyond about 262,000 years, and a panic aborts a release
+build of core entirely (core 2.0.1, ``db/models/enrollment.rs``): one typo would stop the VPN's
+control plane. Ten years is far below that and far above any real use (Defguard's default is
+24 hours; an enrollment token is a bootstrap credential meant to be used within days, and one
+stored in a directory is readable there until it is used), so a longer lifetime is taken for
+what it almost certainly is, a typo such as ``1000y`` or ``87600d``.
 """
 
 from __future__ import annotations
@@ -34,6 +44,10 @@ _SPAN = re.compile(
     r"\s*(?P<int>\d[\d\s]*?)(?:\.(?P<frac>[\d\s]*\d[\d\s]*?))?\s*(?P<unit>[A-Za-zµ]+)"
 )
 _NANOS_PER_SECOND = 1_000_000_000
+MIN_LIFETIME_SECONDS = 60
+MAX_LIFETIME_SECONDS = 10 * 31_557_600  # humantime's year is 365.25 days
+MAX_LIFETIME_TEXT = "10 years"
+_OPTION = "--enrollment-token-expiration-time"
 
 
 def _span_nanos(integer: int, fraction: str | None, unit: str) -> int:
@@ -53,16 +67,38 @@ def _span_nanos(integer: int, fraction: str | None, unit: str) -> int:
     return total
 
 
+def duration_seconds(text: str) -> int:
+    """Seconds Defguard would compute for ``text``; ``UsageError`` if its grammar refuses it."""
+    return _nanos(text) // _NANOS_PER_SECOND
+
+
 def parse_lifetime(text: str) -> int:
-    """Seconds Defguard would give a token for ``text``; ``UsageError`` if it would refuse it."""
+    """Seconds of token lifetime for ``text``: Defguard's grammar, within dgprov's bounds."""
+    nanos = _nanos(text)
+    if nanos < MIN_LIFETIME_SECONDS * _NANOS_PER_SECOND:
+        what = "zero" if nanos == 0 else "shorter than a minute"
+        raise UsageError(
+            f"{_OPTION} {text!r} is {what}: the tokens would expire before anyone could use "
+            "them, and each would still replace the user's current one; give at least 1m, "
+            "e.g. 24h, 1d or 2w"
+        )
+    if nanos > MAX_LIFETIME_SECONDS * _NANOS_PER_SECOND:
+        raise UsageError(
+            f"{_OPTION} {text!r} is longer than {MAX_LIFETIME_TEXT}, the longest lifetime dgprov "
+            "issues (enrollment tokens are meant to be used within days, and far longer "
+            "lifetimes crash Defguard); give e.g. 24h, 2w or 1y"
+        )
+    return nanos // _NANOS_PER_SECOND
+
+
+def _nanos(text: str) -> int:
     try:
-        nanos = _parse_nanos(text)
+        return _parse_nanos(text)
     except ValueError as exc:
         raise UsageError(
-            f"--enrollment-token-expiration-time {text!r} is not a duration Defguard accepts "
+            f"{_OPTION} {text!r} is not a duration Defguard accepts "
             f"({exc}); use a number with a unit, e.g. 24h, 1d, 2w or 1h 30m"
         ) from None
-    return nanos // _NANOS_PER_SECOND
 
 
 def _parse_nanos(text: str) -> int:

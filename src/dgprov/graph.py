@@ -28,7 +28,7 @@ SERVICE = "Microsoft Graph"
 BATCH_SIZE = 20
 FILTER_VALUES = 15
 LOOKUP_SLICE = BATCH_SIZE * 8  # filter requests in flight per slice
-SELECT = "id,userPrincipalName,mail,otherMails"
+SELECT = "id,userPrincipalName,mail,otherMails,accountEnabled"
 CSA_TYPE = "#Microsoft.DirectoryServices.CustomSecurityAttributeValue"
 RETRYABLE_ITEM_STATUSES = frozenset({429, 500, 502, 503, 504})
 ITEM_ERROR_ATTEMPTS = 8  # for 5xx items; throttled items wait as long as Graph asks
@@ -240,7 +240,10 @@ class GraphClient:
             for answer in (await self._batch(items)).values():
                 for value in await self._all_values(answer):
                     user = DirectoryUser(
-                        value["id"], value.get("userPrincipalName"), value.get("mail")
+                        value["id"],
+                        value.get("userPrincipalName"),
+                        value.get("mail"),
+                        enabled=value.get("accountEnabled") is not False,
                     )
                     for address in key(value):
                         if address.lower() in wanted:

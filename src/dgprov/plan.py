@@ -63,6 +63,18 @@ def _decide_match(key: str, matches: Matches) -> tuple[DirectoryUser | None, str
     return None, ""
 
 
+ALREADY_PROVISIONED = "already provisioned"
+
+
+def already_provisioned(note: str) -> str:
+    """The reason of a member an earlier run provisioned; ``note`` says which run.
+
+    A resumed run's report keeps these rows, and ``report.provisioned_in`` reads the note back,
+    so a chain of resumed runs remembers every member provisioned anywhere along it.
+    """
+    return f"{ALREADY_PROVISIONED} ({note})"
+
+
 def plan(
     members: Sequence[str],
     users: Mapping[str, DefguardUser],
@@ -71,11 +83,13 @@ def plan(
     enrolled_policy: EnrolledPolicy,
     already_done: Mapping[str, str] | None = None,
     directory_name: str = "Entra ID",
+    include_disabled: bool = False,
 ) -> list[PlannedMember]:
     """One entry per group member, in group order, each with an action and (if final) outcome.
 
     Tokens are planned only for members whose directory object was found, so nobody's valid
-    token is destroyed for a user the run could not store a new one for.
+    token is destroyed for a user the run could not store a new one for; and only for members
+    who are the sole match of their object, so nobody enrolls as another Defguard user.
     """
     done = already_done or {}
     planned: list[PlannedMember] = []
@@ -85,7 +99,7 @@ def plan(
         entry = PlannedMember(username, email, Action.NONE)
         planned.append(entry)
         if username in done:
-            entry.outcome, entry.reason = Outcome.SKIPPED, f"already provisioned ({done[username]})"
+            entry.outcome, entry.reason = Outcome.SKIPPED, already_provisioned(done[username])
             continue
         if user is None:
             entry.outcome, entry.reason = (
@@ -110,6 +124,13 @@ def plan(
             what = "e-mail address" if matches.key == "email" else "account name"
             entry.reason = f"no {directory_name} user with this {what}; no token issued"
             continue
+        if not directory_user.enabled and not include_disabled:
+            entry.outcome, entry.reason = (
+                Outcome.SKIPPED,
+                f"the {directory_name} account is disabled; no token issued (pass "
+                "--include-disabled-directory-users to provision disabled accounts too)",
+            )
+            continue
         if user.enrolled:
             if enrolled_policy is EnrolledPolicy.SKIP:
                 entry.outcome, entry.reason = (
@@ -121,7 +142,38 @@ def plan(
             entry.reason = "already enrolled: desktop token, server default lifetime"
         else:
             entry.action = Action.START_ENROLLMENT
+    _refuse_shared_objects(planned, directory_name)
     return planned
+
+
+def _refuse_shared_objects(planned: Sequence[PlannedMember], directory_name: str) -> None:
+    """Fail every member whose directory object is also another member's match.
+
+    Only one token fits on an object, so the second member's token would replace the first's
+    and the person who owns the object would enroll as whichever member was written last.
+    This happens when two Defguard accounts differ only in the case of their e-mail address or
+    of their username (AD compares ``sAMAccountName`` ignoring case), or when one member's
+    address is another's alias. Members skipped for other reasons count too: their object
+    still belongs to one person, and the mapping is wrong whatever this run does.
+    """
+    sharing: dict[str, tuple[str, list[PlannedMember]]] = {}
+    for entry in planned:
+        if entry.directory_user is not None:
+            object_id = entry.directory_user.id
+            sharing.setdefault(object_id.lower(), (object_id, []))[1].append(entry)
+    for object_id, entries in sharing.values():
+        if len(entries) < 2:
+            continue
+        names = [entry.username for entry in entries]
+        listed = ", ".join(names[:-1]) + " and " + names[-1]
+        for entry in entries:
+            entry.action, entry.outcome = Action.NONE, Outcome.FAILED
+            entry.reason = (
+                f"Defguard members {listed} map to the same {directory_name} object "
+                f"{object_id}, which can hold one member's token: no token issued for them; "
+                "remove the duplicate Defguard account or correct its e-mail address or "
+                "username so each member maps to their own object"
+            )
 
 
 def summary(planned: Iterable[PlannedMember]) -> dict[str, int]:

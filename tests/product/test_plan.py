@@ -7,6 +7,7 @@ from dgprov.directory import DirectoryUser, Matches, unmatched
 from dgprov.plan import Action, EnrolledPolicy, Outcome, plan, summary
 
 ALICE = DirectoryUser("id-alice", "alice@corp.example", "alice@corp.example")
+ERIN = DirectoryUser("id-erin", "erin@corp.example", "erin@corp.example")
 ALIAS = DirectoryUser("id-alias", "alias@corp.example", None)
 TWIN_A = DirectoryUser("id-a", "a@corp.example", "twin@corp.example")
 TWIN_B = DirectoryUser("id-b", "b@corp.example", "twin@corp.example")
@@ -43,10 +44,16 @@ def test_actions_per_member() -> None:
         user("bob", "bob@corp.example", active=False),
         user("carol", None),
         user("dave", "dave@corp.example"),
-        user("erin", "alice@corp.example", enrolled=True),
+        user("erin", "erin@corp.example", enrolled=True),
         user("twin", "twin@corp.example"),
     ]
-    matches = entra({"alice@corp.example": [ALICE], "twin@corp.example": [TWIN_A, TWIN_B]})
+    matches = entra(
+        {
+            "alice@corp.example": [ALICE],
+            "erin@corp.example": [ERIN],
+            "twin@corp.example": [TWIN_A, TWIN_B],
+        }
+    )
     decided = decide(members, matches)
     assert decided["alice"] == (Action.START_ENROLLMENT, None, "")
     assert decided["bob"][1:] == (Outcome.SKIPPED, "disabled in Defguard")
@@ -117,3 +124,122 @@ def test_matching_by_account_name_needs_no_email() -> None:
     )
     assert planned[0].directory_user == ALICE and planned[0].action is Action.START_ENROLLMENT
     assert planned[1].outcome is Outcome.SKIPPED and "account name" in planned[1].reason
+
+
+# --------------------------------------------------------------- one directory object, one member
+
+
+def shared_object_reason(names: str, object_id: str, directory: str = "Entra ID") -> str:
+    return (
+        f"Defguard members {names} map to the same {directory} object {object_id}, which can "
+        "hold one member's token: no token issued for them; remove the duplicate Defguard "
+        "account or correct its e-mail address or username so each member maps to their own "
+        "object"
+    )
+
+
+def test_addresses_differing_only_in_case_fail_both_members() -> None:
+    """Entra matches case-insensitively: both would be written to alice's object, the second
+    token replacing the first, and alice would enroll as whichever member was written last."""
+    members = [user("alice", "alice@corp.example"), user("Alice2", "ALICE@corp.example")]
+    decided = decide(members, entra({"alice@corp.example": [ALICE]}))
+    reason = shared_object_reason("alice and Alice2", "id-alice")
+    assert decided == {
+        "alice": (Action.NONE, Outcome.FAILED, reason),
+        "Alice2": (Action.NONE, Outcome.FAILED, reason),
+    }
+
+
+def test_account_names_differing_only_in_case_fail_both_members() -> None:
+    """AD's sAMAccountName ignores case, so Defguard's JDoe2 and jdoe2 are one AD account."""
+    dn = "CN=John Doe,OU=Staff,DC=corp,DC=example"
+    account = DirectoryUser(dn, "jdoe2@corp.example", None)
+    matches = Matches([("sAMAccountName", {"jdoe2": [account]})], key="username")
+    planned = plan(
+        ["JDoe2", "jdoe2", "other"],
+        {n: user(n, None) for n in ("JDoe2", "jdoe2", "other")},
+        matches,
+        enrolled_policy=EnrolledPolicy.DESKTOP,
+        directory_name="Active Directory",
+    )
+    reason = shared_object_reason("JDoe2 and jdoe2", dn, "Active Directory")
+    assert [(p.username, p.action, p.outcome, p.reason) for p in planned[:2]] == [
+        ("JDoe2", Action.NONE, Outcome.FAILED, reason),
+        ("jdoe2", Action.NONE, Outcome.FAILED, reason),
+    ]
+    assert planned[0].directory_user == account  # the report names the object
+    assert planned[2].outcome is Outcome.SKIPPED  # no account: unaffected
+
+
+def test_an_alias_of_another_members_object_fails_both() -> None:
+    """One member found by mail, another by otherMails of the same object: one person, two
+    Defguard accounts; object ids compare ignoring case as Graph does."""
+    upper = DirectoryUser("ID-ALICE", "alice@corp.example", None)
+    members = [user("alice", "alice@corp.example"), user("old", "a.smith@old.example")]
+    decided = decide(
+        members,
+        entra({"alice@corp.example": [ALICE]}, other={"a.smith@old.example": [upper]}),
+    )
+    assert {d[1] for d in decided.values()} == {Outcome.FAILED}
+    assert decided["old"][2] == shared_object_reason("alice and old", "id-alice")
+
+
+def test_a_skipped_member_sharing_the_object_still_fails_the_other() -> None:
+    """An enrolled member skipped by policy still owns the object: the new member's token must
+    not land on it, and the skipped one's mapping is just as wrong."""
+    members = [
+        user("erin", "erin@corp.example", enrolled=True),
+        user("erin2", "Erin@Corp.example"),
+        user("carl", "c@corp.example"),
+        user("carl2", "C@corp.example"),
+        user("carl3", "c@CORP.example"),
+    ]
+    carl = DirectoryUser("id-carl", "c@corp.example", "c@corp.example")
+    decided = decide(
+        members,
+        entra({"erin@corp.example": [ERIN], "c@corp.example": [carl]}),
+        policy=EnrolledPolicy.SKIP,
+    )
+    assert {name: d[:2] for name, d in decided.items()} == {
+        name: (Action.NONE, Outcome.FAILED) for name in decided
+    }
+    assert decided["carl3"][2] == shared_object_reason("carl, carl2 and carl3", "id-carl")
+
+
+def test_duplicate_member_names_in_the_group_are_not_a_shared_object() -> None:
+    """A member listed twice is one member, planned once: nothing to refuse."""
+    planned = plan(
+        ["alice", "alice"],
+        {"alice": user("alice", "alice@corp.example")},
+        entra({"alice@corp.example": [ALICE]}),
+        enrolled_policy=EnrolledPolicy.DESKTOP,
+    )
+    assert [(p.username, p.action, p.outcome) for p in planned] == [
+        ("alice", Action.START_ENROLLMENT, None)
+    ]
+
+
+# ------------------------------------------------------------------- disabled directory accounts
+
+
+def test_disabled_directory_accounts_are_skipped_unless_included() -> None:
+    """A token on a disabled account is a credential its (former) holder should not get back."""
+    disabled = DirectoryUser("id-off", "off@corp.example", "off@corp.example", enabled=False)
+    members = [user("off", "off@corp.example"), user("alice", "alice@corp.example")]
+    matches = entra({"off@corp.example": [disabled], "alice@corp.example": [ALICE]})
+    decided = decide(members, matches)
+    assert decided["off"] == (
+        Action.NONE,
+        Outcome.SKIPPED,
+        "the Entra ID account is disabled; no token issued (pass "
+        "--include-disabled-directory-users to provision disabled accounts too)",
+    )
+    assert decided["alice"][:2] == (Action.START_ENROLLMENT, None)
+    included = plan(
+        ["off"],
+        {"off": members[0]},
+        matches,
+        enrolled_policy=EnrolledPolicy.DESKTOP,
+        include_disabled=True,
+    )
+    assert (included[0].action, included[0].outcome) == (Action.START_ENROLLMENT, None)
