@@ -43,10 +43,30 @@ class TargetUser:
     home: Path | None  # None: the current user's own environment decides
     owner: tuple[int, int] | None  # (uid, gid) when running for someone else
 
+    @property
+    def someone_else(self) -> bool:
+        """dgprov writes for another user (``--for-user`` or the root/SYSTEM pick), so whose
+        token it writes must be checked, and that user's profile is not trusted."""
+        return self.home is not None
+
 
 def account_name(login: str) -> str:
     """``CORP\\jdoe`` and ``jdoe@corp.example`` -> ``jdoe`` (the sAMAccountName)."""
     return login.split("\\")[-1].split("@")[0]
+
+
+def is_account_of(username: str, login: str) -> bool:
+    """Whether a signed-in UPN or mail (``jdoe@corp.example``) or an AD account name is the
+    account of the local ``login`` (``CORP\\jdoe``, ``jdoe@corp.example`` or ``jdoe``).
+
+    The account names are compared case-insensitively, as Entra and AD compare them; a login
+    spelled as the full UPN also matches that UPN exactly.
+    """
+    if not username.strip():
+        return False
+    if username.casefold() == login.casefold():
+        return True
+    return account_name(username).casefold() == account_name(login).casefold()
 
 
 def resolve_target(
@@ -114,15 +134,29 @@ def data_directory(
     return Path(xdg) / APP_IDENTIFIER if xdg else base / ".local" / "share" / APP_IDENTIFIER
 
 
-def write(path: Path, config: ProvisioningConfig, owner: tuple[int, int] | None = None) -> None:
-    """Atomically write the file (0600 on POSIX); with ``owner``, hand it and new folders over."""
-    created = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_private_file(path, to_file_json(config).encode("utf-8"))
-    if owner is not None and hasattr(os, "chown"):
-        for directory in reversed(created):
-            os.chown(directory, *owner)
-        os.chown(path, *owner)
+def write(
+    path: Path,
+    config: ProvisioningConfig,
+    owner: tuple[int, int] | None = None,
+    home: Path | None = None,
+) -> None:
+    """Atomically write the file (0600 on POSIX); with ``owner``, hand it and new folders over.
+
+    ``home``: the profile of the user the file is for, when that is someone else. Its own path
+    comes from the password database and is trusted; everything below it belongs to that user,
+    so no name there is followed (a link is refused) and ownership is handed over through open
+    descriptors only. A ``--output`` outside that profile is the operator's own choice of place.
+    """
+    below = None
+    if home is not None:
+        absolute = Path(os.path.normpath(os.path.abspath(path)))
+        trusted = Path(os.path.normpath(os.path.abspath(home)))
+        below = trusted if absolute.is_relative_to(trusted) else None
+        path = absolute
+    try:
+        write_private_file(path, to_file_json(config).encode("utf-8"), below=below, owner=owner)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write it ({exc.strerror or exc})") from None
 
 
 def read(path: Path) -> ProvisioningConfig:

@@ -9,6 +9,8 @@ where a name below says so.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 DEFGUARD_API_TOKEN = "DEFGUARD_API_TOKEN"
 TENANT = "DGPROV_TENANT"
@@ -37,3 +39,26 @@ def get(name: str) -> str | None:
     """The variable's value, stripped; None when unset or empty."""
     value = os.environ.get(name, "").strip()
     return value or None
+
+
+def _is_secret(name: str) -> bool:
+    return name.upper() in SECRET_VARIABLES  # Windows variable names are case-blind
+
+
+def child_environment() -> dict[str, str]:
+    """The environment for a process dgprov starts (``realm``, ``loginctl``, ``dsregcmd``,
+    PowerShell): dgprov's own, minus every secret dgprov reads. Those tools need none, and a
+    process started by root as part of an installer should not be handed the bind password."""
+    return {name: value for name, value in os.environ.items() if not _is_secret(name)}
+
+
+@contextmanager
+def without_secrets() -> Iterator[None]:
+    """Take the secrets out of ``os.environ`` while code that starts processes with the
+    inherited environment runs (MSAL opening a browser through ``webbrowser``), then put them
+    back; dgprov cannot hand such processes an environment of its own."""
+    saved = {name: os.environ.pop(name) for name in list(os.environ) if _is_secret(name)}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)

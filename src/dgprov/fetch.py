@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
-from .entra_auth import EntraSettings, EntraSignIn
+from .client_files import is_account_of
+from .entra_auth import AccountRule, EntraSettings, EntraSignIn
 from .errors import InvalidProvisioningValue, NothingFound
 from .graph import GraphClient
 from .ldap_directory import LdapDirectory, LdapSettings
@@ -26,6 +28,18 @@ from .tls import tls_context
 
 USER_SCOPES = ["User.Read", "CustomSecAttributeAssignment.Read.All"]
 USER_CACHE = "msal_cache_user.bin"
+
+
+def user_cache_name(for_user: str) -> str:
+    """The sign-in cache of the client job acting for ``for_user`` (root or SYSTEM only).
+
+    One cache per target user, so no run for one user can find another user's sign-in. It is
+    kept in the running account's own cache directory rather than in the target's profile: a
+    file there would be writable by the target, who could plant a link or a cache of their own
+    choosing, while root's directory is root's alone. The login name is percent-encoded, so two
+    names never share a file and none can step out of the directory.
+    """
+    return f"msal_cache_user.{quote(for_user, safe='')}.bin"
 
 
 def _checked(config: ProvisioningConfig, source: str) -> ProvisioningConfig:
@@ -73,9 +87,20 @@ def from_ad_value(raw: str | None, attribute: str, account: str) -> Provisioning
 
 
 async def fetch_from_entra(
-    settings: EntraSettings, set_name: str, notify: Callable[[str], None]
+    settings: EntraSettings,
+    set_name: str,
+    notify: Callable[[str], None],
+    for_user: str | None = None,
 ) -> ProvisioningConfig:
-    sign_in = await asyncio.to_thread(EntraSignIn, settings, USER_SCOPES, notify, USER_CACHE)
+    """The signed-in user's value; with ``for_user`` (acting for someone else) only a sign-in
+    as that user is accepted, from a cache of that user's own."""
+    if for_user is None:
+        cache, rule = USER_CACHE, None
+    else:
+        target = for_user
+        cache = user_cache_name(target)
+        rule = AccountRule(target, lambda name: is_account_of(name, target))
+    sign_in = await asyncio.to_thread(EntraSignIn, settings, USER_SCOPES, notify, cache, rule)
     await asyncio.to_thread(sign_in.token)
     graph = GraphClient(settings.graph_url, sign_in.token, verify=tls_context(settings.ca_bundle))
     try:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from . import environment
+
 JoinKind = Literal["ad", "entra", "none"]
 
 
@@ -118,7 +120,14 @@ def _run(command: list[str]) -> str | None:
     if shutil.which(command[0]) is None:
         return None
     try:
-        completed = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+        completed = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env=environment.child_environment(),
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return completed.stdout

@@ -8,7 +8,9 @@ import os
 import pwd
 import stat
 import subprocess
+import sys
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -223,23 +225,70 @@ def test_ad_wrong_bind_password(slapd: Slapd, tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------ --for-user
 
+LocalUser = Callable[[], pwd.struct_passwd]
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="creating a throwaway user needs root")
-def test_for_user_as_root_writes_into_that_users_home(provisioned: Running, tmp_path: Path) -> None:
-    name = f"dgp{uuid.uuid4().hex[:8]}"
-    subprocess.run(["useradd", "--create-home", name], check=True, capture_output=True)
-    try:
-        entry = pwd.getpwnam(name)
-        result = fetch(provisioned, tmp_path, provisioned.info["user_upns"][0], "--for-user", name)
-        assert result.exit_code == 0, result.output
-        path = Path(entry.pw_dir) / ".local" / "share" / "net.defguard" / "provisioning.json"
-        info = path.stat()
-        assert (info.st_uid, info.st_gid) == (entry.pw_uid, entry.pw_gid)
-        assert stat.S_IMODE(info.st_mode) == 0o600
-        assert path.parent.stat().st_uid == entry.pw_uid
-        assert read(path).enrollment_url.startswith("http://127.0.0.1:")
-    finally:
+
+@pytest.fixture
+def local_user() -> Iterator[LocalUser]:
+    """Makes throwaway local users (useradd), removed with their homes when the test ends."""
+    if os.geteuid() != 0:
+        pytest.skip("creating a throwaway local user needs root")
+    made: list[str] = []
+
+    def make() -> pwd.struct_passwd:
+        name = f"dgp{uuid.uuid4().hex[:8]}"
+        subprocess.run(["useradd", "--create-home", name], check=True, capture_output=True)
+        made.append(name)
+        return pwd.getpwnam(name)
+
+    yield make
+    for name in made:
         subprocess.run(["userdel", "--remove", name], check=False, capture_output=True)
+
+
+def tenant_for(*logins: str) -> dict[str, Any]:
+    """A synthetic tenant whose members are ``login@example.com``, each allowed to read their
+    own token, so a local login and its Entra account belong together as on a joined machine."""
+    tenant = synthetic_tenant(len(logins), 23)
+    for person, login in zip(tenant["users"][1:], logins, strict=True):  # users[0] is the admin
+        upn = f"{login}@example.com"
+        person["email"] = upn
+        person["entra"].update(
+            user_principal_name=upn, mail=upn, directory_roles=["Attribute Assignment Reader"]
+        )
+    return tenant
+
+
+def provisioned_for(
+    start_sandbox: StartSandbox, tmp_path: Path, *users: pwd.struct_passwd
+) -> Running:
+    running = start_sandbox(tenant_for(*(user.pw_name for user in users)))
+    provision(running, tmp_path)
+    return running
+
+
+def data_file(user: pwd.struct_passwd) -> Path:
+    return Path(user.pw_dir) / ".local" / "share" / "net.defguard" / "provisioning.json"
+
+
+def upn_of(user: pwd.struct_passwd) -> str:
+    return f"{user.pw_name}@example.com"
+
+
+def test_for_user_as_root_writes_into_that_users_home(
+    start_sandbox: StartSandbox, tmp_path: Path, local_user: LocalUser
+) -> None:
+    user = local_user()
+    running = provisioned_for(start_sandbox, tmp_path, user)
+    result = fetch(running, tmp_path, upn_of(user), "--for-user", user.pw_name)
+    assert result.exit_code == 0, result.output
+    path = data_file(user)
+    info = path.stat()
+    assert (info.st_uid, info.st_gid) == (user.pw_uid, user.pw_gid)
+    assert stat.S_IMODE(info.st_mode) == 0o600
+    for directory in (path.parent, path.parent.parent, path.parent.parent.parent):
+        assert directory.stat().st_uid == user.pw_uid, directory  # created, then handed over
+    assert read(path).enrollment_token == stored_values(running, upn_of(user))["EnrollmentToken"]
 
 
 def test_for_user_unknown(provisioned: Running, tmp_path: Path) -> None:
@@ -247,3 +296,220 @@ def test_for_user_unknown(provisioned: Running, tmp_path: Path) -> None:
         provisioned, tmp_path, provisioned.info["user_upns"][0], "--for-user", "no-such-user-xyz"
     )
     assert result.exit_code == 2
+
+
+def test_each_user_gets_their_own_sign_in(
+    start_sandbox: StartSandbox, tmp_path: Path, local_user: LocalUser
+) -> None:
+    """Root provisions A, then B: B's file holds B's token from B's sign-in, never A's."""
+    a, b = local_user(), local_user()
+    running = provisioned_for(start_sandbox, tmp_path, a, b)
+    assert running.sandbox.entra is not None
+    first = fetch(running, tmp_path, upn_of(a), "--for-user", a.pw_name)
+    assert first.exit_code == 0, first.output
+    codes = len(running.sandbox.entra.device_codes)
+    second = fetch(running, tmp_path, upn_of(b), "--for-user", b.pw_name)
+    assert second.exit_code == 0, second.output
+    assert len(running.sandbox.entra.device_codes) == codes + 1  # B signed in
+    codes += 1
+    again = fetch(running, tmp_path, None, "--for-user", a.pw_name)  # A's own cache: silent
+    assert again.exit_code == 0, again.output
+    assert len(running.sandbox.entra.device_codes) == codes
+    tokens = {u.pw_name: stored_values(running, upn_of(u))["EnrollmentToken"] for u in (a, b)}
+    assert read(data_file(b)).enrollment_token == tokens[b.pw_name] != tokens[a.pw_name]
+    assert read(data_file(a)).enrollment_token == tokens[a.pw_name]
+
+
+def test_signed_in_as_someone_else_is_refused(
+    start_sandbox: StartSandbox, tmp_path: Path, local_user: LocalUser
+) -> None:
+    a, b = local_user(), local_user()
+    running = provisioned_for(start_sandbox, tmp_path, a, b)
+    wrong = fetch(running, tmp_path, upn_of(a), "--for-user", b.pw_name)
+    assert wrong.exit_code == 2, wrong.output
+    assert f"signed in as {upn_of(a)}, but --for-user is {b.pw_name}" in wrong.output
+    assert not (Path(b.pw_dir) / ".local" / "share" / "net.defguard").exists()
+    for cache in (tmp_path / "user-cache").iterdir():
+        assert upn_of(a) not in cache.read_text("utf-8", errors="replace"), cache  # discarded
+    right = fetch(running, tmp_path, upn_of(b), "--for-user", b.pw_name)
+    assert right.exit_code == 0, right.output
+    assert (
+        read(data_file(b)).enrollment_token == stored_values(running, upn_of(b))["EnrollmentToken"]
+    )
+
+
+def test_a_cached_sign_in_of_someone_else_is_never_picked(
+    start_sandbox: StartSandbox, tmp_path: Path, local_user: LocalUser
+) -> None:
+    """Even when B's cache holds A's account (here: copied in), B's run signs B in."""
+    a, b = local_user(), local_user()
+    running = provisioned_for(start_sandbox, tmp_path, a, b)
+    assert running.sandbox.entra is not None
+    assert fetch(running, tmp_path, upn_of(a), "--for-user", a.pw_name).exit_code == 0
+    caches = tmp_path / "user-cache"
+    (only,) = caches.iterdir()
+    (caches / only.name.replace(a.pw_name, b.pw_name)).write_bytes(only.read_bytes())
+    codes = len(running.sandbox.entra.device_codes)
+    result = fetch(running, tmp_path, upn_of(b), "--for-user", b.pw_name)
+    assert result.exit_code == 0, result.output
+    assert len(running.sandbox.entra.device_codes) == codes + 1
+    assert (
+        read(data_file(b)).enrollment_token == stored_values(running, upn_of(b))["EnrollmentToken"]
+    )
+
+
+def test_ad_account_of_someone_else_is_refused(
+    slapd: Slapd, tmp_path: Path, local_user: LocalUser
+) -> None:
+    b = local_user()
+    slapd.add_user("John Doe", "jdoe", "jdoe@corp.example", defguardProvisioningConfig=VALUE)
+    args = [
+        "fetch-config", "--source", "ad", "--ldap-url", slapd.url, "--base-dn", USERS_DN,
+        "--bind-dn", PROVISIONER_DN, "--sam-account-name", "jdoe", "--for-user", b.pw_name,
+    ]  # fmt: skip
+    result = CliRunner().invoke(main, args, env={"DGPROV_BIND_PASSWORD": PROVISIONER_PASSWORD})
+    assert result.exit_code == 2, result.output
+    assert f"--sam-account-name is jdoe, but --for-user is {b.pw_name}" in result.output
+    assert not data_file(b).exists()
+
+
+# -------------------------------------------------------------------------------- --log-file
+
+
+def test_log_file_is_private_and_holds_no_secret(provisioned: Running, tmp_path: Path) -> None:
+    upn = provisioned.info["user_upns"][0]
+    log = tmp_path / "fetch.log"
+    output = tmp_path / "p.json"
+    result = fetch(provisioned, tmp_path, upn, "--output", str(output), "--log-file", str(log))
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    text = log.read_text("utf-8")
+    assert "wrote" in text
+    config = read(output)
+    assert config.enrollment_token not in text and config.enrollment_url not in text
+
+
+def test_log_file_link_is_refused(provisioned: Running, tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("unrelated\n")
+    victim.chmod(0o644)
+    log = tmp_path / "fetch.log"
+    log.symlink_to(victim)
+    output = tmp_path / "p.json"
+    upn = provisioned.info["user_upns"][0]
+    result = fetch(provisioned, tmp_path, upn, "--output", str(output), "--log-file", str(log))
+    assert result.exit_code == 2, result.output
+    assert f"{log} is a symbolic link" in result.output
+    assert victim.read_text() == "unrelated\n" and stat.S_IMODE(victim.stat().st_mode) == 0o644
+    assert not output.exists()
+
+
+# ------------------------------------------------------------------------- child processes
+
+SECRETS = {
+    "DGPROV_BIND_PASSWORD": PROVISIONER_PASSWORD,
+    "DEFGUARD_API_TOKEN": "dg-AnApiTokenThatMustNotLeak000001",
+    "DGPROV_CLIENT_SECRET": "a-client-secret-that-must-not-leak",
+    "DGPROV_CLIENT_CERTIFICATE_PASSWORD": "a-certificate-password-not-to-leak",
+}
+
+
+def fake_tool(directory: Path, name: str, dump: Path, output: str) -> None:
+    """A stand-in for a platform tool: records the environment it got, prints ``output``."""
+    directory.mkdir(exist_ok=True)
+    script = directory / name
+    script.write_text(f"#!/bin/sh\nenv >> '{dump}'\ncat <<'EOF'\n{output}\nEOF\n")
+    script.chmod(0o755)
+
+
+def assert_no_secret_in(dump: Path) -> None:
+    text = dump.read_text()
+    assert "PATH=" in text  # the tool ran and recorded its environment
+    for name, value in SECRETS.items():
+        assert name not in text and value not in text, name
+
+
+def realm_joined(slapd: Slapd, tmp_path: Path) -> tuple[Path, Path]:
+    """A fake ``realm`` saying the machine is joined to corp.example.com; (bin dir, dump)."""
+    dump = tmp_path / "realm.env"
+    fake_tool(tmp_path / "bin", "realm", dump, (SAMPLES / "realm_list_joined.txt").read_text())
+    return tmp_path / "bin", dump
+
+
+SAMPLES = Path(__file__).parent / "samples"
+
+
+def ad_auto_args(slapd: Slapd, *extra: str) -> list[str]:
+    return [
+        "fetch-config", "--ldap-url", slapd.url, "--base-dn", USERS_DN,
+        "--bind-dn", PROVISIONER_DN, *extra,
+    ]  # fmt: skip
+
+
+def test_realm_gets_no_secrets(slapd: Slapd, tmp_path: Path) -> None:
+    slapd.add_user("John Doe", "jdoe", "jdoe@corp.example", defguardProvisioningConfig=VALUE)
+    tools, dump = realm_joined(slapd, tmp_path)
+    args = ad_auto_args(slapd, "--sam-account-name", "jdoe", "--output", str(tmp_path / "p.json"))
+    path = f"{tools}{os.pathsep}{os.environ['PATH']}"
+    result = CliRunner().invoke(main, args, env={**SECRETS, "PATH": path})
+    assert result.exit_code == 0, result.output  # joined (realm), read over LDAP with the secret
+    assert read(tmp_path / "p.json").enrollment_token == TOKEN
+    assert_no_secret_in(dump)
+
+
+def test_loginctl_gets_no_secrets(slapd: Slapd, tmp_path: Path, local_user: LocalUser) -> None:
+    """As root with no --for-user: loginctl names the session's user, realm the domain."""
+    user = local_user()
+    slapd.add_user("Local User", user.pw_name, None, defguardProvisioningConfig=VALUE)
+    tools, realm_dump = realm_joined(slapd, tmp_path)
+    loginctl_dump = tmp_path / "loginctl.env"
+    session = f"Name={user.pw_name}\nType=wayland\nActive=yes\nClass=user"
+    script = tools / "loginctl"
+    script.write_text(
+        f"#!/bin/sh\nenv >> '{loginctl_dump}'\n"
+        f'if [ "$1" = list-sessions ]; then echo "2 {user.pw_uid} {user.pw_name} seat0 tty2"; '
+        f"else printf '{session}\\n'; fi\n"
+    )
+    script.chmod(0o755)
+    path = f"{tools}{os.pathsep}{os.environ['PATH']}"
+    result = CliRunner().invoke(main, ad_auto_args(slapd), env={**SECRETS, "PATH": path})
+    assert result.exit_code == 0, result.output
+    assert f"provisioning {user.pw_name}" in result.output
+    assert read(data_file(user)).enrollment_token == TOKEN
+    assert_no_secret_in(loginctl_dump)
+    assert_no_secret_in(realm_dump)
+
+
+def test_browser_gets_no_secrets(provisioned: Running, tmp_path: Path) -> None:
+    """The browser MSAL opens (here the sandbox's headless one, behind a recorder)."""
+    info = provisioned.info
+    assert provisioned.sandbox.entra is not None
+    provisioned.sandbox.entra.auto_approve_upn = info["user_upns"][0]
+    dump = tmp_path / "browser.env"
+    browser = tmp_path / "browser"
+    browser.write_text(
+        f"#!/bin/sh\nenv >> '{dump}'\nexec '{sys.executable}' -m dgprov_sandbox.headless_browser "
+        f"--cafile '{info['ca_bundle']}' \"$1\"\n"
+    )
+    browser.chmod(0o755)
+    args = [
+        "fetch-config", "--source", "entra", "--auth", "browser",
+        "--tenant", info["tenant_id"], "--client-id", info["client_id"],
+        "--authority", info["authority_url"], "--graph-url", info["graph_url"],
+        "--ca-bundle", info["ca_bundle"], "--output", str(tmp_path / "p.json"),
+    ]  # fmt: skip
+    completed = subprocess.run(
+        [sys.executable, "-m", "dgprov", *args],
+        env={
+            **os.environ,
+            **SECRETS,
+            "DGPROV_CACHE_DIR": str(tmp_path / "cache"),
+            "BROWSER": f"{browser} %s",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert read(tmp_path / "p.json").enrollment_url
+    assert_no_secret_in(dump)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from dgprov import join
+from dgprov.environment import SECRET_VARIABLES
 from dgprov.join import (
     JoinState,
     parse_console_user,
@@ -90,3 +93,36 @@ def test_graphical_session_user() -> None:
 def test_windows_console_user() -> None:
     assert parse_console_user("CORP\\jdoe\r\n") == "CORP\\jdoe"
     assert parse_console_user("\r\n") is None
+
+
+def test_tools_run_without_dgprovs_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every tool join detection starts (here stand-ins on PATH that record their environment
+    and print a real sample) gets dgprov's environment minus its secrets."""
+    outputs = {
+        "dsregcmd": sample("dsregcmd_entra.txt"),
+        "powershell.exe": "CORP\\jdoe",
+        "dsconfigad": sample("dsconfigad_bound.txt"),
+        "realm": sample("realm_list_joined.txt"),
+        "loginctl": "2 1000 alice seat0 tty2\nName=alice\nType=wayland\nActive=yes\nClass=user",
+    }
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for name, output in outputs.items():
+        script = tools / name
+        script.write_text(f"#!/bin/sh\nenv > '{tmp_path / name}.env'\ncat <<'EOF'\n{output}\nEOF\n")
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    secrets = {name: f"secret-value-of-{name.lower()}" for name in SECRET_VARIABLES}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    assert join.detect("win32").kind == "entra"
+    assert join.detect("darwin").domain == "corp.example.com"
+    assert join.detect("linux").domain == "corp.example.com"
+    assert join.windows_console_user() == "CORP\\jdoe"
+    assert join.graphical_session_user() == "alice"
+    for name in outputs:
+        recorded = (tmp_path / f"{name}.env").read_text()
+        assert "PATH=" in recorded, name
+        for variable, value in secrets.items():
+            assert variable not in recorded and value not in recorded, (name, variable)
+    assert all(os.environ[name] == value for name, value in secrets.items())  # ours unchanged

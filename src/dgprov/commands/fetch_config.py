@@ -3,24 +3,45 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from .. import api
+from ..private_files import open_private_log
 from .options import AdOptions, EntraOptions, ad_options, ca_bundle_option, entra_options
 from .render import echo_err
 
 
-def _log_to(path: Path | None) -> None:
-    """``--log-file``: the steps, for installer logs; never the token or the raw value."""
-    if path is None:
-        return
-    handler = logging.FileHandler(path, encoding="utf-8")
+@contextmanager
+def _logging_to(path: Path) -> Iterator[None]:
+    """``--log-file``: the steps, for installer logs; never the token or the raw value.
+
+    Installers run this as root, often with the log in a shared place such as /tmp: the file
+    is created 0600 and never opened through a link (``private_files.open_private_log``).
+    """
+    stream = open_private_log(path)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger = logging.getLogger("dgprov")
+    level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        stream.close()
+
+
+def _log_to(path: Path | None) -> None:
+    """Log to ``path`` until the whole command is done, so the error handler's last line (in
+    ``cli.py``, outside this command) reaches the file too."""
+    if path is not None:
+        click.get_current_context().find_root().with_resource(_logging_to(path))
 
 
 @click.command("fetch-config")
