@@ -38,6 +38,7 @@ from .errors import (
     Cancelled,
     NotJoined,
     UsageError,
+    WrongAccount,
 )
 from .fetch import fetch_from_ad, fetch_from_entra
 from .graph import EntraDirectory, GraphClient
@@ -320,19 +321,34 @@ def fetch_config(
     if chosen == "entra":
         if entra is None:
             raise UsageError("no Entra tenant: pass --tenant or set DGPROV_TENANT")
-        config = asyncio.run(fetch_from_entra(entra, attribute_set_name, notify))
+        for_user = target.name if target.someone_else else None
+        config = asyncio.run(fetch_from_entra(entra, attribute_set_name, notify, for_user))
     else:
+        account = _ad_account(target, sam_account_name)
         config = fetch_from_ad(
             _client_ldap_settings(
                 ldap_url, base_dn, ad_attribute, bind_dn, bind_password, ca_bundle, state.domain
             ),
-            sam_account_name or client_files.account_name(target.name),
+            account,
         )
     log.info("found an enrollment URL and token")
     path = output or client_files.data_directory(home=target.home) / client_files.FILE_NAME
-    client_files.write(path, config, owner=target.owner)
+    client_files.write(path, config, owner=target.owner, home=target.home)
     log.info(f"wrote {path}")
     return FetchResult(path, target.name, chosen, state.evidence)
+
+
+def _ad_account(target: client_files.TargetUser, sam_account_name: str | None) -> str:
+    """The AD account whose value is read; for someone else, only that user's own account."""
+    if sam_account_name is None:
+        return client_files.account_name(target.name)
+    if target.someone_else and not client_files.is_account_of(sam_account_name, target.name):
+        raise WrongAccount(
+            f"--sam-account-name is {sam_account_name}, but --for-user is {target.name}: one "
+            "user's token is never written into another user's profile; omit --sam-account-name "
+            f"or pass --for-user with the login name of {sam_account_name}"
+        )
+    return sam_account_name
 
 
 def _client_ldap_settings(

@@ -10,6 +10,7 @@ prompt again.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import webbrowser
@@ -23,7 +24,7 @@ import msal
 import requests
 
 from . import environment
-from .errors import AuthenticationError, UsageError
+from .errors import AuthenticationError, UsageError, WrongAccount
 from .private_files import write_private_file
 
 log = logging.getLogger("dgprov")
@@ -81,11 +82,19 @@ class EntraSettings:
         return f"https://{host}" if host in SOVEREIGN_GRAPH_HOSTS else "https://graph.microsoft.com"
 
 
-def cache_directory() -> Path:
-    """Where dgprov keeps per-user state; ``DGPROV_CACHE_DIR`` overrides it."""
+def cache_directory(trust_environment: bool = True) -> Path:
+    """Where dgprov keeps per-user state; ``DGPROV_CACHE_DIR`` overrides it.
+
+    Without ``trust_environment`` (root acting for someone else) HOME and XDG_CACHE_HOME are
+    ignored: under ``sudo -E`` they name the invoking user's home, a place that user controls.
+    """
     chosen = environment.get(environment.CACHE_DIR)
     if chosen:
         return Path(chosen)
+    if not trust_environment and sys.platform != "win32":
+        import pwd
+
+        return Path(pwd.getpwuid(os.geteuid()).pw_dir) / ".cache" / "dgprov"
     if sys.platform == "win32":
         return Path(environment.get("LOCALAPPDATA") or Path.home()) / "dgprov"
     if sys.platform == "darwin":
@@ -107,8 +116,8 @@ class _PlainFileCache(msal.SerializableTokenCache):  # type: ignore[misc]
             write_private_file(self.path, self.serialize().encode())
 
 
-def token_cache(name: str) -> Any:
-    path = cache_directory() / name
+def token_cache(name: str, trust_environment: bool = True) -> Any:
+    path = cache_directory(trust_environment) / name
     try:
         import msal_extensions
 
@@ -165,6 +174,23 @@ def _failure(result: dict[str, Any], what: str) -> AuthenticationError:
     return AuthenticationError(f"{what} failed: {result.get('error', 'no answer')}: {description}")
 
 
+@dataclass(frozen=True)
+class AccountRule:
+    """Whose sign-in may be used when dgprov acts for someone else: that person's only."""
+
+    for_user: str  # the local login the file is for, as the operator named it
+    matches: Callable[[str], bool]  # a signed-in UPN or mail -> is it that user's account?
+
+    def accepts(self, names: list[str]) -> bool:
+        return any(self.matches(name) for name in names if name)
+
+
+def _signed_in_names(result: dict[str, Any]) -> list[str]:
+    """The UPN and mail the authority says the sign-in belongs to (from its ID token)."""
+    claims = result.get("id_token_claims") or {}
+    return [str(claims[key]) for key in ("preferred_username", "upn", "email") if claims.get(key)]
+
+
 class EntraSignIn:
     """A signed-in session; ``token(fresh)`` returns a Graph access token."""
 
@@ -174,18 +200,31 @@ class EntraSignIn:
         scopes: list[str],
         notify: Callable[[str], None],
         cache_name: str,
+        account: AccountRule | None = None,
     ) -> None:
-        """``cache_name`` separates the admin's sign-in from the end user's on one machine."""
+        """``cache_name`` separates the admin's sign-in from the end user's on one machine.
+
+        ``account``: when acting for someone else, only a sign-in of that user is used. A cached
+        account of anyone else is never picked; an interactive sign-in as anyone else is removed
+        from the cache and refused (``WrongAccount``) before its token is used. The cache is then
+        kept under the running account's own home, not where the environment points.
+        """
         settings.check()
         self.settings = settings
         self.scopes = scopes
         self.notify = notify
+        self.account_rule = account
         host = urlsplit(settings.authority_url).hostname or ""
+        cache = (
+            token_cache(cache_name, trust_environment=account is None)
+            if settings.persist_cache
+            else msal.TokenCache()
+        )
         common: dict[str, Any] = {
             "authority": settings.authority_url,
             "http_client": http_session(settings.ca_bundle),
             "instance_discovery": host in MICROSOFT_AUTHORITY_HOSTS,
-            "token_cache": token_cache(cache_name) if settings.persist_cache else msal.TokenCache(),
+            "token_cache": cache,
         }
         try:
             if settings.auth == "certificate":
@@ -223,6 +262,11 @@ class EntraSignIn:
         return str(result["access_token"])
 
     def _interactive(self) -> dict[str, Any]:
+        # The browser inherits this process's environment; it gets none of dgprov's secrets.
+        with environment.without_secrets():
+            return self._interactive_sign_in()
+
+    def _interactive_sign_in(self) -> dict[str, Any]:
         mode = self.settings.auth
         if mode == "browser" or (mode == "auto" and browser_available()):
             result: dict[str, Any] = self._app.acquire_token_interactive(
@@ -247,8 +291,7 @@ class EntraSignIn:
         try:
             if self.settings.auth in APP_ONLY_MODES:
                 return self._app_only()
-            accounts = self._app.get_accounts()
-            account = self._account or (accounts[0] if accounts else None)
+            account = self._account or self._cached_account()
             if account is not None:
                 result = self._app.acquire_token_silent(
                     self.scopes, account=account, force_refresh=fresh
@@ -264,6 +307,26 @@ class EntraSignIn:
             ) from None
         if "access_token" not in result:
             raise _failure(result, "sign-in")
-        accounts = self._app.get_accounts()
-        self._account = accounts[0] if accounts else None
+        names = _signed_in_names(result)
+        rule = self.account_rule
+        if rule is not None and not rule.accepts(names):
+            for name in names:
+                for stray in self._app.get_accounts(username=name):
+                    self._app.remove_account(stray)
+            shown = names[0] if names else "an account without a user name"
+            raise WrongAccount(
+                f"signed in as {shown}, but --for-user is {rule.for_user}: sign in as "
+                f"{rule.for_user} (that sign-in was discarded), or pass --for-user with the login "
+                f"name of {shown}"
+            )
+        found = self._app.get_accounts(username=names[0]) if names else []
+        self._account = found[0] if found else self._cached_account()
         return str(result["access_token"])
+
+    def _cached_account(self) -> dict[str, Any] | None:
+        """A cached account to use silently; acting for someone else, only theirs."""
+        accounts: list[dict[str, Any]] = self._app.get_accounts()
+        if self.account_rule is not None:
+            rule = self.account_rule
+            accounts = [a for a in accounts if rule.accepts([str(a.get("username") or "")])]
+        return accounts[0] if accounts else None

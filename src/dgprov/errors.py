@@ -78,3 +78,13 @@ class NotJoined(DgprovError):
     """``fetch-config --strict`` on a machine joined neither to AD nor to Entra ID."""
 
     exit_status = EXIT_NOT_JOINED
+
+
+class UnsafePath(UsageError):
+    """A place dgprov would write through is a link (or a junction) or not what it should be;
+    nothing was written and nothing was followed."""
+
+
+class WrongAccount(AuthenticationError):
+    """The account signed in (or the AD account named) is not the user the file is for; its
+    token was not used and nothing was written."""
