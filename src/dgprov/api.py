@@ -45,7 +45,7 @@ from .graph import EntraDirectory, GraphClient
 from .ldap_directory import LdapDirectory, LdapSettings, base_dn_for, discover_ldap_url
 from .plan import EnrolledPolicy, Outcome, PlannedMember, summary
 from .provision import ProvisionConfig, Provisioner, utc_iso
-from .report import ReportFile, member_row, provisioned_in, write_report
+from .report import LiveReport, ReportFile, check_destination, member_row, resume_from
 from .stored_value import ProvisioningConfig
 from .tls import tls_context
 from .urls import check_ldap_url, check_service_url
@@ -142,23 +142,33 @@ def _interruptible(stop: asyncio.Event, notify: Notify) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _stored_in(
+    directory: Literal["entra", "ad"], attribute_set_name: str, ad: LdapSettings | None
+) -> dict[str, str]:
+    """Where in the directory tokens go, as the report's ``run`` says (and ``--resume`` checks)."""
+    if directory == "ad":
+        assert ad is not None
+        return {"ad_attribute": ad.attribute}
+    return {"attribute_set": attribute_set_name}
+
+
 async def _open_directory(
     directory: Literal["entra", "ad"],
     entra: EntraSettings | None,
     attribute_set_name: str,
     ad: LdapSettings | None,
     notify: Notify,
-) -> tuple[Directory, dict[str, Any]]:
-    """The directory, signed in or bound, and what the report's ``run`` says about it."""
+) -> Directory:
+    """The directory, signed in or bound."""
     if directory == "ad":
         assert ad is not None
-        return LdapDirectory(ad), {"ad_attribute": ad.attribute}
+        return LdapDirectory(ad)
     assert entra is not None
     notify("signing in to Entra ID")
     sign_in = await asyncio.to_thread(EntraSignIn, entra, ADMIN_SCOPES, notify, ADMIN_CACHE)
     await asyncio.to_thread(sign_in.token)
     graph = GraphClient(entra.graph_url, sign_in.token, verify=tls_context(entra.ca_bundle))
-    return EntraDirectory(graph, attribute_set_name), {"attribute_set": attribute_set_name}
+    return EntraDirectory(graph, attribute_set_name)
 
 
 async def generate_tokens_async(
@@ -182,6 +192,8 @@ async def generate_tokens_async(
     notify: Notify = _quiet,
     progress: Callable[[int, int], None] | None = None,
     confirm: Callable[[int, str], bool] | None = None,
+    include_disabled_directory_users: bool = False,
+    overwrite_report: bool = False,
 ) -> RunRecord:
     """``generate_tokens`` for callers that already run an event loop."""
     url = check_service_url(url, "--url")
@@ -195,8 +207,19 @@ async def generate_tokens_async(
         if entra is None:
             raise UsageError("no Entra tenant: pass --tenant or set DGPROV_TENANT")
         entra.check()
+    stored_in = _stored_in(directory, attribute_set_name, ad)
+    already_done: dict[str, str] = {}
+    if resume is not None:
+        this_run = {
+            "defguard_url": url,
+            "group": group_name,
+            "directory": LdapDirectory.name if directory == "ad" else EntraDirectory.name,
+            **stored_in,
+        }
+        already_done = resume_from(ReportFile(resume, "--resume"), this_run)
     report_file = ReportFile(report) if report is not None else None
-    already_done = provisioned_in(ReportFile(resume, "--resume")) if resume is not None else {}
+    if report_file is not None:
+        check_destination(report_file, overwrite=overwrite_report)
     config = ProvisionConfig(
         group_name=group_name,
         expiration=enrollment_token_expiration_time,
@@ -205,6 +228,7 @@ async def generate_tokens_async(
         enrollment_url=enrollment_url,
         keep_tokens=include_tokens_in_report,
         already_done=already_done,
+        include_disabled=include_disabled_directory_users,
     )
     defguard = DefguardClient(
         url, api_token, verify=tls_context(ca_bundle), max_connections=concurrency
@@ -212,13 +236,25 @@ async def generate_tokens_async(
     stop = asyncio.Event()
     started = datetime.datetime.now(datetime.timezone.utc)
     opened: Directory | None = None
+    live: LiveReport | None = None
+
+    def settled(done: int, total: int) -> None:
+        if live is not None:
+            live.changed()
+        if progress is not None:
+            progress(done, total)
+
+    def report_failed(message: str) -> None:
+        notify(message)
+        stop.set()  # no more tokens nobody would have a record of
+
     try:
         # Prove the Defguard side, once, before asking anyone to sign in.
         version = await defguard.server_version()
         group = await defguard.group(group_name)
         notify(f"Defguard {version} at {url}")
-        opened, details = await _open_directory(directory, entra, attribute_set_name, ad, notify)
-        provisioner = Provisioner(config, defguard, opened, stop=stop, progress=progress)
+        opened = await _open_directory(directory, entra, attribute_set_name, ad, notify)
+        provisioner = Provisioner(config, defguard, opened, stop=stop, progress=settled)
         members = await provisioner.prepare(group)
         run = {
             "defguard_version": version,
@@ -227,7 +263,7 @@ async def generate_tokens_async(
             "interrupted": False,
             "started_at": utc_iso(started),
             "defguard_url": url,
-            **details,
+            **stored_in,
         }
         record = RunRecord(members, run, dry_run=dry_run, report_path=report)
         if dry_run:
@@ -235,15 +271,18 @@ async def generate_tokens_async(
             return record
         if confirm is not None and record.pending and not confirm(record.pending, opened.name):
             raise Cancelled("cancelled at the confirmation; nothing was changed")
+        if report_file is not None:
+            tokens = provisioner.state.tokens if include_tokens_in_report else None
+            live = LiveReport(report_file, members, tokens, run, report_failed)
+            await live.start()
         with _interruptible(stop, notify):
             try:
                 await provisioner.execute()
             finally:
                 run["interrupted"] = stop.is_set()
                 run["finished_at"] = utc_iso(datetime.datetime.now(datetime.timezone.utc))
-                if report_file is not None:
-                    tokens = provisioner.state.tokens if include_tokens_in_report else None
-                    write_report(report_file, members, tokens, run)
+                if live is not None:
+                    await live.finish()
         return record
     finally:
         await defguard.aclose()

@@ -88,3 +88,10 @@ class UnsafePath(UsageError):
 class WrongAccount(AuthenticationError):
     """The account signed in (or the AD account named) is not the user the file is for; its
     token was not used and nothing was written."""
+
+
+class ReportNotWritten(DgprovError):
+    """The final report could not be written after tokens were issued; the message says which
+    earlier version of it is on disk and what this run did."""
+
+    exit_status = EXIT_SOME_FAILED

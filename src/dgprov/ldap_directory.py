@@ -25,6 +25,7 @@ from .errors import AuthenticationError, PreflightError, UsageError
 from .stored_value import ProvisioningConfig, to_ad_json
 
 FILTER_VALUES = 50
+ACCOUNTDISABLE = 0x2  # userAccountControl flag of a disabled AD account
 MatchBy = Literal["samaccountname", "mail"]
 
 
@@ -129,13 +130,18 @@ class LdapDirectory:
         connection = self._connect()
         attribute = self._search_attribute
         found: dict[str, list[DirectoryUser]] = {}
+        wanted_attributes = ["sAMAccountName", "mail", "userPrincipalName"]
+        # AD has userAccountControl; an LDAP schema without it would make ldap3 refuse the search.
+        schema = connection.server.schema
+        if schema is None or "useraccountcontrol" in {n.lower() for n in schema.attribute_types}:
+            wanted_attributes.append("userAccountControl")
         for start in range(0, len(keys), FILTER_VALUES):
             chunk = keys[start : start + FILTER_VALUES]
             alternatives = "".join(f"({attribute}={escape_filter_chars(key)})" for key in chunk)
             status, result, entries, _ = connection.search(
                 self.settings.base_dn,
                 f"(&(objectClass=user)(|{alternatives}))",
-                attributes=["sAMAccountName", "mail", "userPrincipalName"],
+                attributes=wanted_attributes,
             )
             if not status and result.get("description") != "noSuchObject":
                 raise PreflightError(
@@ -149,10 +155,12 @@ class LdapDirectory:
                 value = _first(values.get(attribute))
                 if value is None or value.lower() not in wanted:
                     continue
+                control = _first(values.get("userAccountControl"))
                 user = DirectoryUser(
                     entry["dn"],
                     _first(values.get("userPrincipalName")) or _first(values.get("sAMAccountName")),
                     _first(values.get("mail")),
+                    enabled=not (control and control.isdigit() and int(control) & ACCOUNTDISABLE),
                 )
                 found.setdefault(value.lower(), []).append(user)
         return found

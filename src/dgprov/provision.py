@@ -13,6 +13,7 @@ import asyncio
 import datetime
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from .defguard import DefguardClient, DefguardGroup
 from .directory import Directory
@@ -39,6 +40,7 @@ class ProvisionConfig:
     enrollment_url: str | None = None
     keep_tokens: bool = False
     already_done: dict[str, str] = field(default_factory=dict)
+    include_disabled: bool = False
 
 
 @dataclass
@@ -62,6 +64,13 @@ def url_problem(url: str, limit: int | None) -> str | None:
             f"attribute values hold at most {limit}: give the enrollment proxy a shorter public URL"
         )
     return None
+
+
+def _comparable(url: str) -> tuple[str, str]:
+    """Scheme and host ignore case, a trailing slash means nothing (Defguard adds one)."""
+    parts = urlsplit(url)
+    rest = parts._replace(scheme="", netloc="").geturl().rstrip("/")
+    return f"{parts.scheme}://{parts.netloc}".lower(), rest
 
 
 class Provisioner:
@@ -107,6 +116,7 @@ class Provisioner:
             enrolled_policy=self.config.enrolled_policy,
             already_done=self.config.already_done,
             directory_name=self.directory.name,
+            include_disabled=self.config.include_disabled,
         )
         return self.state.members
 
@@ -124,29 +134,55 @@ class Provisioner:
             done += count
             self.progress(done, total)
 
+        # Canary: the first member's token shows the enrollment URL Defguard really hands out,
+        # and a URL the directory cannot hold or that is not the one stated stops the run with
+        # only that member touched. Without a stated URL the canary goes end to end alone; with
+        # one, only its issuing waits, and its write joins the others'.
+        canary, rest = pending[0], pending[1:]
+        first: tuple[PlannedMember, ProvisioningConfig] | None = None
         if self.config.enrollment_url is None:
-            # Canary: one member end to end proves the enrollment URL fits before the rest.
-            await self._run([pending[0]], finished)
-            if self.state.enrollment_url and (
-                problem := url_problem(self.state.enrollment_url, self.directory.max_value_length)
-            ):
-                self._abandon(pending[1:], "not processed: the run stopped before this member")
-                raise PreflightError(problem)
-            pending = pending[1:]
-        await self._run(pending, finished)
+            await self._run([canary], finished)
+        elif (token := await self._issue_settling(canary, finished)) is not None:
+            self.state.enrollment_url = token.enrollment_url
+            first = (canary, token)
+        if self.state.enrollment_url and (problem := self._url_problem(self.state.enrollment_url)):
+            if first is not None:
+                self._fail(canary, f"{problem}; the token was issued but not stored")
+                finished(1)
+            self._abandon(rest, "not processed: the run stopped before this member")
+            raise PreflightError(problem)
+        await self._run(rest, finished, first)
         return self.state
+
+    def _url_problem(self, url: str) -> str | None:
+        """Why tokens with this enrollment URL must not be stored, if they must not."""
+        stated = self.config.enrollment_url
+        if stated is not None and _comparable(url) != _comparable(stated):
+            return (
+                f"Defguard hands out the enrollment URL {url}, not the --enrollment-url {stated}: "
+                "correct --enrollment-url, or the public proxy URL in Defguard's settings"
+            )
+        return url_problem(url, self.directory.max_value_length)
 
     # --------------------------------------------------------------------------- pipeline
 
-    async def _run(self, members: Sequence[PlannedMember], finished: Callable[[int], None]) -> None:
+    async def _run(
+        self,
+        members: Sequence[PlannedMember],
+        finished: Callable[[int], None],
+        issued: tuple[PlannedMember, ProvisioningConfig] | None = None,
+    ) -> None:
         """A fixed pool of issuers feeding batch writers through a bounded queue.
 
         The pool (not a task per member) keeps memory flat for 100,000 members; the bound makes
         issuers wait for the writers, so few tokens are ever issued but not yet stored.
+        ``issued``: a member whose token is already in hand, written with the first batch.
         """
         queue: asyncio.Queue[tuple[PlannedMember, ProvisioningConfig] | None] = asyncio.Queue(
             maxsize=WRITE_BATCH * WRITERS * 2
         )
+        if issued is not None:
+            queue.put_nowait(issued)
         todo = iter(members)
 
         async def issuer() -> None:
@@ -155,18 +191,9 @@ class Provisioner:
                     self._fail(member, "not processed: the run was interrupted")
                     finished(1)
                     continue
-                try:
-                    token = await self._issue(member)
-                except DgprovError as exc:
-                    self._fail(member, _reason(exc))
-                    finished(1)
-                    if not isinstance(exc, RemoteError):
-                        self.stop.set()  # authentication or reachability: no point going on
-                    continue
-                if token is None:
-                    finished(1)
-                    continue
-                await queue.put((member, token))
+                token = await self._issue_settling(member, finished)
+                if token is not None:
+                    await queue.put((member, token))
 
         writers = [asyncio.create_task(self._writer(queue, finished)) for _ in range(WRITERS)]
         try:
@@ -175,6 +202,22 @@ class Provisioner:
             for _ in writers:
                 await queue.put(None)
             await asyncio.gather(*writers)
+
+    async def _issue_settling(
+        self, member: PlannedMember, finished: Callable[[int], None]
+    ) -> ProvisioningConfig | None:
+        """A token for ``member``, or None with the member settled (failed or skipped)."""
+        try:
+            token = await self._issue(member)
+        except DgprovError as exc:
+            self._fail(member, _reason(exc))
+            finished(1)
+            if not isinstance(exc, RemoteError):
+                self.stop.set()  # authentication or reachability: no point going on
+            return None
+        if token is None:
+            finished(1)
+        return token
 
     async def _issue(self, member: PlannedMember) -> ProvisioningConfig | None:
         """A token for ``member``; None when issuing settled the member another way."""
@@ -231,7 +274,7 @@ class Provisioner:
         storable: list[tuple[PlannedMember, ProvisioningConfig]] = []
         for member, token in batch:
             self.state.enrollment_url = self.state.enrollment_url or token.enrollment_url
-            if problem := url_problem(token.enrollment_url, self.directory.max_value_length):
+            if problem := self._url_problem(token.enrollment_url):
                 self._fail(member, f"{problem}; the token was issued but not stored")
             else:
                 storable.append((member, token))

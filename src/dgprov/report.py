@@ -3,24 +3,49 @@
 The column names are a contract with administrators' scripts. Tokens appear only with
 ``--include-tokens-in-report``; every report file is created readable by its owner only, since
 it lists e-mail addresses even without tokens.
+
+The report is the only record of which member got which token, so it must survive whatever
+ends a run: its destination is proved writable before anything changes, an existing file is
+replaced only when asked, and while the run goes the file is kept current (``LiveReport``).
+A resumed run's report keeps the members earlier runs provisioned, so a chain of resumed runs
+never issues anyone a second token.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import io
 import json
-from collections.abc import Iterator, Sequence
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
-from .plan import Outcome, PlannedMember, summary
+from .errors import DgprovError, ReportNotWritten, UsageError
+from .plan import ALREADY_PROVISIONED, Outcome, PlannedMember, summary
 from .private_files import write_private_file
 
 COLUMNS = ["username", "email", "directory_id", "upn", "action", "outcome", "reason", "expires_at"]
 TOKEN_COLUMN = "enrollment_token"
+NOT_SETTLED = (
+    "in progress: the run had not settled this member when the report was written (a token may "
+    "have been issued); --resume treats the member as not provisioned"
+)
+CHECKPOINT_SECONDS = 1.0
+CHECKPOINT_SHARE = 20  # wait this many times as long as the last write took, at least
+OVERWRITE_OPTION = "--overwrite-report"
+_RUN_LABELS = {
+    "defguard_url": "Defguard URL",
+    "group": "group",
+    "directory": "directory",
+    "attribute_set": "attribute set",
+    "ad_attribute": "AD attribute",
+}
 
 
 @dataclass(frozen=True)
@@ -37,7 +62,11 @@ class ReportFile:
         return self.path.suffix.lower()[1:]
 
 
-def member_row(member: PlannedMember, token: str | None) -> dict[str, Any]:
+def member_row(
+    member: PlannedMember, token: str | None, unsettled: str | None = None
+) -> dict[str, Any]:
+    """The report row of ``member``; a member not yet settled counts as failed, and with
+    ``unsettled`` its reason says so instead of what the plan meant to do."""
     row: dict[str, Any] = {
         "username": member.username,
         "email": member.email,
@@ -45,7 +74,7 @@ def member_row(member: PlannedMember, token: str | None) -> dict[str, Any]:
         "upn": member.directory_user.upn if member.directory_user else None,
         "action": member.action.value,
         "outcome": (member.outcome or Outcome.FAILED).value,
-        "reason": member.reason,
+        "reason": unsettled if member.outcome is None and unsettled else member.reason,
         "expires_at": member.expires_at,
     }
     if token is not None:
@@ -59,17 +88,25 @@ def write_report(
     tokens: dict[str, str] | None,
     run: dict[str, Any],
 ) -> None:
-    """Write the report atomically (0600), row by row; ``tokens`` only when the user asked."""
+    """Write the report atomically (0600), row by row; ``tokens`` only when the user asked.
+
+    Members not settled are written as failed, "in progress" (see ``NOT_SETTLED``), and counted
+    so in the summary: the file never claims more than the run knows.
+    """
 
     def rows() -> Iterator[dict[str, Any]]:
         for member in members:
             yield member_row(
-                member, tokens.get(member.username, "") if tokens is not None else None
+                member,
+                tokens.get(member.username, "") if tokens is not None else None,
+                NOT_SETTLED,
             )
 
     def chunks() -> Iterator[str]:
         if report.kind == "json":
-            head = {"summary": summary(members), "run": run}
+            counts = summary(members)
+            counts[Outcome.FAILED.value] += sum(1 for member in members if member.pending)
+            head = {"summary": counts, "run": run}
             yield json.dumps(head, indent=2, ensure_ascii=False)[:-2] + ',\n  "members": ['
             for index, row in enumerate(rows()):
                 yield ("," if index else "") + "\n    " + json.dumps(row, ensure_ascii=False)
@@ -90,27 +127,251 @@ def write_report(
     write_private_file(report.path, chunks())
 
 
-def provisioned_in(report: ReportFile) -> dict[str, str]:
-    """Usernames a previous report shows provisioned, with a note naming that report."""
+def _not_a_report(report: ReportFile) -> UsageError:
+    return UsageError(
+        f"{report.option} {report.path}: not a dgprov report (expected a JSON object with "
+        "'members' or a CSV with the report columns)"
+    )
+
+
+def _read_text(report: ReportFile) -> str:
     try:
-        text = report.path.read_text("utf-8")
+        return report.path.read_text("utf-8")
     except OSError as exc:
         raise UsageError(
             f"{report.option} {report.path}: cannot read it ({exc.strerror})"
         ) from None
+
+
+def provisioned_in(report: ReportFile) -> dict[str, str]:
+    """Usernames a previous report shows provisioned, with a note naming the run that did it."""
+    text = _read_text(report)
     try:
         if report.kind == "json":
             rows = json.loads(text)["members"]
         else:
             rows = list(csv.DictReader(io.StringIO(text)))
     except (ValueError, KeyError, TypeError, csv.Error):
-        raise UsageError(
-            f"{report.option} {report.path}: not a dgprov report (expected a JSON object with "
-            "'members' or a CSV with the report columns)"
-        ) from None
+        raise _not_a_report(report) from None
+    return _provisioned(report, rows)
+
+
+def _provisioned(report: ReportFile, rows: Iterable[Any]) -> dict[str, str]:
+    """Members provisioned by the run of ``report``, or carried forward by it from an earlier
+    run (then with that run's note, so the note always names the run that issued the token)."""
     note = f"by the run in {report.path.name}"
-    return {
-        str(row["username"]): note
-        for row in rows
-        if isinstance(row, dict) and row.get("outcome") == Outcome.PROVISIONED.value
-    }
+    prefix = f"{ALREADY_PROVISIONED} ("
+    found: dict[str, str] = {}
+    for row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("username"), str):
+            continue
+        reason = row.get("reason")
+        if row.get("outcome") == Outcome.PROVISIONED.value:
+            found[row["username"]] = note
+        elif (
+            row.get("outcome") == Outcome.SKIPPED.value
+            and isinstance(reason, str)
+            and reason.startswith(prefix)
+            and reason.endswith(")")
+        ):
+            found[row["username"]] = reason[len(prefix) : -1]
+    return found
+
+
+def resume_from(report: ReportFile, this_run: Mapping[str, str]) -> dict[str, str]:
+    """``provisioned_in`` for ``--resume``: only the JSON report of a run like this one.
+
+    ``this_run`` holds what the report's ``run`` section must repeat (the Defguard URL, the
+    group, the directory and where in it tokens are stored): members provisioned for another
+    group, or stored somewhere this run does not write, are not provisioned for this one.
+    """
+    if report.kind != "json":
+        raise UsageError(
+            f"{report.option} {report.path}: resume from the JSON report of the earlier run; a "
+            "CSV report does not record which Defguard URL and group it was made for (write "
+            "reports as .json to resume from them)"
+        )
+    try:
+        document = json.loads(_read_text(report))
+        run, rows = document["run"], document["members"]
+    except (ValueError, KeyError, TypeError):
+        raise _not_a_report(report) from None
+    if not isinstance(run, dict) or not isinstance(rows, list):
+        raise _not_a_report(report)
+    differences = []
+    for key, ours in this_run.items():
+        theirs = run.get(key)
+        if theirs is None and key not in ("defguard_url", "group"):
+            continue  # the directory differs, and says so
+        if key == "defguard_url" and isinstance(theirs, str):
+            theirs, ours = theirs.rstrip("/"), ours.rstrip("/")
+        if theirs != ours:
+            label = _RUN_LABELS.get(key, key)
+            differences.append(f"its {label} is {theirs!r}, this run's is {ours!r}")
+    if differences:
+        raise UsageError(
+            f"{report.option} {report.path} is the report of another run ({'; '.join(differences)}"
+            "): resume only from a report of the same Defguard URL, group and directory"
+        )
+    return _provisioned(report, rows)
+
+
+def check_destination(report: ReportFile, *, overwrite: bool) -> None:
+    """Prove, before anything changes anywhere, that the report can be written there.
+
+    A run whose report cannot be written has issued tokens nobody has a record of, so the
+    place is tried now: a directory, a link, an existing report (unless ``overwrite``) or a
+    parent that is a file or that this process may not create files in is refused.
+    """
+    path, option = report.path, report.option
+    if path.is_dir():
+        raise UsageError(
+            f"{option} {path} is a directory; name a file in it, e.g. "
+            f"{path / ('dgprov-report.' + report.kind)}"
+        )
+    if path.is_symlink():
+        raise UsageError(
+            f"{option} {path} is a symbolic link, and dgprov does not write reports through "
+            "links; name the file itself"
+        )
+    if path.exists() and not overwrite:
+        raise UsageError(
+            f"{option} {path} already exists; name a new file, or pass {OVERWRITE_OPTION} to "
+            "replace it"
+        )
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent  # the directories missing are created for the report
+    if not ancestor.is_dir():
+        raise UsageError(
+            f"{option} {path}: {ancestor} is a file, not a directory; name a file in a directory"
+        )
+    try:
+        descriptor, probe = tempfile.mkstemp(dir=ancestor, prefix=f".{path.name}.")
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(
+            f"{option} {path}: cannot create files in {ancestor} ({exc.strerror}); name a file "
+            "in a directory you can write to"
+        ) from None
+
+
+class LiveReport:
+    """The report file, kept current while the run goes, so that no way a run ends loses it.
+
+    ``start`` writes it before the first token, every member still to do "in progress"; as
+    members settle it is rewritten (each version complete, replaced atomically) at most every
+    ``CHECKPOINT_SECONDS``, and never for more than a twentieth of the time, so 100,000 rows
+    cost little; ``finish`` writes the final version. A run killed outright leaves the last
+    version, whose unsettled members ``--resume`` treats as not provisioned. If a version
+    cannot be written, ``on_failure`` hears why (the caller stops issuing tokens).
+    """
+
+    def __init__(
+        self,
+        report: ReportFile,
+        members: Sequence[PlannedMember],
+        tokens: dict[str, str] | None,
+        run: dict[str, Any],
+        on_failure: Callable[[str], None],
+    ) -> None:
+        self.report = report
+        self.members = members
+        self.tokens = tokens
+        self.run = run
+        self.on_failure = on_failure
+        self.failure: str | None = None
+        self.written_at: str | None = None  # of the newest complete version on disk
+        self._dirty = False
+        self._closed = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._next_at = 0.0
+
+    async def start(self) -> None:
+        """The first version, before any token: failing here changes nothing anywhere."""
+        try:
+            await self._write(final=False)
+        except (OSError, DgprovError) as exc:
+            raise UsageError(
+                f"{self.report.option} {self.report.path}: cannot write the report "
+                f"({_why(exc)}); nothing was changed"
+            ) from None
+
+    def changed(self) -> None:
+        """Members settled: a new version is due (written by a task, never blocking the run)."""
+        if self._closed or self.failure is not None:
+            return
+        self._dirty = True
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._checkpoints())
+
+    async def finish(self) -> None:
+        """The final version, after any version still being written."""
+        self._closed = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        try:
+            await self._write(final=True)
+        except (OSError, DgprovError) as exc:
+            kept = (
+                f"the version written at {self.written_at} is on disk; members settled since "
+                "show as in progress"
+                if self.written_at
+                else "no version of it is on disk"
+            )
+            counts = ", ".join(f"{count} {name}" for name, count in summary(self.members).items())
+            raise ReportNotWritten(
+                f"{self.report.option} {self.report.path}: the final report could not be "
+                f"written ({_why(exc)}); {kept}. This run: {counts}"
+            ) from None
+
+    async def _checkpoints(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._dirty and not self._closed:
+                delay = self._next_at - loop.time()
+                if delay > 0:
+                    # Rate-limited; woken early only to stop, when finish() takes over.
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), delay)
+                    if self._closed:
+                        return
+                self._dirty = False
+                try:
+                    await self._write(final=False)
+                except (OSError, DgprovError) as exc:
+                    self.failure = _why(exc)
+                    self.on_failure(
+                        f"{self.report.option} {self.report.path}: cannot update the report "
+                        f"({self.failure}); stopping the run"
+                    )
+                    return
+        finally:
+            self._task = None
+
+    async def _write(self, *, final: bool) -> None:
+        # A copy taken on the event loop, so the file is one consistent moment of the run.
+        members = [
+            PlannedMember(
+                m.username, m.email, m.action, m.directory_user, m.outcome, m.reason, m.expires_at
+            )
+            for m in self.members
+        ]
+        run = dict(self.run) if final else {**self.run, "in_progress": True}
+        tokens = dict(self.tokens) if self.tokens is not None else None
+        began = time.monotonic()
+        await asyncio.to_thread(write_report, self.report, members, tokens, run)
+        took = time.monotonic() - began
+        self.written_at = time.strftime("%H:%M:%S")
+        self._next_at = asyncio.get_running_loop().time() + max(
+            CHECKPOINT_SECONDS, CHECKPOINT_SHARE * took
+        )
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return str(exc)

@@ -50,7 +50,8 @@ def _confirm(pending: int, directory_name: str) -> bool:
     "--enrollment-token-expiration-time",
     "expiration",
     metavar="DURATION",
-    help="Token lifetime such as 24h, 1d, 2w or '1h 30m' (default: the server's, 24h).",
+    help="Token lifetime such as 24h, 1d, 2w or '1h 30m', from 1m to 10y (default: the "
+    "server's, 24h).",
 )
 @click.option(
     "--directory",
@@ -71,6 +72,11 @@ def _confirm(pending: int, directory_name: str) -> bool:
     help="For users Defguard counts as enrolled: a start_desktop token (ignores a custom "
     "expiry), or skip.",
 )
+@click.option(
+    "--include-disabled-directory-users",
+    is_flag=True,
+    help="Also issue tokens for members whose Entra or AD account is disabled (skipped otherwise).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation on a terminal.")
 @click.option(
@@ -84,7 +90,12 @@ def _confirm(pending: int, directory_name: str) -> bool:
     "--report",
     "report_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Report file (.json or .csv).",
+    help="Report file (.json or .csv), kept current while the run goes; must not exist yet.",
+)
+@click.option(
+    "--overwrite-report",
+    is_flag=True,
+    help="Replace the --report file if it exists.",
 )
 @click.option(
     "--include-tokens-in-report",
@@ -95,11 +106,13 @@ def _confirm(pending: int, directory_name: str) -> bool:
     "--resume",
     "resume_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Skip users a previous report shows provisioned.",
+    help="A previous JSON report of the same Defguard URL and group: skip the members it shows "
+    "provisioned (also those it carried forward from earlier runs).",
 )
 @click.option(
     "--enrollment-url",
-    help="The enrollment URL Defguard hands out, to check its length before any token is issued.",
+    help="The enrollment URL Defguard hands out: its length is checked before any token is "
+    "issued, and the run stops if the first token's URL differs.",
 )
 def generate_tokens_command(
     *,
@@ -115,10 +128,12 @@ def generate_tokens_command(
     ad: AdOptions,
     match_by: str,
     enrolled_users: str,
+    include_disabled_directory_users: bool,
     dry_run: bool,
     yes: bool,
     concurrency: int,
     report_path: Path | None,
+    overwrite_report: bool,
     include_tokens_in_report: bool,
     resume_path: Path | None,
     enrollment_url: str | None,
@@ -157,9 +172,11 @@ def generate_tokens_command(
         ad=ad_settings,
         enrollment_token_expiration_time=expiration,
         enrolled_users=EnrolledPolicy(enrolled_users),
+        include_disabled_directory_users=include_disabled_directory_users,
         dry_run=dry_run,
         concurrency=concurrency,
         report=report_path,
+        overwrite_report=overwrite_report,
         include_tokens_in_report=include_tokens_in_report,
         resume=resume_path,
         enrollment_url=enrollment_url,
