@@ -93,7 +93,12 @@ async def fetch_from_entra(
     for_user: str | None = None,
 ) -> ProvisioningConfig:
     """The signed-in user's value; with ``for_user`` (acting for someone else) only a sign-in
-    as that user is accepted, from a cache of that user's own."""
+    as that user is accepted, from a cache of that user's own.
+
+    A user running the job for themselves is not checked: the token lands in their own profile,
+    readable by them only, so signing in as someone else gains nothing the credentials did not
+    already give; and on machines joined to nothing a local login rarely equals the UPN.
+    """
     if for_user is None:
         cache, rule = USER_CACHE, None
     else:

@@ -310,14 +310,15 @@ def test_each_user_gets_their_own_sign_in(
     codes = len(running.sandbox.entra.device_codes)
     second = fetch(running, tmp_path, upn_of(b), "--for-user", b.pw_name)
     assert second.exit_code == 0, second.output
-    assert len(running.sandbox.entra.device_codes) == codes + 1  # B signed in
-    codes += 1
+    b_signed_in = len(running.sandbox.entra.device_codes) == codes + 1
     again = fetch(running, tmp_path, None, "--for-user", a.pw_name)  # A's own cache: silent
     assert again.exit_code == 0, again.output
-    assert len(running.sandbox.entra.device_codes) == codes
+    a_silent = len(running.sandbox.entra.device_codes) == codes + 1
     tokens = {u.pw_name: stored_values(running, upn_of(u))["EnrollmentToken"] for u in (a, b)}
-    assert read(data_file(b)).enrollment_token == tokens[b.pw_name] != tokens[a.pw_name]
+    assert tokens[a.pw_name] != tokens[b.pw_name]
+    assert read(data_file(b)).enrollment_token == tokens[b.pw_name], "B's file holds A's token"
     assert read(data_file(a)).enrollment_token == tokens[a.pw_name]
+    assert b_signed_in and a_silent
 
 
 def test_signed_in_as_someone_else_is_refused(
