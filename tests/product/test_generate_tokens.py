@@ -6,12 +6,17 @@ import hashlib
 import json
 import logging
 import os
+import pwd
 import re
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,7 @@ from dgprov_sandbox.http_common import FaultSettings
 from dgprov_sandbox.tenant import synthetic_tenant
 
 from dgprov.cli import main
+from dgprov.report import NOT_SETTLED
 
 from ..conftest import (
     DISABLED_ADMIN_TOKEN,
@@ -492,3 +498,353 @@ def test_certificate_sign_in(start_sandbox: StartSandbox, tmp_path: Path) -> Non
     args[args.index("--client-certificate") + 1] = str(broken)
     refused = CliRunner().invoke(main, args, env=environment(running, tmp_path))
     assert refused.exit_code == 2 and "both the private key and the certificate" in refused.output
+
+
+# ------------------------------------------------------- admin job correctness (issue 10, 5-10)
+
+
+def core_requests(running: Running) -> dict[str, int]:
+    """Requests Defguard core received, per route."""
+    counts: dict[str, int] = running.anonymous.get("/_sandbox/requests").json()["requests"]
+    return counts
+
+
+START_ENROLLMENT = "POST /api/v1/user/{username}/start_enrollment"
+
+
+def report_rows(path: Path) -> dict[str, dict[str, Any]]:
+    return {row["username"]: row for row in json.loads(path.read_text())["members"]}
+
+
+def test_members_sharing_one_entra_object_get_no_token(
+    start_sandbox: StartSandbox, invoke: Invoker, tmp_path: Path
+) -> None:
+    """A second Defguard account whose e-mail differs from jdoe's only in case maps to jdoe's
+    Entra object: storing both tokens there would let John enroll as the other account."""
+    tenant = example_tenant()
+    tenant["users"].append(
+        {
+            "username": "jdoe.alt",
+            "first_name": "J",
+            "last_name": "Doe",
+            "email": "JDoe@Contoso.example",
+        }
+    )
+    tenant["groups"][1]["members"].append("jdoe.alt")
+    running = start_sandbox(tenant)
+    report = tmp_path / "r.json"
+    result = invoke(running, "--report", str(report))
+    assert result.exit_code == 1, result.output
+    rows = report_rows(report)
+    for name in ("jdoe", "jdoe.alt"):
+        assert (rows[name]["action"], rows[name]["outcome"]) == ("none", "failed")
+        assert rows[name]["reason"].startswith(
+            "Defguard members jdoe and jdoe.alt map to the same Entra ID object "
+            "a0000000-0000-4000-8000-000000000002,"
+        )
+    assert rows["obrien"]["outcome"] == "provisioned"
+    issued = token_hashes(running)
+    assert "jdoe" not in issued and "jdoe.alt" not in issued
+    assert "Defguard" not in stored_attributes(running, "jdoe@contoso.example")
+    assert "failed: jdoe: Defguard members jdoe and jdoe.alt" in result.output
+
+
+def test_disabled_entra_accounts_are_skipped_unless_included(
+    start_sandbox: StartSandbox, invoke: Invoker, tmp_path: Path
+) -> None:
+    tenant = example_tenant()
+    jdoe = next(u for u in tenant["users"] if u["username"] == "jdoe")
+    jdoe["entra"]["account_enabled"] = False
+    running = start_sandbox(tenant)
+    report = tmp_path / "r.json"
+    result = invoke(running, "--report", str(report))
+    assert result.exit_code == 1, result.output  # the ambiguous twin
+    rows = report_rows(report)
+    assert (rows["jdoe"]["outcome"], rows["jdoe"]["reason"]) == (
+        "skipped",
+        "the Entra ID account is disabled; no token issued (pass "
+        "--include-disabled-directory-users to provision disabled accounts too)",
+    )
+    assert rows["obrien"]["outcome"] == "provisioned"
+    assert "jdoe" not in token_hashes(running)
+    included = tmp_path / "included.json"
+    invoke(running, "--include-disabled-directory-users", "--report", str(included))
+    assert report_rows(included)["jdoe"]["outcome"] == "provisioned"
+    assert "jdoe" in token_hashes(running)
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "said"),
+    [
+        ("0", "is zero"),
+        ("0s", "is zero"),
+        ("1ns", "is shorter than a minute"),
+        ("30s", "is shorter than a minute"),
+        ("11y", "is longer than 10 years"),
+    ],
+)
+def test_lifetimes_out_of_bounds_are_refused_before_anything_is_sent(
+    start_sandbox: StartSandbox, invoke: Invoker, lifetime: str, said: str
+) -> None:
+    """Defguard would issue these (and panic on huge ones); dgprov refuses them locally."""
+    running = start_sandbox(example_tenant())
+    result = invoke(running, "--enrollment-token-expiration-time", lifetime)
+    assert result.exit_code == 2, result.output
+    assert f"--enrollment-token-expiration-time {lifetime!r} {said}" in result.output
+    assert core_requests(running) == {}
+
+
+def test_stated_enrollment_url_that_differs_stops_after_one_token(
+    start_sandbox: StartSandbox, invoke: Invoker, tmp_path: Path
+) -> None:
+    running = start_sandbox(example_tenant())
+    report = tmp_path / "r.json"
+    result = invoke(
+        running, "--enrollment-url", "https://vpn.contoso.example", "--report", str(report)
+    )
+    assert result.exit_code == 2, result.output
+    actual = running.info["proxy_url"] + "/"
+    assert (
+        f"Defguard hands out the enrollment URL {actual}, not the --enrollment-url "
+        "https://vpn.contoso.example" in result.output
+    )
+    issued = token_hashes(running)
+    assert sum(len(h) for h in issued.values()) == 1  # the first member's only
+    (first,) = issued
+    rows = report_rows(report)
+    assert rows[first]["outcome"] == "failed"
+    assert rows[first]["reason"].endswith("the token was issued but not stored")
+    assert "Defguard" not in (stored_attributes(running, rows[first]["upn"]) or {})
+    untouched = [r for n, r in rows.items() if r["action"] != "none" and n != first]
+    assert untouched and {r["reason"] for r in untouched} == {
+        "not processed: the run stopped before this member"
+    }
+
+
+def test_stated_enrollment_url_without_its_trailing_slash_matches(
+    start_sandbox: StartSandbox, invoke: Invoker
+) -> None:
+    running = start_sandbox(example_tenant())
+    result = invoke(running, "--enrollment-url", running.info["proxy_url"])
+    assert result.exit_code == 1, result.output  # the ambiguous twin only
+    assert set(token_hashes(running)) == {"jdoe", "obrien", "mlopez", "pfetch", "enrolled"}
+
+
+def test_report_under_a_file_stops_before_defguard_is_contacted(
+    start_sandbox: StartSandbox, invoke: Invoker, tmp_path: Path
+) -> None:
+    running = start_sandbox(example_tenant())
+    blocker = tmp_path / "reports"
+    blocker.write_text("")
+    result = invoke(running, "--report", str(blocker / "r.json"))
+    assert result.exit_code == 2, result.output
+    assert f"{blocker} is a file, not a directory" in result.output
+    assert core_requests(running) == {}
+
+
+def test_an_existing_report_is_not_overwritten_unless_asked(
+    start_sandbox: StartSandbox, invoke: Invoker, tmp_path: Path
+) -> None:
+    running = start_sandbox(example_tenant())
+    report = tmp_path / "r.json"
+    report.write_text('{"the": "record of an earlier run"}')
+    refused = invoke(running, "--report", str(report))
+    assert refused.exit_code == 2
+    assert f"--report {report} already exists" in refused.output
+    assert "--overwrite-report" in refused.output
+    assert core_requests(running) == {}
+    assert report.read_text() == '{"the": "record of an earlier run"}'
+    replaced = invoke(running, "--report", str(report), "--overwrite-report")
+    assert replaced.exit_code == 1, replaced.output
+    assert report_rows(report)["jdoe"]["outcome"] == "provisioned"
+
+
+@pytest.fixture
+def throwaway_user() -> Iterator[pwd.struct_passwd]:
+    """A real unprivileged account, removed afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("creating a throwaway user needs root")
+    name = f"dgp{uuid.uuid4().hex[:8]}"
+    subprocess.run(["useradd", "--create-home", name], check=True, capture_output=True)
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", "--remove", name], check=False, capture_output=True)
+
+
+AS_USER = """
+import os, sys
+import dgprov.cli, dgprov.commands.generate_tokens, tempfile  # before giving up root's files
+uid, gid = int(sys.argv[1]), int(sys.argv[2])
+os.setgroups([]); os.setgid(gid); os.setuid(uid)
+sys.argv = ["dgprov", *sys.argv[3:]]
+dgprov.cli.main()
+"""
+
+
+def test_report_directory_the_user_cannot_write_stops_the_run_first(
+    start_sandbox: StartSandbox, throwaway_user: pwd.struct_passwd
+) -> None:
+    """The admin's account may not create files there: found before Defguard is contacted.
+
+    The interpreter lives under root's private home, so the command starts as root, loads
+    dgprov and drops to the throwaway user for good before it parses a single option.
+    """
+    running = start_sandbox(example_tenant())
+    running.sandbox.entra.auto_approve_upn = running.info["admin_upn"]  # type: ignore[union-attr]
+    locked = Path(tempfile.mkdtemp(prefix="dgprov-locked-"))  # root's, readable by everyone
+    locked.chmod(0o755)
+    cache = Path(tempfile.mkdtemp(prefix="dgprov-cache-"))
+    os.chown(cache, throwaway_user.pw_uid, throwaway_user.pw_gid)
+    user = [str(throwaway_user.pw_uid), str(throwaway_user.pw_gid)]
+    args = cli_args(running, "--report", str(locked / "r.json"))
+    ca_bundle = cache / "ca.pem"  # the sandbox keeps its own in a directory only root may read
+    shutil.copyfile(running.info["ca_bundle"], ca_bundle)
+    args[args.index("--ca-bundle") + 1] = str(ca_bundle)
+    try:
+        completed = subprocess.run(
+            [sys.executable, "-c", AS_USER, *user, *args],
+            env={**os.environ, **environment(running, cache), "HOME": throwaway_user.pw_dir},
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        shutil.rmtree(locked)
+        shutil.rmtree(cache)
+    assert completed.returncode == 2, completed.stderr
+    assert f"cannot create files in {locked} (Permission denied)" in completed.stderr
+    assert core_requests(running) == {}
+
+
+def run_in_background(running: Running, tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
+    running.sandbox.entra.auto_approve_upn = running.info["admin_upn"]  # type: ignore[union-attr]
+    return subprocess.Popen(
+        [sys.executable, "-m", "dgprov", *cli_args(running, *extra)],
+        env={**os.environ, **environment(running, tmp_path / "cache")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def readable_report(path: Path) -> dict[str, Any] | None:
+    """The report as it is now (each version replaces the last atomically), or None."""
+    try:
+        loaded: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return loaded
+
+
+def test_a_killed_run_leaves_a_report_that_tells_the_truth(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    """SIGKILL (or a crash, or a power cut) mid-run: the report on disk names every member
+    provisioned until a moment before, the rest "in progress", and --resume from it re-issues
+    nobody it names provisioned."""
+    running = start_sandbox(synthetic_tenant(200, 7), faults=FaultSettings(latency_ms=40))
+    report = tmp_path / "r.json"
+    process = run_in_background(running, tmp_path, "--report", str(report), "--concurrency", "1")
+    deadline = time.monotonic() + 60
+    while True:
+        current = readable_report(report)
+        if current and any(r["outcome"] == "provisioned" for r in current["members"]):
+            break
+        assert process.poll() is None, "the run ended without a report showing progress"
+        assert time.monotonic() < deadline, "no report on disk while the run was going"
+        time.sleep(0.05)
+    process.kill()
+    process.communicate(timeout=30)
+    written = json.loads(report.read_text())
+    assert written["run"]["in_progress"] is True and "finished_at" not in written["run"]
+    rows = {r["username"]: r for r in written["members"]}
+    assert len(rows) == 200
+    provisioned = {n for n, r in rows.items() if r["outcome"] == "provisioned"}
+    before = token_hashes(running)
+    assert provisioned <= set(before) and len(before) < 200  # killed well before the end
+    assert {rows[n]["reason"] for n in rows if n not in provisioned} == {NOT_SETTLED}
+    assert written["summary"]["failed"] == 200 - len(provisioned)
+
+    resumed = tmp_path / "resumed.json"
+    result = CliRunner().invoke(
+        main,
+        cli_args(running, "--resume", str(report), "--report", str(resumed)),
+        env=environment(running, tmp_path / "cache"),
+    )
+    assert result.exit_code == 0, result.output
+    after = token_hashes(running)
+    assert all(after[name] == before[name] for name in provisioned)
+    assert len(after) == 200
+
+
+def interrupt_after(process: subprocess.Popen[str], running: Running, tokens: int) -> str:
+    """SIGINT once ``tokens`` users hold a token; the run's stderr."""
+    deadline = time.monotonic() + 60
+    while len(token_hashes(running)) < tokens:
+        assert time.monotonic() < deadline and process.poll() is None, "the run ended or stalled"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, stderr
+    return stderr
+
+
+def test_a_chain_of_interrupted_runs_never_issues_a_second_token(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    """Run 1 is interrupted, run 2 resumes from it and is interrupted, run 3 resumes from run 2:
+    every member gets exactly one token, and each keeps the one the run that provisioned it
+    issued (run 2's report carries run 1's members forward)."""
+    running = start_sandbox(synthetic_tenant(60, 6), faults=FaultSettings(latency_ms=40))
+    one, two, three = (tmp_path / f"run{n}.json" for n in (1, 2, 3))
+    first = run_in_background(running, tmp_path, "--report", str(one), "--concurrency", "2")
+    interrupt_after(first, running, 6)
+    after_one = token_hashes(running)
+    second = run_in_background(
+        running, tmp_path, "--resume", str(one), "--report", str(two), "--concurrency", "2"
+    )
+    interrupt_after(second, running, len(after_one) + 6)
+    after_two = token_hashes(running)
+    assert len(after_one) < len(after_two) < 60
+    result = CliRunner().invoke(
+        main,
+        cli_args(running, "--resume", str(two), "--report", str(three)),
+        env=environment(running, tmp_path / "cache"),
+    )
+    assert result.exit_code == 0, result.output
+
+    final = token_hashes(running)
+    assert len(final) == 60 and all(len(h) == 1 for h in final.values())
+    assert all(final[name] == after_two[name] for name in after_two)
+    assert all(after_two[name] == after_one[name] for name in after_one)
+    assert core_requests(running)[START_ENROLLMENT] == 60  # one token per member, ever
+    rows = report_rows(three)
+    by_one = {n for n, r in report_rows(one).items() if r["outcome"] == "provisioned"}
+    by_two = {n for n, r in report_rows(two).items() if r["outcome"] == "provisioned"}
+    for name, row in rows.items():
+        if name in by_one:
+            assert row["reason"] == "already provisioned (by the run in run1.json)"
+        elif name in by_two:
+            assert row["reason"] == "already provisioned (by the run in run2.json)"
+        else:
+            assert row["outcome"] == "provisioned"
+
+
+def test_resume_accepts_only_a_json_report_of_the_same_group(
+    start_sandbox: StartSandbox, invoke: Invoker, tmp_path: Path
+) -> None:
+    running = start_sandbox(example_tenant())
+    other_group = tmp_path / "contractors.json"
+    assert invoke(running, "--report", str(other_group), group="contractors").exit_code == 0
+    refused = invoke(running, "--resume", str(other_group))
+    assert refused.exit_code == 2
+    assert "its group is 'contractors', this run's is 'vpn-users'" in refused.output
+    as_csv = tmp_path / "vpn.csv"
+    assert invoke(running, "--report", str(as_csv), "--dry-run").exit_code == 0
+    as_csv.write_text("username,outcome\njdoe,provisioned\n")
+    refused_csv = invoke(running, "--resume", str(as_csv))
+    assert refused_csv.exit_code == 2
+    assert "resume from the JSON report of the earlier run" in refused_csv.output
+    assert token_hashes(running) == {}

@@ -7,10 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import ldap3
+import pytest
 from click.testing import CliRunner, Result
 
 from dgprov.cli import main
 
+from .. import slapd as slapd_module
 from ..conftest import Running, StartSandbox, example_tenant
 from ..slapd import (
     PROVISIONER_DN,
@@ -179,3 +182,89 @@ def test_ad_usage_errors(start_sandbox: StartSandbox, slapd: Slapd, tmp_path: Pa
     assert missing.exit_code == 2 and "--ldap-url, --base-dn, --ad-attribute" in missing.output
     plain = run(running, Slapd("ldap://dc1.corp.example", slapd.process), tmp_path)
     assert plain.exit_code == 2 and "use ldaps://" in plain.output
+
+
+# ------------------------------------------------------- one account, one member; disabled accounts
+
+
+def test_account_names_differing_only_in_case_are_one_account(
+    start_sandbox: StartSandbox, slapd: Slapd, tmp_path: Path
+) -> None:
+    """Defguard's JDoe2 and jdoe2 are two users, but AD's sAMAccountName ignores case: both
+    would be written to one account, whose owner would then enroll as either. Neither gets a
+    token."""
+    tenant = example_tenant()
+    for name in ("JDoe2", "jdoe2"):
+        tenant["users"].append(
+            {"username": name, "first_name": "J", "last_name": "Doe", "email": None, "entra": None}
+        )
+        tenant["groups"][1]["members"].append(name)
+    running = start_sandbox(tenant)
+    dns = populate(slapd)
+    shared = slapd.add_user("John Doe Two", "jdoe2", "jdoe2@contoso.example")
+    report = tmp_path / "r.json"
+    result = run(running, slapd, tmp_path, "--report", str(report))
+    assert result.exit_code == 1, result.output
+    rows = report_rows(report)
+    for name in ("JDoe2", "jdoe2"):
+        assert (rows[name]["action"], rows[name]["outcome"]) == ("none", "failed")
+        assert rows[name]["directory_id"] == shared
+        assert rows[name]["reason"].startswith(
+            f"Defguard members JDoe2 and jdoe2 map to the same Active Directory object {shared},"
+        )
+    issued = tokens(running)
+    assert "JDoe2" not in issued and "jdoe2" not in issued
+    assert slapd.read(shared, "defguardProvisioningConfig") is None
+    assert {n for n, r in rows.items() if r["outcome"] == "provisioned"} == set(dns)
+
+
+ACCOUNT_CONTROL = """
+attributetype ( 1.2.840.113556.1.4.8 NAME 'userAccountControl'
+    EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+"""
+
+
+@pytest.fixture
+def ad_slapd(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Slapd:
+    """The test slapd with AD's userAccountControl on the user class."""
+    schema = slapd_module.AD_SCHEMA.replace(
+        "extensionAttribute3 $ defguardProvisioningConfig )",
+        "extensionAttribute3 $ defguardProvisioningConfig $ userAccountControl )",
+    )
+    assert schema != slapd_module.AD_SCHEMA
+    monkeypatch.setattr(slapd_module, "AD_SCHEMA", ACCOUNT_CONTROL + schema)
+    server: Slapd = request.getfixturevalue("slapd")
+    return server
+
+
+def test_disabled_ad_accounts_are_skipped_unless_included(
+    start_sandbox: StartSandbox, ad_slapd: Slapd, tmp_path: Path
+) -> None:
+    """ACCOUNTDISABLE (bit 2 of userAccountControl): 514 is a disabled normal account."""
+    running = start_sandbox(example_tenant())
+    dns = populate(ad_slapd)
+    with ad_slapd.admin() as connection:
+        for name, control in (("jdoe", "514"), ("obrien", "512"), ("mlopez", "66048")):
+            assert connection.modify(
+                dns[name], {"userAccountControl": [(ldap3.MODIFY_REPLACE, [control])]}
+            ), connection.result
+    report = tmp_path / "r.json"
+    result = run(running, ad_slapd, tmp_path, "--report", str(report))
+    assert result.exit_code == 0, result.output
+    rows = report_rows(report)
+    assert (rows["jdoe"]["outcome"], rows["jdoe"]["reason"]) == (
+        "skipped",
+        "the Active Directory account is disabled; no token issued (pass "
+        "--include-disabled-directory-users to provision disabled accounts too)",
+    )
+    assert rows["obrien"]["outcome"] == rows["mlopez"]["outcome"] == "provisioned"
+    assert "jdoe" not in tokens(running)
+    assert ad_slapd.read(dns["jdoe"], "defguardProvisioningConfig") is None
+    included = tmp_path / "included.json"
+    again = run(
+        running, ad_slapd, tmp_path, "--include-disabled-directory-users", "--report", str(included)
+    )
+    assert again.exit_code == 0, again.output
+    assert report_rows(included)["jdoe"]["outcome"] == "provisioned"
+    stored = json.loads(ad_slapd.read(dns["jdoe"], "defguardProvisioningConfig") or "")
+    assert tokens(running)["jdoe"] == {sha(stored["enrollmentToken"])}

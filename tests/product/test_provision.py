@@ -559,3 +559,44 @@ def test_writes_are_batched() -> None:
     written = [user.id for batch in world.directory.writes for user, _ in batch]
     assert sorted(written) == sorted({f"id-{n}" for n in names(95)})
     assert {o for o, _ in outcomes(provisioner).values()} == {Outcome.PROVISIONED}
+
+
+# ------------------------------------------------------------------- a stated enrollment URL
+
+
+def test_stated_url_that_differs_stops_after_the_first_token() -> None:
+    """--enrollment-url is what the admin expects users to enroll at: a different URL from
+    Defguard costs one token, which is not stored, and nobody else is touched."""
+    world = World(names(4))
+    provisioner = world.provisioner(
+        ProvisionConfig("vpn-users", enrollment_url="https://vpn.corp.example")
+    )
+    with pytest.raises(PreflightError) as caught:
+        run(provisioner, world.group)
+    assert str(caught.value) == (
+        f"Defguard hands out the enrollment URL {URL}, not the --enrollment-url "
+        "https://vpn.corp.example: correct --enrollment-url, or the public proxy URL in "
+        "Defguard's settings"
+    )
+    assert world.defguard.issued() == ["user000"]
+    assert world.directory.writes == []
+    first, *rest = provisioner.state.members
+    assert first.outcome is Outcome.FAILED and first.reason.endswith(NOT_STORED)
+    assert [(m.outcome, m.reason) for m in rest] == [(Outcome.FAILED, STOPPED_BEFORE)] * 3
+
+
+@pytest.mark.parametrize("stated", [URL + "/", "HTTPS://Enroll.Corp.Example"])
+def test_stated_url_compares_without_trailing_slash_or_host_case(stated: str) -> None:
+    world = World(names(3))
+    provisioner = world.run(ProvisionConfig("vpn-users", enrollment_url=stated))
+    assert [o for o, _ in outcomes(provisioner).values()] == [Outcome.PROVISIONED] * 3
+    assert world.progress[-1] == (3, 3)
+
+
+def test_stated_url_path_must_match() -> None:
+    """Only the host's case and a trailing slash are forgiven: another path is another URL."""
+    world = World(names(2))
+    provisioner = world.provisioner(ProvisionConfig("vpn-users", enrollment_url=URL + "/enroll"))
+    with pytest.raises(PreflightError):
+        run(provisioner, world.group)
+    assert world.defguard.issued() == ["user000"]
