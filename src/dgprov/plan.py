@@ -100,6 +100,10 @@ def plan(
         planned.append(entry)
         if username in done:
             entry.outcome, entry.reason = Outcome.SKIPPED, already_provisioned(done[username])
+            if user is not None and user.is_active and (matches.key == "username" or email):
+                # Still matched: the token an earlier run stored on this object must not be
+                # replaced by another member's (see _refuse_shared_objects).
+                entry.directory_user, _ = _decide_match(_key(user, matches), matches)
             continue
         if user is None:
             entry.outcome, entry.reason = (
@@ -113,8 +117,7 @@ def plan(
         if matches.key == "email" and not email:
             entry.outcome, entry.reason = Outcome.SKIPPED, "no e-mail address in Defguard"
             continue
-        key = (email or "") if matches.key == "email" else username
-        directory_user, problem = _decide_match(key.lower(), matches)
+        directory_user, problem = _decide_match(_key(user, matches), matches)
         entry.directory_user = directory_user
         if problem:
             entry.outcome, entry.reason = Outcome.FAILED, problem
@@ -142,11 +145,17 @@ def plan(
             entry.reason = "already enrolled: desktop token, server default lifetime"
         else:
             entry.action = Action.START_ENROLLMENT
-    _refuse_shared_objects(planned, directory_name)
+    _refuse_shared_objects(planned, directory_name, done)
     return planned
 
 
-def _refuse_shared_objects(planned: Sequence[PlannedMember], directory_name: str) -> None:
+def _key(user: DefguardUser, matches: Matches) -> str:
+    return ((user.email or "") if matches.key == "email" else user.username).lower()
+
+
+def _refuse_shared_objects(
+    planned: Sequence[PlannedMember], directory_name: str, done: Mapping[str, str]
+) -> None:
     """Fail every member whose directory object is also another member's match.
 
     Only one token fits on an object, so the second member's token would replace the first's
@@ -154,7 +163,9 @@ def _refuse_shared_objects(planned: Sequence[PlannedMember], directory_name: str
     This happens when two Defguard accounts differ only in the case of their e-mail address or
     of their username (AD compares ``sAMAccountName`` ignoring case), or when one member's
     address is another's alias. Members skipped for other reasons count too: their object
-    still belongs to one person, and the mapping is wrong whatever this run does.
+    still belongs to one person, and the mapping is wrong whatever this run does. A member an
+    earlier run provisioned keeps its outcome (its token is stored already), but still protects
+    its object from the others.
     """
     sharing: dict[str, tuple[str, list[PlannedMember]]] = {}
     for entry in planned:
@@ -167,6 +178,8 @@ def _refuse_shared_objects(planned: Sequence[PlannedMember], directory_name: str
         names = [entry.username for entry in entries]
         listed = ", ".join(names[:-1]) + " and " + names[-1]
         for entry in entries:
+            if entry.username in done:
+                continue
             entry.action, entry.outcome = Action.NONE, Outcome.FAILED
             entry.reason = (
                 f"Defguard members {listed} map to the same {directory_name} object "

@@ -243,3 +243,25 @@ def test_disabled_directory_accounts_are_skipped_unless_included() -> None:
         include_disabled=True,
     )
     assert (included[0].action, included[0].outcome) == (Action.START_ENROLLMENT, None)
+
+
+def test_a_member_provisioned_earlier_still_protects_its_object() -> None:
+    """Resuming after a second account for alice appeared: alice's stored token stays hers."""
+    planned = plan(
+        ["alice", "Alice2"],
+        {
+            "alice": user("alice", "alice@corp.example"),
+            "Alice2": user("Alice2", "ALICE@corp.example"),
+        },
+        entra({"alice@corp.example": [ALICE]}),
+        enrolled_policy=EnrolledPolicy.DESKTOP,
+        already_done={"alice": "by the run in r.json"},
+    )
+    alice, other = planned
+    assert (alice.outcome, alice.reason, alice.directory_user) == (
+        Outcome.SKIPPED,
+        "already provisioned (by the run in r.json)",
+        ALICE,
+    )
+    assert (other.action, other.outcome) == (Action.NONE, Outcome.FAILED)
+    assert other.reason == shared_object_reason("alice and Alice2", "id-alice")
