@@ -60,6 +60,15 @@ def new_pubkey() -> str:
     return base64.b64encode(os.urandom(32)).decode()
 
 
+def without_user_agent(
+    client: httpx.Client, method: str, url: str, **kwargs: Any
+) -> httpx.Response:
+    """Send a request with no ``User-Agent`` header at all (httpx adds one by default)."""
+    request = client.build_request(method, url, **kwargs)
+    del request.headers["user-agent"]
+    return client.send(request)
+
+
 def start_session(sandbox: Running, token: str) -> httpx.Response:
     return sandbox.proxy.post("/api/v1/enrollment/start", json={"token": token})
 

@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
-from ..conftest import Running
+from ..conftest import Running, StartSandbox, example_tenant
 from .conftest import expiry_seconds, new_pubkey, sha, start_session
 
 
@@ -156,3 +157,137 @@ def test_activation_errors(sandbox: Running) -> None:
         "/api/v1/enrollment/create_device", json={"name": "x", "pubkey": new_pubkey()}
     )
     assert (late.status_code, late.json()) == (401, {"error": "Session expired"})
+
+
+def activate(sandbox: Running, password: str, phone: str | None = None) -> tuple[int, object]:
+    response = sandbox.proxy.post(
+        "/api/v1/enrollment/activate_user", json={"password": password, "phone_number": phone}
+    )
+    return response.status_code, response.json().get("error") if response.content else None
+
+
+@pytest.mark.parametrize(
+    ("phone", "valid"),
+    [
+        ("+48 (91) 123-456", True),
+        ("+1 202 555 0173", True),
+        ("5550173", True),
+        ("+48\u3000123456789", True),  # Rust's `\s` is White_Space
+        ("+48123456789", True),
+        ("+481234567890123", False),  # 15 digits: more than 3+3+4+4
+        ("+48  123456789", False),
+        ("123456\n", False),  # `$` is the very end, not before a final newline
+        ("call me", False),
+        ("", False),
+    ],
+)
+def test_phone_rule(sandbox: Running, phone: str, valid: bool) -> None:
+    """PHONE_NUMBER_REGEX (v2.0.1 crates/defguard_core/src/lib.rs:231), checked before the
+    password."""
+    start_session(sandbox, sandbox.issue("jdoe"))
+    status, error = activate(sandbox, "weak", phone)
+    assert (status, error) == (
+        (400, "password not strong enough") if valid else (400, "invalid phone number")
+    )
+
+
+@pytest.mark.parametrize(
+    ("password", "strong"),
+    [
+        ("Str0ng-Passw0rd!", True),
+        ("Aa1!Aa1!", True),
+        ("Aa1!\u00e9\u00e9", True),  # 6 characters but 8 bytes
+        ("Aa1!aaa", False),  # 7 bytes
+        ("\u00c4\u00e4\u0661!abcd", False),  # Ä, ä, Arabic-Indic one: not ASCII classes
+        ("Aa1\u00a1aaaa", False),  # ¡ is punctuation, not ASCII punctuation
+        ("A" * 60 + "a1!" + "\u00e9" * 33, False),  # 129 bytes
+    ],
+)
+def test_password_strength_in_bytes_and_ascii_classes(
+    sandbox: Running, password: str, strong: bool
+) -> None:
+    """check_password_strength (v2.0.1 crates/defguard_core/src/handlers/user.rs:96-118)."""
+    start_session(sandbox, sandbox.issue("jdoe"))
+    status, error = activate(sandbox, password)
+    assert (status, error) == ((200, None) if strong else (400, "password not strong enough"))
+
+
+def test_activate_user_check_order(sandbox: Running) -> None:
+    """Phone, password, already activated, disabled (v2.0.1 servers/enrollment.rs:393-435)."""
+    token = sandbox.core.post("/api/v1/user/enrolled/start_desktop", json={}).json()
+    start_session(sandbox, token["enrollment_token"])
+    assert activate(sandbox, "weak", "not a phone") == (400, "invalid phone number")
+    assert activate(sandbox, "weak") == (400, "password not strong enough")
+    with sandbox.state.lock:
+        sandbox.state.users["enrolled"].is_active = False
+    assert activate(sandbox, "Str0ng-Passw0rd!") == (400, "user already activated")
+    with sandbox.state.lock:
+        sandbox.state.users["enrolled"].password = None
+    assert activate(sandbox, "Str0ng-Passw0rd!") == (400, "user is disabled")
+
+
+def test_activation_replaces_the_phone_even_with_nothing(sandbox: Running) -> None:
+    """``user.phone = request.phone_number`` (v2.0.1 servers/enrollment.rs:445)."""
+    with sandbox.state.lock:
+        sandbox.state.users["jdoe"].phone = "+48 111 222 333"
+    start_session(sandbox, sandbox.issue("jdoe"))
+    assert activate(sandbox, "Str0ng-Passw0rd!") == (200, None)
+    assert sandbox.anonymous.get("/_sandbox/users/jdoe").json()["phone"] is None
+    assert sandbox.core.get("/api/v1/user/jdoe").json()["user"]["phone"] is None
+
+
+def test_ldap_remote_enrollment_completes_on_2_0(start_sandbox: StartSandbox, line: str) -> None:
+    """v2.0.1 servers/enrollment.rs:490-492 marks LDAP users; 1.6.6 has no such flag."""
+    tenant = example_tenant()
+    tenant["settings"]["ldap_remote_enrollment"] = True
+    sandbox = start_sandbox(tenant, line)
+    user = sandbox.anonymous.get("/_sandbox/users/ldapuser").json()
+    assert user["enrolled"] is (line == "1.6")  # 1.6: from_ldap always counts as enrolled
+    token = sandbox.core.post("/api/v1/user/ldapuser/start_desktop", json={}).json()
+    start_session(sandbox, token["enrollment_token"])
+    assert activate(sandbox, "Str0ng-Passw0rd!") == (200, None)
+    after = sandbox.anonymous.get("/_sandbox/users/ldapuser").json()
+    assert after["ldap_remote_enrollment_completed"] is (line == "2.0")
+    assert after["enrolled"] is True
+
+
+@pytest.mark.parametrize("duration", ["1000y", "200000y", "260000y"])
+def test_long_lifetimes_are_issued(sandbox: Running, duration: str) -> None:
+    """humantime accepts up to u64 seconds; chrono adds up to year 262142 (rust_rules)."""
+    sandbox.issue("jdoe", token_expiration_time=duration)
+    (token,) = sandbox.tokens("jdoe")
+    assert token["lifetime_seconds"] > 0
+
+
+@pytest.mark.parametrize("duration", ["300000y", f"{9_223_372_036_854_776}s", "292000000000y"])
+def test_lifetime_beyond_chrono_aborts_the_core(sandbox: Running, duration: str) -> None:
+    """``Token::new`` panics (v2.0.1 db/models/enrollment.rs:106) and release builds abort
+    (Cargo.toml:152): no answer, nothing changes (the transaction dies with the process), and
+    the restarted core answers the next request."""
+    first = sandbox.issue("jdoe")
+    with pytest.raises(httpx.RemoteProtocolError):
+        sandbox.core.post(
+            "/api/v1/user/jdoe/start_enrollment", json={"token_expiration_time": duration}
+        )
+    assert [t["token_sha256"] for t in sandbox.tokens("jdoe")] == [sha(first)]
+    assert sandbox.anonymous.get("/_sandbox/requests").json()["restarts"] == 1
+    assert sandbox.core.get("/api/v1/user/jdoe").status_code == 200
+
+
+def test_wrapped_lifetime_issues_an_expired_token(sandbox: Running) -> None:
+    """Above i64::MAX seconds ``as i64`` wraps negative: a token expired when issued."""
+    token = sandbox.issue("jdoe", token_expiration_time=f"{2**64 - 1}s")
+    (stored,) = sandbox.tokens("jdoe")
+    assert stored["lifetime_seconds"] == -1
+    response = start_session(sandbox, token)
+    assert (response.status_code, response.json()) == (401, {"error": "token expired"})
+
+
+def test_session_window_is_strict(sandbox: Running) -> None:
+    """``is_session_valid``: ``now < used_at + timeout`` (v2.0.1 db/models/enrollment.rs:151)."""
+    token = sandbox.issue("jdoe")
+    start_session(sandbox, token)
+    sandbox.advance_clock(10 * 60 - 1)
+    assert activate(sandbox, "weak") == (400, "password not strong enough")
+    sandbox.advance_clock(1)
+    assert activate(sandbox, "weak") == (401, "Session expired")

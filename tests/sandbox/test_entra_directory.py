@@ -23,3 +23,14 @@ def test_unconsented_scope_and_unknown_client(entra: Running) -> None:
     assert (
         "AADSTS700016" in stranger.initiate_device_flow(scopes=["User.Read"])["error_description"]
     )
+
+
+def test_default_scope_cannot_be_mixed_with_named_scopes(entra: Running) -> None:
+    """Audit G6 (Learn Q&A 886876): AADSTS70011 from the authority; .default alone is fine."""
+    app = public_client(entra.info)
+    mixed = app.initiate_device_flow(
+        scopes=["https://graph.microsoft.com/.default", "User.Read.All"]
+    )
+    assert "user_code" not in mixed
+    assert mixed["error"] == "invalid_scope" and "AADSTS70011" in mixed["error_description"]
+    assert "user_code" in app.initiate_device_flow(scopes=["https://graph.microsoft.com/.default"])

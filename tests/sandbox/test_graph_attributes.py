@@ -12,7 +12,7 @@ import httpx
 import pytest
 from dgprov_sandbox.tenant import synthetic_tenant
 
-from ..conftest import Running, StartSandbox, graph_client, sign_in
+from ..conftest import Running, StartSandbox, example_tenant, graph_client, sign_in
 from .conftest import read_csa, set_csa
 
 
@@ -157,3 +157,48 @@ def test_synthetic_tenant_roles_decide_who_reads_attributes(start_sandbox: Start
     assert own["customSecurityAttributes"]["Defguard"]["EnrollmentToken"] == "t"
     other = second.get("/me", params={"$select": "customSecurityAttributes"}).json()
     assert other["customSecurityAttributes"] is None
+
+
+EMPTY_SET = {
+    "customSecurityAttributes": {
+        "Defguard": {"@odata.type": "#microsoft.graph.customSecurityAttributeValue"}
+    }
+}
+
+
+@pytest.mark.parametrize(
+    ("rule", "admin_status", "plain_status"),
+    [("checked", 204, 403), ("unchecked", 204, 204), ("rejected", 400, 400)],
+)
+def test_empty_attribute_set_patch(
+    start_sandbox: StartSandbox, rule: str, admin_status: int, plain_status: int
+) -> None:
+    """Decision G1 (undocumented): a set without values, as a write preflight sends it."""
+    running = start_sandbox(example_tenant(), empty_attribute_patch=rule)
+    admin = graph_client(running.info, sign_in(running, running.info["admin_upn"]))
+    plain = graph_client(running.info, sign_in(running, "sobrien@contoso.example"))
+    assert admin.patch("/users/jdoe@contoso.example", json=EMPTY_SET).status_code == admin_status
+    assert plain.patch("/me", json=EMPTY_SET).status_code == plain_status
+    if rule == "unchecked":  # nothing is skipped for a PATCH that does assign a value
+        real = set_csa(plain, "sobrien@contoso.example", {"EnrollmentToken": "x"})
+        assert real.status_code == 403
+
+
+@pytest.mark.parametrize(("role", "reader_sees"), [("reader", True), ("administrator", False)])
+def test_delegated_read_role(start_sandbox: StartSandbox, role: str, reader_sees: bool) -> None:
+    """Decision G2: Attribute Assignment Reader suffices (role definitions) or only the
+    Administrator does (user-get.md, 12/2024); without it the value is null, status 200."""
+    running = start_sandbox(example_tenant(), csa_read_role=role)
+    admin = graph_client(running.info, sign_in(running, running.info["admin_upn"]))
+    set_csa(admin, "jdoe@contoso.example", {"EnrollmentToken": "abc"})
+    reader = graph_client(running.info, sign_in(running, "jdoe@contoso.example"))
+    seen = reader.get("/me", params={"$select": "customSecurityAttributes"}).json()
+    assert (seen["customSecurityAttributes"] is not None) is reader_sees
+    assert read_csa(admin, "jdoe@contoso.example")["Defguard"]["EnrollmentToken"] == "abc"
+
+
+def test_empty_string_value_is_refused(tenant: Running, admin: httpx.Client) -> None:
+    """msgraph-sdk-powershell#1938: "" is not a way to clear a String attribute."""
+    response = set_csa(admin, "jdoe@contoso.example", {"EnrollmentToken": ""})
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "Non empty string value expected for attribute."

@@ -1,4 +1,4 @@
-"""Injected faults and the 2.0 rate limiter (``http_common``), seen through the emulators.
+"""Injected faults (``http_common``), seen through the emulators.
 
 Latency, 500/503 answers and dropped connections are seeded and deterministic; Graph's injected
 errors use Graph's envelope.
@@ -13,26 +13,6 @@ import pytest
 from dgprov_sandbox.http_common import FaultSettings
 
 from ..conftest import Running, StartSandbox, example_tenant, graph_client, sign_in
-
-
-def test_rate_limiter_on_2_0(start_sandbox: StartSandbox) -> None:
-    tenant = example_tenant()
-    tenant["settings"].update(rate_limit_per_second=1, rate_limit_burst=3)
-    sandbox = start_sandbox(tenant, "2.0")
-    statuses = [sandbox.core.get("/api/v1/group-info").status_code for _ in range(5)]
-    assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:]
-    limited = sandbox.core.get("/api/v1/group-info")
-    assert limited.status_code == 429
-    assert limited.text.startswith("Too Many Requests! Wait for ")
-    assert int(limited.headers["retry-after"]) >= 1
-    assert limited.headers["x-ratelimit-after"] == limited.headers["retry-after"]
-
-
-def test_no_rate_limiter_on_1_6(start_sandbox: StartSandbox) -> None:
-    tenant = example_tenant()
-    tenant["settings"].update(rate_limit_per_second=1, rate_limit_burst=1)
-    sandbox = start_sandbox(tenant, "1.6")
-    assert {sandbox.core.get("/api/v1/group-info").status_code for _ in range(5)} == {200}
 
 
 def _statuses(sandbox: Running, count: int) -> list[int | str]:

@@ -14,6 +14,8 @@ from types import FrameType
 
 import click
 
+from .defguard_directory import USER_ORDERS
+from .graph_attributes import CSA_READ_ROLE_CHOICES, EMPTY_PATCH_RULES
 from .http_common import FaultSettings
 from .server import Sandbox, SandboxError, SandboxOptions
 from .tenant import TenantError, load_tenant, synthetic_tenant
@@ -150,6 +152,30 @@ def _check_rates(error_rate: float, drop_rate: float) -> None:
     show_default=True,
     help="Multiply every throttling quota by this factor.",
 )
+@click.option(
+    "--user-list-order",
+    type=click.Choice(USER_ORDERS),
+    default="heap",
+    show_default=True,
+    help="Order of Defguard's user list (no ORDER BY upstream): heap = creation order with "
+    "updated users moving last, stable = id order, unstable = reshuffled per request.",
+)
+@click.option(
+    "--empty-attribute-patch",
+    type=click.Choice(EMPTY_PATCH_RULES),
+    default="checked",
+    show_default=True,
+    help="Graph PATCH of an attribute set without values: 204 after the permission checks, "
+    "204 without them, or 400.",
+)
+@click.option(
+    "--csa-read-role",
+    type=click.Choice(CSA_READ_ROLE_CHOICES),
+    default="reader",
+    show_default=True,
+    help="Directory role a delegated caller needs to read custom security attributes: "
+    "Attribute Assignment Reader (or Administrator), or Administrator only.",
+)
 def main(
     tenant_file: Path | None,
     users: int | None,
@@ -167,6 +193,9 @@ def main(
     throttle: str,
     time_scale: float,
     quota_scale: float,
+    user_list_order: str,
+    empty_attribute_patch: str,
+    csa_read_role: str,
 ) -> None:
     """Run emulators of Defguard core, its enrollment proxy, Entra sign-in and Microsoft Graph
     on loopback until interrupted.
@@ -201,6 +230,9 @@ def main(
         time_scale=time_scale,
         quota_scale=quota_scale,
         auto_approve_as=auto_approve_as,
+        user_list_order=next(o for o in USER_ORDERS if o == user_list_order),
+        empty_attribute_patch=next(r for r in EMPTY_PATCH_RULES if r == empty_attribute_patch),
+        csa_read_role=next(r for r in CSA_READ_ROLE_CHOICES if r == csa_read_role),
     )
     sandbox = Sandbox(tenant, options)
     try:

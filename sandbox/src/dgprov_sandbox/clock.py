@@ -8,6 +8,7 @@ the helpers turn them into the two wire forms the emulators send.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
 
@@ -20,6 +21,10 @@ class SandboxClock:
     def now(self) -> datetime:
         """Naive UTC, as Defguard's chrono ``NaiveDateTime`` columns hold it."""
         return datetime.now(timezone.utc).replace(tzinfo=None) + self._offset
+
+    def monotonic(self) -> float:
+        """Seconds on a monotonic scale (the rate limiter's quanta clock), moved by ``advance``."""
+        return time.monotonic() + self._offset.total_seconds()
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:

@@ -2,15 +2,16 @@
 
 Each handler runs the same extractor order as the axum handler it emulates: authentication and
 role, then ``User-Agent``, then path parameters, then the JSON body. The order matters because a
-client sees the *first* failure only.
+client sees the *first* failure only. A ``CoreCrash`` (a panic: release builds abort) is answered
+with nothing at all; ``http_common.CrashDropper`` then closes the connection.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -18,30 +19,28 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .clock import naive_iso
+from .core_views import device_view, group_info, paginate, token_view, user_info
 from .defguard_model import (
     COMPONENT_VERSION,
+    CoreCrash,
     CoreError,
-    Device,
     EnrollmentToken,
-    Group,
     Session,
     StartRequest,
-    User,
     sha256_hex,
 )
 from .defguard_state import DefguardState
 from .http_common import (
+    ASGIApp,
     BodyReader,
     ExtraHeaders,
     Rejection,
     RequestCounter,
+    Unanswered,
     answering_errors,
     json_response,
     read_json_body,
 )
-
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 100
 
 
 def core_json(payload: Any, status: int = 200) -> Response:
@@ -50,120 +49,6 @@ def core_json(payload: Any, status: int = 200) -> Response:
 
 def _error_response(error: CoreError) -> Response:
     return core_json({} if error.message is None else {"msg": error.message}, error.status)
-
-
-# ------------------------------------------------------------------------------------------ views
-
-
-def device_view(state: DefguardState, device: Device) -> dict[str, Any]:
-    networks = []
-    for location in state.locations:
-        if location.id not in device.addresses:
-            continue
-        network: dict[str, Any] = {
-            "device_wireguard_ips": [device.addresses[location.id]],
-            "is_active": False,
-            "last_connected_at": None,
-            "last_connected_ip": None,
-            "network_gateway_ip": location.endpoint,
-            "network_id": location.id,
-            "network_name": location.name,
-        }
-        if state.line == "2.0":
-            network["location_mfa_mode"] = location.mfa_mode
-        else:
-            network["last_connected_location"] = None
-        networks.append(network)
-    return {
-        "configured": True,
-        "created": naive_iso(device.created),
-        "description": None,
-        "device_type": "user",
-        "id": device.id,
-        "name": device.name,
-        "networks": networks,
-        "user_id": device.user_id,
-        "wireguard_pubkey": device.pubkey,
-    }
-
-
-def user_info(state: DefguardState, user: User) -> dict[str, Any]:
-    """``UserInfo`` in the shape of the running server line."""
-    info: dict[str, Any] = {
-        "authorized_apps": [],
-        "email": user.email,
-        "email_mfa_enabled": False,
-        "enrolled": state.is_enrolled(user),
-        "first_name": user.first_name,
-        "groups": list(user.groups),
-        "id": user.id,
-        "is_active": user.is_active,
-        "is_admin": user.is_admin,
-        "last_name": user.last_name,
-        "ldap_pass_requires_change": False,
-        "mfa_enabled": False,
-        "mfa_method": "None",
-        "phone": user.phone,
-        "totp_enabled": False,
-        "username": user.username,
-    }
-    if state.line == "2.0":
-        info["name"] = f"{user.first_name} {user.last_name}"
-        info["devices"] = [device_view(state, d) for d in state.user_devices(user)]
-    return info
-
-
-def group_info(state: DefguardState, group: Group, *, include_allow_all: bool) -> dict[str, Any]:
-    return {
-        "id": group.id,
-        "is_admin": group.is_admin,
-        "members": list(group.members),
-        "name": group.name,
-        "vpn_locations": state.group_vpn_locations(group, include_allow_all=include_allow_all),
-    }
-
-
-def paginate(request: Request, items: list[Any]) -> dict[str, Any]:
-    """Defguard 2.0 pagination: ``page`` >= 1, ``per_page`` clamped to 1..100."""
-    query = dict(parse_qsl(request.url.query))
-    numbers = {}
-    for key, default in (("page", 1), ("per_page", DEFAULT_PAGE_SIZE)):
-        raw = query.get(key)
-        try:
-            numbers[key] = default if raw is None else int(raw)
-        except ValueError:
-            raise Rejection(
-                400, f"Failed to deserialize query string: {key}: invalid digit found in string"
-            ) from None
-    page = max(1, numbers["page"])
-    per_page = min(MAX_PAGE_SIZE, max(1, numbers["per_page"]))
-    total_pages = math.ceil(len(items) / per_page)
-    return {
-        "data": items[(page - 1) * per_page : page * per_page],
-        "pagination": {
-            "current_page": page,
-            "next_page": page + 1 if page < total_pages else None,
-            "page_size": per_page,
-            "total_items": len(items),
-            "total_pages": total_pages,
-        },
-    }
-
-
-def token_view(state: DefguardState, token: EnrollmentToken) -> dict[str, Any]:
-    """Inspection view of a token: its hash, never its value."""
-    admin = state.users_by_id.get(token.admin_id) if token.admin_id else None
-    return {
-        "admin": admin.username if admin else None,
-        "created_at": naive_iso(token.created_at),
-        "email": token.email,
-        "expires_at": naive_iso(token.expires_at),
-        "issued_by": token.via,
-        "kind": token.kind,
-        "token_sha256": sha256_hex(token.value),
-        "used_at": naive_iso(token.used_at) if token.used_at else None,
-        "username": state.users_by_id[token.user_id].username,
-    }
 
 
 # --------------------------------------------------------------------------------------- handlers
@@ -183,7 +68,9 @@ class CoreHandlers:
 
     @staticmethod
     def _require_user_agent(request: Request) -> None:
-        if not request.headers.get("user-agent"):
+        """``ApiRequestContext`` (v2.0.1 handlers/mod.rs:606): the header must be present; an
+        empty value is a valid ``UserAgent``."""
+        if "user-agent" not in request.headers:
             raise CoreError(400, "Missing UserAgent header")
 
     async def info(self, request: Request) -> Response:
@@ -226,13 +113,20 @@ class CoreHandlers:
         )
 
     async def list_users(self, request: Request) -> Response:
+        """``list_users``: no ORDER BY on either line (v2.0.1 handlers/user.rs:190-217,
+        v1.6.6 :154-164), so the order is the state's scan order (``--user-list-order``)."""
         self._admin(request)
-        users = list(self.state.users.values())
+        users = self.state.users_in_scan_order()
         if self.state.line == "1.6":
             return core_json([user_info(self.state, u) for u in users])
         page = paginate(request, users)
         page["data"] = [user_info(self.state, u) for u in page["data"]]
         return core_json(page)
+
+    async def me(self, request: Request) -> Response:
+        """``GET /me`` (v2.0.1 handlers/user.rs:1263, v1.6.6 :1281): the caller's UserInfo."""
+        session = self.state.authenticate(request.headers.get("authorization"))
+        return core_json(user_info(self.state, session.user))
 
     async def get_user(self, request: Request) -> Response:
         session = self.state.authenticate(request.headers.get("authorization"))
@@ -283,16 +177,15 @@ class CoreHandlers:
         return self._token_created(token)
 
     async def add_api_token(self, request: Request) -> Response:
-        self._admin(request)
+        """Extractors in order: ``LicenseInfo`` (so the licence is checked before the caller),
+        ``AdminRole``, ``ApiRequestContext`` (User-Agent), path, JSON body (v2.0.1
+        crates/defguard_core/src/enterprise/handlers/api_tokens.rs:27-35, v1.6.6 :28-36)."""
         if not self.state.enterprise_enabled():
             raise CoreError(403, "Enterprise features are disabled")
-        owner = self.state.get_user(request.path_params["username"])
+        session = self._admin(request)
+        self._require_user_agent(request)
         name = BodyReader(await read_json_body(request), "AddApiTokenData").required("name", str)
-        if not owner.is_admin:
-            raise CoreError(403, "Cannot create API token for non-admin user")
-        if not owner.is_active:
-            raise CoreError(403, "Cannot create API token for inactive user")
-        token = self.state.add_api_token(owner, name)
+        token = self.state.add_api_token(session, request.path_params["username"], name)
         return core_json({"token": token}, 201)
 
     # ------------------------------------------------------------------ inspection (``/_sandbox``)
@@ -311,19 +204,38 @@ class CoreHandlers:
         user = self.state.users.get(request.path_params["username"])
         if user is None:
             return core_json({"msg": "no such user"}, 404)
+        if request.method == "POST":
+            try:
+                active = (await request.json())["active"]
+                assert isinstance(active, bool)
+            except (ValueError, KeyError, TypeError, AssertionError):
+                return core_json({"msg": 'send {"active": true|false}'}, 400)
+            with self.state.lock:
+                self.state.set_active(user, active)
+        polling = self.state.polling_tokens
         return core_json(
             {
                 "enrolled": self.state.is_enrolled(user),
                 "enrollment_pending": user.enrollment_pending,
                 "has_password": user.has_password(),
                 "is_active": user.is_active,
-                "devices": [device_view(self.state, d) for d in self.state.user_devices(user)],
+                "ldap_remote_enrollment_completed": user.ldap_remote_enrollment_completed,
+                "phone": user.phone,
+                "devices": [
+                    device_view(self.state, d)
+                    | {
+                        "polling_tokens_sha256": [
+                            sha256_hex(v) for v, i in polling.items() if i == d.id
+                        ]
+                    }
+                    for d in self.state.user_devices(user)
+                ],
                 "username": user.username,
             }
         )
 
     async def inspect_requests(self, request: Request) -> Response:
-        return core_json({"requests": dict(self.counts)})
+        return core_json({"requests": dict(self.counts), "restarts": self.state.restarts})
 
     async def advance_clock(self, request: Request) -> Response:
         """Move the sandbox clock forward, so expiry can be tested without sleeping."""
@@ -343,17 +255,34 @@ def _url_string(url: str) -> str:
     return url if parts.path else f"{url}/"
 
 
-def build_core_app(state: DefguardState, counts: Counter[str]) -> ExtraHeaders:
-    """The core app with its routes, error mapping and version header."""
+def build_core_app(
+    state: DefguardState,
+    counts: Counter[str],
+    limiter: Callable[[ASGIApp], ASGIApp] | None = None,
+) -> ExtraHeaders:
+    """The core app with its routes, error mapping, the 2.0 rate limiter (``limiter`` wraps the
+    routed app) and, outermost, the version header: v2.0.1 crates/defguard_core/src/lib.rs:752
+    puts ``DefguardVersionLayer`` outside the limiter, so a 429 carries it too."""
     handlers = CoreHandlers(state, counts)
 
-    wrap = answering_errors(CoreError, _error_response)
+    answer = answering_errors(CoreError, _error_response)
+
+    def wrap(handler: Any) -> Any:
+        async def endpoint(request: Request) -> Response:
+            try:
+                response: Response = await answer(handler)(request)
+            except CoreCrash:
+                return Unanswered()
+            return response
+
+        return endpoint
 
     routes = [
         Route("/api/v1/info", wrap(handlers.info), methods=["GET"]),
         Route("/api/v1/group", wrap(handlers.list_groups), methods=["GET"]),
         Route("/api/v1/group-info", wrap(handlers.list_groups_info), methods=["GET"]),
         Route("/api/v1/group/{key}", wrap(handlers.get_group), methods=["GET"]),
+        Route("/api/v1/me", wrap(handlers.me), methods=["GET"]),
         Route("/api/v1/user", wrap(handlers.list_users), methods=["GET"]),
         Route("/api/v1/user/{username}", wrap(handlers.get_user), methods=["GET"]),
         Route(
@@ -366,10 +295,12 @@ def build_core_app(state: DefguardState, counts: Counter[str]) -> ExtraHeaders:
         ),
         Route("/api/v1/user/{username}/api_token", wrap(handlers.add_api_token), methods=["POST"]),
         Route("/_sandbox/tokens", handlers.inspect_tokens, methods=["GET"]),
-        Route("/_sandbox/users/{username}", handlers.inspect_user, methods=["GET"]),
+        Route("/_sandbox/users/{username}", handlers.inspect_user, methods=["GET", "POST"]),
         Route("/_sandbox/requests", handlers.inspect_requests, methods=["GET"]),
         Route("/_sandbox/clock", handlers.advance_clock, methods=["POST"]),
     ]
     app = Starlette(routes=routes)
-    counted = RequestCounter(app, app.router, counts)
+    counted: ASGIApp = RequestCounter(app, app.router, counts)
+    if limiter is not None:
+        counted = limiter(counted)
     return ExtraHeaders(counted, {"defguard-component-version": COMPONENT_VERSION[state.line]})

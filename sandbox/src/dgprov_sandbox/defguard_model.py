@@ -2,8 +2,9 @@
 
 Plain data shared by the state layers (``defguard_directory``, ``defguard_enrollment``,
 ``defguard_devices``) and by the HTTP faces (``core_app``, ``proxy_app``), which translate
-``CoreError`` and ``ProxyError`` into Defguard's exact status codes and bodies. The constants are
-the per-server-line facts of ``shared/reference/defguard-api.md``.
+``CoreError`` and ``ProxyError`` into Defguard's exact status codes and bodies, and ``CoreCrash``
+into a connection dropped without an answer. The constants are per server line: Defguard core
+v1.6.6 and v2.0.1, proxy v1.6.2 (docs/sandbox.md cites the file behind each).
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ TOKEN_PASSWORD_RESET = "PASSWORD_RESET"
 MFA_MODE_CODES = {"disabled": 1, "internal": 2, "external": 3}
 SERVICE_LOCATION_DISABLED = 1
 
+# ClientTrafficPolicy (v2.0.1 crates/defguard_core/src/enterprise/db/models/
+# enterprise_settings.rs:77): the proxy reports `policy as i32` on both lines (v1.6.6
+# crates/defguard_core/src/grpc/mod.rs:854).
+TRAFFIC_NONE, TRAFFIC_DISABLE_ALL, TRAFFIC_FORCE_ALL = 0, 1, 2
+
 # Alphabet of the tokens the emulated server draws (API, enrollment and polling tokens).
 ALNUM = string.ascii_letters + string.digits
 
@@ -37,6 +43,11 @@ class CoreError(Exception):
         super().__init__(message or "")
         self.status = status
         self.message = message
+
+
+class CoreCrash(Exception):
+    """A panic in core: release builds abort (``panic = "abort"``, v2.0.1 Cargo.toml:152,
+    v1.6.6 :125), so the request gets no answer and the process restarts."""
 
 
 class ProxyError(Exception):
@@ -76,6 +87,7 @@ class User:
     enrollment_pending: bool
     openid_sub: str | None
     from_ldap: bool
+    ldap_remote_enrollment_completed: bool = False
     groups: list[str] = field(default_factory=list)
     is_admin: bool = False
 
@@ -129,7 +141,8 @@ class EnrollmentToken:
     admin_id: int | None
     email: str | None
     created_at: datetime
-    expires_at: datetime
+    expires_at: datetime  # created_at + lifetime_seconds, clamped to Python's calendar
+    lifetime_seconds: int
     used_at: datetime | None = None
     via: str = "start_enrollment"
 

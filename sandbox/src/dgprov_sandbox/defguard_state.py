@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .clock import SandboxClock
 from .defguard_devices import DefguardDevices
+from .defguard_directory import UserOrder
 from .defguard_model import (
     ApiToken,
     Device,
@@ -59,11 +60,16 @@ class DefguardState(DefguardDevices):
         core_url: str,
         seed: int = 0,
         clock: SandboxClock | None = None,
+        user_order: UserOrder = "heap",
     ) -> None:
         self.line = line
         self.clock = clock or SandboxClock()
         self.lock = threading.RLock()
         self._rng = random.Random(seed)
+        self.seed = seed
+        self.user_order = user_order
+        self._listings = 0
+        self.restarts = 0  # core processes that aborted on a panic (CoreCrash) and restarted
         settings = tenant.get("settings", {})
         instance = tenant.get("instance", {})
         self.instance_id: str = instance.get("id") or "00000000-0000-4000-8000-000000000000"
@@ -72,6 +78,8 @@ class DefguardState(DefguardDevices):
             "welcome_message", "You can now connect to the VPN."
         )
         self.openid_display_name: str | None = instance.get("openid_display_name")
+        self.client_traffic_policy: int = instance.get("client_traffic_policy", 0)
+        self.mfa_required: bool | None = instance.get("mfa_required")
         self.core_url = core_url
         self.public_proxy_url: str = settings.get("public_proxy_url") or own_proxy_url
         self.token_timeout = timedelta(hours=settings.get("enrollment_token_timeout_hours", 24))
@@ -105,9 +113,13 @@ class DefguardState(DefguardDevices):
                 enrollment_pending=person.get("enrollment_pending", False),
                 openid_sub=person.get("openid_sub"),
                 from_ldap=person.get("from_ldap", False),
+                ldap_remote_enrollment_completed=person.get(
+                    "ldap_remote_enrollment_completed", False
+                ),
             )
             self.users[user.username] = user
             self.users_by_id[user.id] = user
+        self._heap: list[int] = list(self.users_by_id)
         self.groups: dict[str, Group] = {}
         for spec in tenant["groups"]:
             group = Group(
@@ -134,7 +146,7 @@ class DefguardState(DefguardDevices):
                     network=network,
                     endpoint=spec["endpoint"],
                     port=spec.get("port", 51820),
-                    allowed_ips=spec.get("allowed_ips") or [str(network.network)],
+                    allowed_ips=spec.get("allowed_ips", [str(network.network)]),
                     dns=spec.get("dns"),
                     keepalive_interval=spec.get("keepalive_interval", 25),
                     mfa_mode=spec.get("mfa_mode", "disabled"),

@@ -150,6 +150,16 @@ class EntraDirectory:
     def delegated_scopes(self, app: Application, scope_text: str) -> list[str]:
         """Validate requested scopes; return the Graph permissions granted, reserved ones kept."""
         granted: list[str] = []
+        requested = [s for s in scope_text.split() if s not in RESERVED_SCOPES]
+        if len(requested) > 1 and any(graph_scope(s) == ".default" for s in requested):
+            # Learn Q&A 886876 (audit G6): /.default cannot be mixed with named scopes.
+            raise OAuthError(
+                "invalid_scope",
+                "The provided value for the input parameter 'scope' is not valid. The scope "
+                f"{scope_text} is not valid. .default scope can't be combined with "
+                "resource-specific scopes.",
+                70011,
+            )
         for scope in scope_text.split():
             if scope in RESERVED_SCOPES:
                 granted.append(scope)

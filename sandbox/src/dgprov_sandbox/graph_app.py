@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from .entra_directory import EntraUser
 from .entra_state import EntraState
+from .graph_attributes import CsaReadRole, EmptyPatchRule
 from .graph_batch import GraphBatch
 from .graph_messages import GraphCall, GraphError, GraphReply, error_body, method_not_allowed
 from .graph_routes import route_template
@@ -36,8 +37,19 @@ from .throttle import Throttle
 class GraphService(GraphBatch):
     """The Graph endpoints of one tenant."""
 
-    def __init__(self, state: EntraState, throttle: Throttle, base_url: str, seed: int) -> None:
+    def __init__(
+        self,
+        state: EntraState,
+        throttle: Throttle,
+        base_url: str,
+        seed: int,
+        *,
+        empty_patch_rule: EmptyPatchRule = "checked",
+        csa_read_role: CsaReadRole = "reader",
+    ) -> None:
         self.state = state
+        self.empty_patch_rule = empty_patch_rule
+        self.csa_read_role = csa_read_role
         self.throttle = throttle
         self.base_url = base_url  # ends in /v1.0
         self.rng = random.Random(f"{seed}:graph")
@@ -110,4 +122,15 @@ def build_graph_app(service: GraphService) -> Starlette:
             Route("/_sandbox/requests", counts, methods=["GET"]),
             Route("/v1.0/{path:path}", endpoint, methods=["GET", "POST", "PATCH", "PUT", "DELETE"]),
         ]
+    )
+
+
+def graph_server_error(rng: random.Random) -> Response:
+    """A 503 (half of them with Retry-After) or 504, in Graph's error envelope."""
+    status = 503 if rng.random() < 0.5 else 504
+    code = "serviceNotAvailable" if status == 503 else "gatewayTimeout"
+    body = {"error": {"code": code, "message": "The service is temporarily unavailable."}}
+    headers = {"Retry-After": "1"} if status == 503 and rng.random() < 0.5 else {}
+    return Response(
+        json.dumps(body), status_code=status, headers=headers, media_type="application/json"
     )

@@ -8,7 +8,7 @@ definitions need their own permission.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from .entra_directory import AttributeDefinition, EntraUser
 from .entra_state import EntraState
@@ -27,6 +27,11 @@ from .graph_permissions import (
     require,
 )
 
+EmptyPatchRule = Literal["checked", "unchecked", "rejected"]
+EMPTY_PATCH_RULES: tuple[EmptyPatchRule, ...] = ("checked", "unchecked", "rejected")
+CsaReadRole = Literal["reader", "administrator"]
+CSA_READ_ROLE_CHOICES: tuple[CsaReadRole, ...] = ("reader", "administrator")
+
 CSA_TYPE_WRITE = "#microsoft.directoryservices.customsecurityattributevalue"
 CSA_TYPE_READ = "#microsoft.graph.customSecurityAttributeValue"
 CSA_VALUE_MAX_LENGTH = 64
@@ -37,10 +42,19 @@ class GraphAttributes(GraphPaging):
     """``customSecurityAttributes`` of users and ``/directory/...`` attribute definitions."""
 
     state: EntraState
+    empty_patch_rule: EmptyPatchRule
+    csa_read_role: CsaReadRole
 
     def _csa_view(self, principal: Principal, user: EntraUser) -> dict[str, Any] | None:
-        """Custom security attributes as Graph returns them: null when unset *or* unreadable."""
-        if not (principal.granted(CSA_READ) and principal.in_role(CSA_READ_ROLES)):
+        """Custom security attributes as Graph returns them: null when unset *or* unreadable.
+
+        Which directory role a delegated reader needs is unsettled (decision G2): ``reader``
+        (default) follows the role definitions, where Attribute Assignment Reader reads
+        assignments; ``administrator`` follows user-get.md (12/2024), which names Attribute
+        Assignment Administrator as the least privileged role.
+        """
+        roles = CSA_READ_ROLES if self.csa_read_role == "reader" else CSA_WRITE_ROLES
+        if not (principal.granted(CSA_READ) and principal.in_role(roles)):
             return None
         view: dict[str, Any] = {}
         for set_id, values in user.custom_security_attributes.items():
@@ -120,6 +134,15 @@ class GraphAttributes(GraphPaging):
         attributes = body.get("customSecurityAttributes")
         if attributes is None:
             return GraphReply(204)
+        if _names_no_attribute(attributes) and self.empty_patch_rule != "checked":
+            # Decision G1: undocumented; "checked" falls through to the permission checks.
+            if self.empty_patch_rule == "rejected":
+                raise bad_request(
+                    "The sandbox refuses a customSecurityAttributes update that assigns no "
+                    "attribute (--empty-attribute-patch rejected)."
+                )
+            self._validate_csa(attributes)
+            return GraphReply(204)
         require(principal, CSA_WRITE)
         if principal.delegated:
             require(principal, READ_USERS)
@@ -177,6 +200,16 @@ class GraphAttributes(GraphPaging):
         return changes
 
 
+def _names_no_attribute(attributes: Any) -> bool:
+    """A PATCH whose sets carry nothing but ``@odata.type`` annotations (or no set at all)."""
+    if not isinstance(attributes, dict):
+        return False
+    return all(
+        isinstance(values, dict) and all(key.endswith("@odata.type") for key in values)
+        for values in attributes.values()
+    )
+
+
 def _check_value(definition: AttributeDefinition, value: Any, annotation: Any) -> None:
     name = definition.name
     if value is None or (definition.is_collection and value == []):
@@ -200,6 +233,10 @@ def _check_value(definition: AttributeDefinition, value: Any, annotation: Any) -
             raise bad_request(
                 f"Invalid value for property '{name}': a {definition.type} is expected."
             )
+        if single == "" and definition.type == "String":
+            # msgraph-sdk-powershell#1938: Graph refuses an empty String value (it is not a way
+            # to remove an assignment).
+            raise bad_request("Non empty string value expected for attribute.")
         if isinstance(single, str) and len(single) > CSA_VALUE_MAX_LENGTH:
             raise bad_request(
                 f"Invalid value for property '{name}': the value exceeds the maximum length of "

@@ -16,10 +16,39 @@ from urllib.parse import urlencode
 from .entra_directory import EntraUser
 from .graph_messages import GraphCall, GraphError, GraphReply, bad_request
 from .graph_schema import INDEXED_USER_PROPERTIES
-from .odata import FilterSyntaxError, FilterUnsupported, PropertyRule, parse_filter
+from .odata import (
+    FilterSyntaxError,
+    FilterUnsupported,
+    ParsedFilter,
+    PropertyRule,
+    parse_filter,
+)
 
 MAX_PAGE_SIZE = 999
 DEFAULT_PAGE_SIZE = 100
+MAX_OR_CHILDREN = 15
+
+
+def _check_limits(parsed: ParsedFilter, resource: str) -> None:
+    """Graph known issues ("Some limitations apply to query parameters"): outside advanced
+    queries at most 15 ``in`` values / ``or`` children (the wording is Graph's, quoted in
+    microsoft-graph-docs#21098) and string values of at most 120 characters (answered like an
+    unfilterable property, microsoft-graph-explorer-v4#2103). Advanced queries limit only the
+    URL length (2,048 characters), which the sandbox does not enforce."""
+    if parsed.or_children > MAX_OR_CHILDREN:
+        raise GraphError(
+            400,
+            "Request_UnsupportedQuery",
+            "Too many child clauses specified in search filter expression containing 'OR' "
+            f"operators: {parsed.or_children}. Max allowed: {MAX_OR_CHILDREN}.",
+        )
+    if parsed.too_long is not None:
+        raise GraphError(
+            400,
+            "Request_UnsupportedQuery",
+            "Unsupported or invalid query filter clause specified for property "
+            f"'{parsed.too_long}' of resource '{resource}'.",
+        )
 
 
 def _b64(text: str) -> str:
@@ -70,6 +99,8 @@ class GraphPaging:
                 raise GraphError(400, "Request_UnsupportedQuery", str(exc)) from None
             if parsed.advanced and not advanced_mode:
                 raise GraphError(400, "Request_UnsupportedQuery", "Unsupported Query.")
+            if not advanced_mode:
+                _check_limits(parsed, resource)
             indexable = parsed.equalities is not None and all(
                 name in INDEXED_USER_PROPERTIES for name, _ in parsed.equalities
             )

@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by the emulators: axum-style body parsing, faults, counters, headers.
+"""HTTP plumbing shared by the emulators: axum-style body parsing, faults, crashes, counters.
 
 Both Defguard services are axum applications, so malformed requests are rejected by extractors
 with **text/plain** bodies before any handler runs. Emulating that here, rather than answering
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -203,6 +202,35 @@ class FaultInjector:
         await self.app(scope, receive, send)
 
 
+ABORTED = "dgprov_sandbox.aborted"
+
+
+class Unanswered(Response):
+    """The answer of a request whose server process died: nothing is sent, and
+    ``CrashDropper`` closes the connection once the app returns."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=500)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[ABORTED] = True
+
+
+class CrashDropper:
+    """ASGI middleware, right inside ``FaultInjector``: drops the connection of a request the
+    app left ``Unanswered`` and reports the crash (the emulated process restarts)."""
+
+    def __init__(self, app: ASGIApp, on_crash: Callable[[], None]) -> None:
+        self.app = app
+        self.on_crash = on_crash
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+        if scope["type"] == "http" and scope.get(ABORTED):
+            self.on_crash()
+            await _drop_connection(send)
+
+
 def plain_server_error(rng: random.Random) -> Response:
     """A 500 or 503 as a load balancer in front of Defguard would answer."""
     if rng.random() < 0.5:
@@ -266,53 +294,3 @@ class ExtraHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
-
-
-class RateLimiter:
-    """tower_governor as Defguard 2.0 configures it: a token bucket per client IP.
-
-    Disabled when either setting is 0, as in Defguard. The key is the first X-Forwarded-For
-    address, then X-Real-IP, then the peer, like axum's ``SmartIpKeyExtractor``.
-    """
-
-    def __init__(self, app: ASGIApp, per_second: int, burst: int, prefix: str = "/api/v1") -> None:
-        self.app = app
-        self.per_second = per_second
-        self.burst = burst
-        self.prefix = prefix
-        self.buckets: dict[str, tuple[float, float]] = {}
-
-    @staticmethod
-    def client_key(scope: Scope) -> str:
-        headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
-        forwarded = headers.get("x-forwarded-for")
-        if forwarded:
-            return str(forwarded.split(",")[0].strip())
-        if headers.get("x-real-ip"):
-            return str(headers["x-real-ip"].strip())
-        client = scope.get("client")
-        return str(client[0]) if client else "unknown"
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or self.per_second <= 0
-            or self.burst <= 0
-            or not scope["path"].startswith(self.prefix)
-        ):
-            await self.app(scope, receive, send)
-            return
-        key = self.client_key(scope)
-        now = time.monotonic()
-        tokens, last = self.buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.per_second)
-        if tokens < 1.0:
-            self.buckets[key] = (tokens, now)
-            wait = max(1, int(-(-(1.0 - tokens) // self.per_second)))
-            response = PlainTextResponse(f"Too Many Requests! Wait for {wait}s", status_code=429)
-            response.headers["x-ratelimit-after"] = str(wait)
-            response.headers["retry-after"] = str(wait)
-            await response(scope, receive, send)
-            return
-        self.buckets[key] = (tokens - 1.0, now)
-        await self.app(scope, receive, send)

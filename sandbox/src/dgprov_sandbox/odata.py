@@ -7,6 +7,9 @@ null``, ``/$count``). The caller rejects those unless the request carries
 
 String comparison is case-insensitive (the reference calls this likely but unverified); the
 ``''`` escape inside literals is honoured, and nothing else is special.
+
+It also measures what Graph limits outside advanced queries (``graph_paging._check_limits``):
+``or_children`` (an ``in`` counts one per value) and ``too_long`` (a value over 120 characters).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 _COMPARISONS = {"eq", "ne", "ge", "le", "gt", "lt"}
+MAX_VALUE_LENGTH = 120
 _ADVANCED_COMPARISONS = {"ne"}
 
 
@@ -78,6 +82,8 @@ class ParsedFilter:
     # ``c/any(x:x eq 'v')``), the (property, folded value) pairs that can match: an index lookup
     # then replaces a scan of every object. None when the filter has another shape.
     equalities: set[tuple[str, Any]] | None = None
+    or_children: int = 1
+    too_long: str | None = None
 
     def matches(self, item: dict[str, Any]) -> bool:
         return self.predicate(item, {})
@@ -129,6 +135,9 @@ class _Parser:
         self.resource = resource
         self.advanced: set[str] = set()
         self.variables: set[str] = set()
+        self.width = self.max_width = 1  # or-children of the term just parsed, and the most
+        self.too_long: str | None = None
+        self.collection: str | None = None  # the collection a lambda variable ranges over
 
     # -------------------------------------------------------------------------- token helpers
 
@@ -158,14 +167,24 @@ class _Parser:
         predicate = self.expression()
         if self.peek() is not None:
             raise FilterSyntaxError(f"Unexpected '{self.take().text}' in filter '{self.text}'.")
-        return ParsedFilter(predicate, self.advanced, _equalities(self.tokens, self.properties))
+        return ParsedFilter(
+            predicate,
+            self.advanced,
+            _equalities(self.tokens, self.properties),
+            self.max_width,
+            self.too_long,
+        )
 
     def expression(self) -> Predicate:
         left = self.conjunction()
+        width = self.width
         while self.at_word("or"):
             self.take()
             right = self.conjunction()
+            width += self.width
             left = (lambda a, b: lambda o, v: a(o, v) or b(o, v))(left, right)
+        self.width = width
+        self.max_width = max(self.max_width, width)
         return left
 
     def conjunction(self) -> Predicate:
@@ -173,6 +192,7 @@ class _Parser:
         while self.at_word("and"):
             self.take()
             right = self.unary()
+            self.width = 1
             left = (lambda a, b: lambda o, v: a(o, v) and b(o, v))(left, right)
         return left
 
@@ -181,8 +201,17 @@ class _Parser:
             self.take()
             self.advanced.add("not")
             inner = self.unary()
+            self.width = 1
             return lambda o, v: not inner(o, v)
+        self.width = 1
         return self.primary()
+
+    def literal(self, name: str) -> Any:
+        """A comparison's value; strings over 120 characters are noted for ``name``."""
+        value = _literal_value(self.take())
+        if isinstance(value, str) and len(value) > MAX_VALUE_LENGTH and self.too_long is None:
+            self.too_long = name if name not in self.variables else self.collection or name
+        return value
 
     def primary(self) -> Predicate:
         token = self.peek()
@@ -234,16 +263,18 @@ class _Parser:
             )
         if op == "in":
             self.expect("(")
-            values = [_literal_value(self.take())]
+            values = [self.literal(name)]
             while self.peek() is not None and self.peek().text == ",":  # type: ignore[union-attr]
                 self.take()
-                values.append(_literal_value(self.take()))
+                values.append(self.literal(name))
             self.expect(")")
+            self.width = len(values)
+            self.max_width = max(self.max_width, self.width)
             folded = {_fold(v) for v in values}
             return lambda o, v: _fold(self.value_of(name, rule, o, v)) in folded
         if op not in _COMPARISONS:
             raise FilterSyntaxError(f"Unknown operator '{operator.text}'.")
-        value = _literal_value(self.take())
+        value = self.literal(name)
         if op in _ADVANCED_COMPARISONS:
             self.advanced.add(op)
         if value is None:
@@ -255,7 +286,7 @@ class _Parser:
         self.expect("(")
         name, rule = self.operand()
         self.expect(",")
-        value = _literal_value(self.take())
+        value = self.literal(name)
         self.expect(")")
         if not isinstance(value, str):
             raise FilterSyntaxError(f"{function} needs a string literal.")
@@ -300,9 +331,11 @@ class _Parser:
             raise FilterSyntaxError("Expected a lambda variable.")
         self.expect(":")
         self.variables.add(variable.text)
+        self.collection = path
         body = self.expression()
         self.variables.discard(variable.text)
         self.expect(")")
+        self.width = 1
         quantifier = any if operation.lower() == "any" else all
 
         def test(o: dict[str, Any], v: dict[str, Any]) -> bool:

@@ -1,9 +1,12 @@
-"""HTTP face of the emulated enrollment proxy (``/api/v1/enrollment/...``).
+"""HTTP face of the emulated enrollment proxy (``/api/v1/enrollment/...``), proxy v1.6.2.
 
 The real proxy forwards each call to core over gRPC and turns gRPC codes into HTTP statuses with
-``{"error": ...}`` bodies. The session lives in an encrypted ``defguard_proxy`` cookie that holds
-the enrollment token; request bodies never carry it. Response keys follow proto field order
-(the proxy serialises prost structs directly), unlike core's alphabetical keys.
+``{"error": ...}`` bodies (proxy v1.6.2 src/error.rs:35-85: Unauthenticated 401,
+InvalidArgument 400, PermissionDenied 403, NotFound 404 with tonic's Display of the status,
+"no valid license" 402). The session lives in an encrypted ``defguard_proxy`` cookie that holds
+the enrollment token (src/handlers/enrollment.rs); request bodies never carry it. Response keys
+follow proto field order (prost structs serialised directly, build.rs), unlike core's sorted
+keys. No 2.x proxy is public, so both server lines are served by this one.
 """
 
 from __future__ import annotations
@@ -28,9 +31,13 @@ from .defguard_model import (
     MFA_MODE_CODES,
     PROXY_VERSION,
     SERVICE_LOCATION_DISABLED,
+    TRAFFIC_DISABLE_ALL,
+    TRAFFIC_FORCE_ALL,
     Device,
     EnrollmentToken,
+    Location,
     ProxyError,
+    User,
 )
 from .defguard_state import DefguardState
 from .http_common import (
@@ -72,6 +79,20 @@ def _trailing_slash(url: str) -> str:
     return url if url.endswith("/") else f"{url}/"
 
 
+def wg_config(location: Location, address: str, allowed_ips: str) -> str:
+    """``Device::create_config`` (v2.0.1 crates/defguard_common/src/db/models/device.rs:651-683,
+    v1.6.6 crates/defguard_core/src/db/models/device.rs:574-612): a blank line where there is no
+    DNS, no ``AllowedIPs`` line when there are none, and no newline at the end."""
+    dns = f"DNS = {location.dns}" if location.dns else ""
+    allowed = f"AllowedIPs = {allowed_ips}\n" if allowed_ips else ""
+    return (
+        f"[Interface]\nPrivateKey = YOUR_PRIVATE_KEY\nAddress = {address}\n{dns}\n\n"
+        f"[Peer]\nPublicKey = {location.pubkey}\n{allowed}"
+        f"Endpoint = {location.endpoint}:{location.port}\n"
+        f"PersistentKeepalive = {location.keepalive_interval}"
+    )
+
+
 class ProxyHandlers:
     def __init__(self, state: DefguardState) -> None:
         self.state = state
@@ -79,8 +100,10 @@ class ProxyHandlers:
 
     # ------------------------------------------------------------------------------------- views
 
-    def instance_info(self, token: EnrollmentToken) -> dict[str, Any]:
-        user = self.state.users_by_id[token.user_id]
+    def instance_info(self, user: User) -> dict[str, Any]:
+        """``InstanceInfo`` (v1.6.6 crates/defguard_core/src/grpc/mod.rs:818-858; v2.0.1 :172-213):
+        ``client_traffic_policy`` is ``Some(policy as i32)`` on both lines."""
+        policy = self.state.client_traffic_policy
         return {
             "id": self.state.instance_id,
             "name": self.state.instance_name,
@@ -88,36 +111,33 @@ class ProxyHandlers:
             "proxy_url": _trailing_slash(self.state.public_proxy_url),
             "username": user.username,
             "enterprise_enabled": self.state.enterprise_enabled(),
-            "disable_all_traffic": False,
+            "disable_all_traffic": policy == TRAFFIC_DISABLE_ALL,
             "openid_display_name": self.state.openid_display_name,
-            "client_traffic_policy": 0 if self.state.line == "2.0" else None,
+            "client_traffic_policy": policy,
         }
 
-    def device_config_response(self, token: EnrollmentToken, device: Device) -> dict[str, Any]:
+    def _allowed_ips(self, location: Location) -> list[str]:
+        """v1.6.6 ``get_allowed_ips_for_device`` (db/models/wireguard.rs:1501) routes everything
+        under FORCE_ALL_TRAFFIC; v2.0.1 leaves that to the client."""
+        if self.state.line == "1.6" and self.state.client_traffic_policy == TRAFFIC_FORCE_ALL:
+            return ["0.0.0.0/0", "::/0"]
+        return location.allowed_ips
+
+    def device_config_response(self, device: Device, token: str | None) -> dict[str, Any]:
+        """``DeviceConfigResponse`` (v2.0.1 crates/defguard_core/src/grpc/utils.rs:32-211);
+        ``token`` is the polling token, ``None`` when answering a poll."""
         configs = []
         for location in self.state.locations:
             address = device.addresses.get(location.id)
             if address is None:
                 continue
-            allowed_ips = ",".join(location.allowed_ips)
+            allowed_ips = ",".join(self._allowed_ips(location))  # AsCsv: "," without spaces
             endpoint = f"{location.endpoint}:{location.port}"
-            lines = ["[Interface]", "PrivateKey = YOUR_PRIVATE_KEY", f"Address = {address}"]
-            if location.dns:
-                lines.append(f"DNS = {location.dns}")
-            lines += [
-                "",
-                "[Peer]",
-                f"PublicKey = {location.pubkey}",
-                f"AllowedIPs = {allowed_ips}",
-                f"Endpoint = {endpoint}",
-                f"PersistentKeepalive = {location.keepalive_interval}",
-                "",
-            ]
             configs.append(
                 {
                     "network_id": location.id,
                     "network_name": location.name,
-                    "config": "\n".join(lines),
+                    "config": wg_config(location, address, allowed_ips),
                     "endpoint": endpoint,
                     "assigned_ip": address,
                     "pubkey": location.pubkey,
@@ -138,17 +158,24 @@ class ProxyHandlers:
                 "created_at": unix_seconds(device.created),
             },
             "configs": configs,
-            "instance": self.instance_info(token),
-            "token": self.state.new_polling_token(device),
+            "instance": self.instance_info(self.state.users_by_id[device.user_id]),
+            "token": token,
         }
+
+    def mfa_required(self) -> bool:
+        """``EnrollmentSettings.mfa_required``: any location with internal MFA (v2.0.1
+        servers/enrollment.rs:252-266), unless the tenant states it (``instance.mfa_required``)."""
+        if self.state.mfa_required is not None:
+            return self.state.mfa_required
+        return any(loc.mfa_mode == "internal" for loc in self.state.locations)
 
     # ---------------------------------------------------------------------------------- handlers
 
     def _session(self, request: Request) -> EnrollmentToken:
+        """``PrivateCookieJar::get`` yields nothing for a cookie it cannot open, so a forged or
+        stale cookie reads as no cookie at all."""
         sealed = request.cookies.get(COOKIE_NAME)
         value = self.sealer.open(sealed) if sealed is not None else None
-        if sealed is not None and value is None:
-            raise ProxyError(401, "Session expired")
         return self.state.session_token(value)
 
     async def start(self, request: Request) -> Response:
@@ -180,13 +207,13 @@ class ProxyHandlers:
             },
             "deadline_timestamp": unix_seconds(deadline),
             "final_page_content": self.state.welcome_message,
-            "instance": self.instance_info(token),
+            "instance": self.instance_info(user),
             "settings": {
                 "vpn_setup_optional": self.state.vpn_setup_optional,
                 "only_client_activation": self.state.only_client_activation,
                 "admin_device_management": self.state.admin_device_management,
                 "smtp_configured": self.state.smtp_configured,
-                "mfa_required": any(loc.mfa_mode == "internal" for loc in self.state.locations),
+                "mfa_required": self.mfa_required(),
             },
         }
         response = proxy_json(payload)
@@ -212,27 +239,22 @@ class ProxyHandlers:
         name = reader.required("name", str)
         pubkey = reader.required("pubkey", str)
         token = self._session(request)
-        device = self.state.create_device(token, name, pubkey)
-        return proxy_json(self.device_config_response(token, device))
+        device, polling_token = self.state.create_device(token, name, pubkey)
+        return proxy_json(self.device_config_response(device, polling_token))
 
     async def network_info(self, request: Request) -> Response:
         reader = BodyReader(await read_json_body(request), "ExistingDevice")
         pubkey = reader.required("pubkey", str)
         token = self._session(request)
-        device = self.state.device_for_session(token, pubkey)
-        return proxy_json(self.device_config_response(token, device))
+        device, polling_token = self.state.network_info(token, pubkey)
+        return proxy_json(self.device_config_response(device, polling_token))
 
     async def poll(self, request: Request) -> Response:
+        """proxy v1.6.2 src/handlers/polling.rs; the answer's ``token`` is null
+        (v2.0.1 crates/defguard_core/src/enterprise/grpc/polling.rs:92)."""
         reader = BodyReader(await read_json_body(request), "InstanceInfoRequest")
-        value = reader.required("token", str)
-        if not self.state.enterprise_enabled():
-            raise ProxyError(402, "Enterprise features are not enabled")
-        device = self.state.device_for_polling_token(value)
-        user_tokens = [t for t in self.state.tokens.values() if t.user_id == device.user_id]
-        owner_token = user_tokens[-1] if user_tokens else None
-        if owner_token is None:
-            raise ProxyError(401, "invalid token")
-        return proxy_json({"device_config": self.device_config_response(owner_token, device)})
+        device = self.state.poll(reader.required("token", str))
+        return proxy_json({"device_config": self.device_config_response(device, None)})
 
     async def info(self, request: Request) -> Response:
         return proxy_json({"version": PROXY_VERSION[self.state.line]})

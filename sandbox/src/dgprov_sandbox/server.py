@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import random
 import shutil
@@ -18,23 +17,22 @@ import socket
 import tempfile
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import uvicorn
-from starlette.responses import Response
 
 from .authority_app import build_authority_app
 from .clock import SandboxClock
 from .core_app import build_core_app
-from .defguard_model import ServerLine
 from .defguard_state import DefguardState
 from .entra_state import EntraState
-from .graph_app import GraphService, build_graph_app
-from .http_common import ASGIApp, FaultInjector, FaultSettings, RateLimiter
+from .governor import RateLimiter
+from .graph_app import GraphService, build_graph_app, graph_server_error
+from .http_common import ASGIApp, CrashDropper, FaultInjector
 from .keys import JwtSigner, make_tls_files
+from .options import SandboxOptions as SandboxOptions
 from .proxy_app import build_proxy_app
 from .tenant import SYNTHETIC_GROUP, Tenant
 from .throttle import Throttle
@@ -60,35 +58,6 @@ logging.getLogger("uvicorn.error").addFilter(_QuietShutdown())
 
 class SandboxError(RuntimeError):
     """The sandbox could not start; the message says why and what to change."""
-
-
-@dataclass
-class SandboxOptions:
-    defguard_version: ServerLine = "2.0"
-    host: str = "127.0.0.1"
-    port: int = 0
-    proxy_port: int = 0
-    authority_port: int = 0
-    graph_port: int = 0
-    faults: FaultSettings = field(default_factory=FaultSettings)
-    synthetic_group: bool = False
-    throttle: Literal["off", "documented"] = "off"
-    time_scale: float = 1.0
-    quota_scale: float = 1.0
-    auto_approve_as: str | None = None
-    device_code_interval: int = 5
-    access_token_lifetime: int = 3600
-
-
-def graph_server_error(rng: random.Random) -> Response:
-    """A 503 (half of them with Retry-After) or 504, in Graph's error envelope."""
-    status = 503 if rng.random() < 0.5 else 504
-    code = "serviceNotAvailable" if status == 503 else "gatewayTimeout"
-    body = {"error": {"code": code, "message": "The service is temporarily unavailable."}}
-    headers = {"Retry-After": "1"} if status == 503 and rng.random() < 0.5 else {}
-    return Response(
-        json.dumps(body), status_code=status, headers=headers, media_type="application/json"
-    )
 
 
 def _url(host: str, port: int, scheme: str = "http") -> str:
@@ -157,6 +126,7 @@ class Sandbox:
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self.state: DefguardState | None = None
+        self.core_limiter: RateLimiter | None = None
         self.info: dict[str, Any] = {}
 
     def _wrap(self, app: ASGIApp, name: str, error_response: Any = None) -> ASGIApp:
@@ -192,6 +162,7 @@ class Sandbox:
             core_url=core_url,
             seed=options.faults.seed,
             clock=self.clock,
+            user_order=options.user_list_order,
         )
         self.state = state
         entra = EntraState(
@@ -213,14 +184,26 @@ class Sandbox:
             time_scale=options.time_scale,
             quota_scale=options.quota_scale,
         )
-        graph = GraphService(entra, throttle, f"{graph_origin}/v1.0", options.faults.seed)
+        graph = GraphService(
+            entra,
+            throttle,
+            f"{graph_origin}/v1.0",
+            options.faults.seed,
+            empty_patch_rule=options.empty_attribute_patch,
+            csa_read_role=options.csa_read_role,
+        )
         self.graph = graph
         self._tls_dir = Path(tempfile.mkdtemp(prefix="dgprov-sandbox-"))
         tls = make_tls_files(self._tls_dir)
 
-        core_app: ASGIApp = build_core_app(state, self.core_requests)
-        if options.defguard_version == "2.0":
-            core_app = RateLimiter(core_app, state.rate_limit_per_second, state.rate_limit_burst)
+        core_app = CrashDropper(
+            build_core_app(
+                state,
+                self.core_requests,
+                self._core_limiter if options.defguard_version == "2.0" else None,
+            ),
+            self._core_restarted,
+        )
         apps: list[tuple[ASGIApp, socket.socket, bool]] = [
             (self._wrap(core_app, "core"), core_socket, False),
             (self._wrap(build_proxy_app(state, self.proxy_requests), "proxy"), proxy_socket, False),
@@ -263,6 +246,22 @@ class Sandbox:
             graph_origin,
         )
         return self.info
+
+    def _core_limiter(self, app: ASGIApp) -> ASGIApp:
+        """The 2.0 rate limiter (v2.0.1 crates/defguard_core/src/lib.rs:640-676; 1.6 has none)."""
+        assert self.state is not None
+        self.core_limiter = RateLimiter(
+            app, self.state.rate_limit_per_second, self.state.rate_limit_burst, self.clock
+        )
+        return self.core_limiter
+
+    def _core_restarted(self) -> None:
+        """After an abort the database survives; the process's memory (the limiter) does not."""
+        assert self.state is not None
+        self.state.restarts += 1
+        if self.core_limiter is not None:
+            self.core_limiter.reset()
+        log.info("Defguard core aborted on a panic and restarted (restart %d)", self.state.restarts)
 
     @staticmethod
     def _resolve_auto_approve(entra: EntraState, name: str) -> str:

@@ -1,0 +1,35 @@
+"""What a sandbox run can be told: ports, faults, throttling, and the behaviours no public
+source settles, each with the default the sandbox judges most plausible (docs/sandbox.md lists
+them under "Options" and "Decisions")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .defguard_directory import UserOrder
+from .defguard_model import ServerLine
+from .graph_attributes import CsaReadRole, EmptyPatchRule
+from .http_common import FaultSettings
+
+
+@dataclass
+class SandboxOptions:
+    defguard_version: ServerLine = "2.0"
+    host: str = "127.0.0.1"
+    port: int = 0
+    proxy_port: int = 0
+    authority_port: int = 0
+    graph_port: int = 0
+    faults: FaultSettings = field(default_factory=FaultSettings)
+    synthetic_group: bool = False
+    throttle: Literal["off", "documented"] = "off"
+    time_scale: float = 1.0
+    quota_scale: float = 1.0
+    auto_approve_as: str | None = None
+    device_code_interval: int = 5
+    access_token_lifetime: int = 3600
+    # Behaviours no public source settles (docs/sandbox.md, "Decisions"):
+    user_list_order: UserOrder = "heap"
+    empty_attribute_patch: EmptyPatchRule = "checked"
+    csa_read_role: CsaReadRole = "reader"
