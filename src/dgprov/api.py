@@ -30,7 +30,7 @@ from . import client_files, join
 from .defguard import DefguardClient
 from .directory import Directory
 from .durations import parse_lifetime
-from .enrollment import Enrolled, enroll_device, refresh_device
+from .enrollment import Enrolled, checked_provisioning, enroll_device, refresh_device
 from .entra_auth import EntraSettings, EntraSignIn
 from .errors import (
     EXIT_OK,
@@ -444,23 +444,27 @@ def enroll(
     output_dir = output_dir or data_dir / "wireguard"
     verify = tls_context(ca_bundle)
     if refresh:
-        return refresh_device(output_dir, verify=verify)
+        return asyncio.run(refresh_device(output_dir, verify=verify))
     path = provisioning_file or data_dir / client_files.FILE_NAME
     if not path.exists():
         raise UsageError(
             f"{path} does not exist; run dgprov fetch-config first, or pass --provisioning-file"
         )
+    # The same rules as fetch-config's, before anything is sent: the token goes to that URL.
+    config = checked_provisioning(client_files.read(path), path)
 
     def no_password() -> str:
         raise UsageError(
             "this account must be activated with a password: pass --password-file FILE"
         )
 
-    return enroll_device(
-        client_files.read(path),
-        output_dir,
-        device_name=device_name if device_name is not None else socket.gethostname(),
-        password=password or no_password,
-        phone=phone,
-        verify=verify,
+    return asyncio.run(
+        enroll_device(
+            config,
+            output_dir,
+            device_name=device_name if device_name is not None else socket.gethostname(),
+            password=password or no_password,
+            phone=phone,
+            verify=verify,
+        )
     )

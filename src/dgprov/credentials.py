@@ -51,3 +51,13 @@ def read_secret(
         if value:
             return value
     raise UsageError(f"no {what}: set {env_var} or pass {file_option}")
+
+
+def is_token_text(value: str) -> bool:
+    """Whether ``value`` can travel as a bearer token: printable ASCII, no white space.
+
+    API and enrollment tokens are sent in HTTP headers and bodies exactly as given; httpx raises
+    on a header value with a non-ASCII character and the server refuses one with a control
+    character, so such a value is a copy-paste accident to report, not to send.
+    """
+    return bool(value) and all(33 <= ord(character) <= 126 for character in value)

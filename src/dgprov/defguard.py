@@ -9,6 +9,7 @@ is sent as a header and never appears in a message.
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -17,14 +18,28 @@ from urllib.parse import quote
 import httpx
 
 from . import __version__
-from .errors import AuthenticationError, PreflightError, RemoteError
-from .retry import RetryPolicy
+from .answers import Answer
+from .credentials import is_token_text
+from .errors import (
+    AuthenticationError,
+    PreflightError,
+    RemoteError,
+    TransportFailure,
+    UsageError,
+)
+from .retry import AdaptiveLimit, RetryPolicy
 from .stored_value import ProvisioningConfig
 from .transport import ServiceConnection
 
 SERVICE = "Defguard"
 PAGE_SIZE = 100
 PAGE_WORKERS = 8
+MAX_PAGES = 100_000  # 10 million users: far beyond any Defguard instance
+PREFLIGHT_POLICY = RetryPolicy(
+    attempts=2, max_delay=1.0, deadline=4.0, max_retry_after=2.0, max_throttled=4.0
+)
+"""The first calls only prove Defguard answers: an unreachable or silent server is reported
+within about ten seconds instead of after the issue phase's minutes of retries."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +80,16 @@ class DefguardClient:
         policy: RetryPolicy | None = None,
         max_connections: int = 16,
     ) -> None:
+        if not is_token_text(api_token):
+            raise UsageError(
+                "the Defguard API token contains spaces, control or non-ASCII characters and "
+                "cannot be sent; copy it again from Defguard (it looks like dg-…) into "
+                "DEFGUARD_API_TOKEN or --api-token-file"
+            )
         self.base_url = base_url.rstrip("/")
+        # Defguard 2.0 may rate-limit per client address; fewer requests in flight while it
+        # refuses keeps every worker's retries for real failures.
+        self.limit = AdaptiveLimit(max_connections)
         self.http = ServiceConnection(
             SERVICE,
             max_connections,
@@ -79,8 +103,10 @@ class DefguardClient:
     async def aclose(self) -> None:
         await self.http.aclose()
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return await self.http.request(method, path, **kwargs)
+    async def _request(
+        self, method: str, path: str, *, policy: RetryPolicy | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        return await self.http.request(method, path, policy=policy, limit=self.limit, **kwargs)
 
     def _refusal(self, response: httpx.Response) -> Exception:
         """Errors that mean this run cannot work at all, with the fix."""
@@ -102,27 +128,39 @@ class DefguardClient:
             )
         return RemoteError(SERVICE, response.status_code, message)
 
-    async def _get_json(self, path: str, **kwargs: Any) -> Any:
-        response = await self._request("GET", path, **kwargs)
+    async def _get_json(
+        self, path: str, *, policy: RetryPolicy | None = None, **kwargs: Any
+    ) -> Answer:
+        response = await self._request("GET", path, policy=policy, **kwargs)
         if response.status_code != 200:
             raise self._refusal(response)
-        return response.json()
+        return Answer.of(response, SERVICE)
+
+    async def _preflight_get(self, path: str) -> httpx.Response:
+        """A preflight call: short retries, and "unreachable" is a failed preflight (exit 2)."""
+        try:
+            response = await self._request("GET", path, policy=PREFLIGHT_POLICY)
+        except TransportFailure as exc:
+            raise PreflightError(str(exc)) from None
+        if response.status_code != 200:
+            raise self._refusal(response)
+        return response
 
     async def server_version(self) -> str:
         """The component version, e.g. ``2.0.1``; also proves the token works."""
-        response = await self._request("GET", "/api/v1/info")
-        if response.status_code != 200:
-            raise self._refusal(response)
+        response = await self._preflight_get("/api/v1/info")
         header = response.headers.get("defguard-component-version")
-        body = response.json()
-        return str(header or body.get("version") or "unknown")
+        if header:
+            return str(header)
+        return Answer.of(response, SERVICE).optional_text("version") or "unknown"
 
     async def group(self, name: str) -> DefguardGroup:
-        groups = await self._get_json("/api/v1/group-info")
+        answer = Answer.of(await self._preflight_get("/api/v1/group-info"), SERVICE)
+        groups = answer.items()
         for group in groups:
-            if group.get("name") == name:
-                return DefguardGroup(int(group["id"]), name, tuple(group.get("members") or ()))
-        names = sorted(str(g.get("name")) for g in groups)
+            if group.text("name") == name:
+                return DefguardGroup(group.integer("id"), name, tuple(group.texts("members")))
+        names = sorted(group.text("name") for group in groups)
         hint = ", ".join(names[:10]) + (" …" if len(names) > 10 else "")
         raise PreflightError(
             f"Defguard has no group named {name!r} (names are case-sensitive); existing groups: "
@@ -133,32 +171,34 @@ class DefguardClient:
         """Every user record, through the list endpoint (bare on 1.6, paginated on 2.0).
 
         On 2.0 the first page tells how many there are; the rest are fetched by a few workers,
-        each page reduced to the fields dgprov needs as soon as it arrives.
+        each page reduced to the fields dgprov needs as soon as it arrives. The page count is
+        believed only as far as the item count supports it.
         """
         found: dict[str, DefguardUser] = {}
 
-        def keep(items: list[dict[str, Any]]) -> None:
+        def keep(items: list[Answer]) -> None:
             for item in items:
-                found[item["username"]] = DefguardUser(
-                    username=item["username"],
-                    email=item.get("email") or None,
-                    is_active=bool(item.get("is_active")),
-                    enrolled=bool(item.get("enrolled")),
+                username = item.text("username")
+                found[username] = DefguardUser(
+                    username=username,
+                    email=item.optional_text("email") or None,
+                    is_active=item.flag("is_active"),
+                    enrolled=item.flag("enrolled"),
                 )
 
         first = await self._get_json("/api/v1/user", params={"page": 1, "per_page": PAGE_SIZE})
-        if isinstance(first, list):
-            keep(first)
+        if isinstance(first.value, list):
+            keep(first.items())
             return found
-        keep(first["data"])
-        pages = iter(range(2, int(first["pagination"].get("total_pages") or 1) + 1))
+        keep(first.items("data"))
+        pages = iter(range(2, page_count(first.child("pagination")) + 1))
 
         async def fetch() -> None:
             for page in pages:
                 body = await self._get_json(
                     "/api/v1/user", params={"page": page, "per_page": PAGE_SIZE}
                 )
-                keep(body["data"])
+                keep(body.items("data"))
 
         await asyncio.gather(*(fetch() for _ in range(PAGE_WORKERS)))
         return found
@@ -174,8 +214,8 @@ class DefguardClient:
             ):
                 raise self._refusal(response)
             raise RemoteError(SERVICE, response.status_code, server_message(response))
-        payload = response.json()
-        return ProvisioningConfig(payload["enrollment_url"], payload["enrollment_token"])
+        answer = Answer.of(response, SERVICE)
+        return ProvisioningConfig(answer.text("enrollment_url"), answer.text("enrollment_token"))
 
     async def start_enrollment(self, username: str, expiration: str | None) -> ProvisioningConfig:
         body: dict[str, Any] = {"email": None, "send_enrollment_notification": False}
@@ -186,3 +226,21 @@ class DefguardClient:
     async def start_desktop(self, username: str) -> ProvisioningConfig:
         """A token for an already enrolled user; Defguard ignores any custom lifetime here."""
         return await self._issue(username, "start_desktop", {"send_enrollment_notification": False})
+
+
+def page_count(pagination: Answer) -> int:
+    """``total_pages`` of a 2.0 list answer, refused when the item count cannot explain it.
+
+    A page count of a billion would keep the workers fetching forever; the item count and page
+    size in the same answer say how many pages there can be.
+    """
+    pages = pagination.optional_integer("total_pages") or 1
+    items = pagination.optional_integer("total_items")
+    size = pagination.optional_integer("page_size") or PAGE_SIZE
+    possible = MAX_PAGES if items is None else math.ceil(max(items, 0) / max(size, 1)) + 1
+    if pages < 0 or pages > min(possible, MAX_PAGES):
+        raise pagination.invalid(
+            f"'total_pages' is {pages}, more than the {min(possible, MAX_PAGES)} pages its "
+            "item count allows"
+        )
+    return pages

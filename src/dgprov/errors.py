@@ -90,8 +90,35 @@ class WrongAccount(AuthenticationError):
     token was not used and nothing was written."""
 
 
+class InvalidAnswer(RemoteError):
+    """A service answered, but with something dgprov cannot use: not JSON, a field missing or of
+    the wrong type, a page count that never ends, an answer too large. The message names the
+    service and the field; it never quotes the answer, which could hold a token."""
+
+
+class OriginRefused(DgprovError):
+    """A service's answer pointed at another scheme, host or port; the credentials of that
+    service are never sent anywhere but to the origin they were configured for."""
+
+    exit_status = EXIT_SOME_FAILED
+
+
 class ReportNotWritten(DgprovError):
     """The final report could not be written after tokens were issued; the message says which
     earlier version of it is on disk and what this run did."""
+
+    exit_status = EXIT_SOME_FAILED
+
+
+class InvalidWireGuardConfig(DgprovError):
+    """A WireGuard configuration from the enrollment proxy holds a key dgprov does not write
+    (a command hook such as PostUp, or any key it does not know) or a value that does not parse."""
+
+    exit_status = EXIT_SOME_FAILED
+
+
+class IncompleteEnrollment(DgprovError):
+    """The device is registered but not every WireGuard file was written; the private key is kept
+    in a 0600 file and running ``dgprov enroll`` again reuses the same device."""
 
     exit_status = EXIT_SOME_FAILED

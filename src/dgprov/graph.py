@@ -18,8 +18,9 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from . import __version__
+from .answers import Answer
 from .directory import DirectoryUser, Matches, MatchKey, WriteResult, unmatched
-from .errors import AuthenticationError, PreflightError, RemoteError
+from .errors import AuthenticationError, InvalidAnswer, PreflightError, RemoteError
 from .retry import AdaptiveLimit, RetryPolicy, retry_after_seconds
 from .stored_value import ENTRA_ATTRIBUTES, ProvisioningConfig, to_entra_attributes
 from .transport import ServiceConnection
@@ -34,6 +35,7 @@ RETRYABLE_ITEM_STATUSES = frozenset({429, 500, 502, 503, 504})
 ITEM_ERROR_ATTEMPTS = 8  # for 5xx items; throttled items wait as long as Graph asks
 MAX_THROTTLED_SECONDS = 900.0
 BATCHES_IN_FLIGHT = 4
+MAX_LOOKUP_PAGES = 100  # pages of one 15-address filter: a few users each is all there can be
 
 TokenProvider = Callable[[bool], str]
 """Returns a Graph access token; ``True`` asks for a fresh one (after a 401)."""
@@ -41,6 +43,14 @@ TokenProvider = Callable[[bool], str]
 
 def odata_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def error_body(response: httpx.Response) -> Any:
+    """The JSON of an error answer, or None: an error page need not be JSON."""
+    try:
+        return response.json() if response.content else None
+    except ValueError:
+        return None
 
 
 def graph_error(body: Any, fallback: str) -> tuple[str, str]:
@@ -83,7 +93,7 @@ class GraphClient:
             response = await self.http.request(method, path, headers=headers, **kwargs)
             if response.status_code != 401:
                 return response
-        _, message = graph_error(response.json() if response.content else None, "")
+        _, message = graph_error(error_body(response), "")
         raise AuthenticationError(
             f"Microsoft Graph refused the access token ({message}); sign in again"
         )
@@ -111,41 +121,19 @@ class GraphClient:
                     f"attributes {' and '.join(ENTRA_ATTRIBUTES)} (see the README)"
                 )
             if response.status_code != 200:
-                _, message = graph_error(response.json(), response.reason_phrase)
+                _, message = graph_error(error_body(response), response.reason_phrase)
                 raise PreflightError(
                     f"reading {set_name}.{attribute} failed ({response.status_code}: {message})"
                 )
-            definition = response.json()
-            if definition.get("type") != "String" or definition.get("isCollection"):
+            definition = Answer.of(response, SERVICE)
+            if definition.optional_text("type") != "String" or definition.flag("isCollection"):
                 raise PreflightError(
                     f"{set_name}.{attribute} must be a single-valued String attribute"
                 )
-            if definition.get("status") != "Available":
+            if definition.optional_text("status") != "Available":
                 raise PreflightError(
                     f"{set_name}.{attribute} is deactivated; reactivate it in Entra"
                 )
-
-    async def check_can_write(self, user_id: str, set_name: str) -> None:
-        """A PATCH that names the set but changes no value: authorised exactly like a real write."""
-        response = await self._request(
-            "PATCH",
-            f"/users/{quote(user_id, safe='')}",
-            json={"customSecurityAttributes": {set_name: {"@odata.type": CSA_TYPE}}},
-        )
-        if response.status_code == 403:
-            raise PreflightError(
-                "the signed-in account may not assign custom security attributes; it needs the "
-                "Attribute Assignment Administrator role (for the set or the tenant) and consent "
-                "to "
-                "CustomSecAttributeAssignment.ReadWrite.All"
-            )
-        if response.status_code != 204:
-            _, message = graph_error(
-                response.json() if response.content else None, response.reason_phrase
-            )
-            raise PreflightError(
-                f"a test write to {set_name} failed ({response.status_code}: {message})"
-            )
 
     # -------------------------------------------------------------------------------- batch
 
@@ -202,10 +190,9 @@ class GraphClient:
                 await self.http.backpressure.wait()
                 response = await self._request("POST", "/$batch", json={"requests": chunk})
                 if response.status_code != 200:
-                    body = response.json() if response.content else None
-                    _, message = graph_error(body, response.reason_phrase)
+                    _, message = graph_error(error_body(response), response.reason_phrase)
                     raise RemoteError(SERVICE, response.status_code, message)
-                answers: list[dict[str, Any]] = response.json()["responses"]
+                answers = batch_answers(Answer.of(response, SERVICE), chunk)
                 if any(a["status"] == 429 for a in answers):
                     self.batches.throttled()
                 else:
@@ -251,20 +238,35 @@ class GraphClient:
         return found
 
     async def _all_values(self, answer: dict[str, Any]) -> list[dict[str, Any]]:
-        """The users of one lookup answer, following ``@odata.nextLink`` to the end."""
-        if answer["status"] != 200:
-            _, message = graph_error(answer.get("body"), "lookup failed")
-            raise PreflightError(
-                f"looking users up in Entra failed ({answer['status']}: {message})"
-            )
-        body = answer["body"]
-        values = list(body.get("value", []))
-        next_link = body.get("@odata.nextLink")
-        while next_link:
-            page = (await self._request("GET", next_link)).json()
-            values += page.get("value", [])
-            next_link = page.get("@odata.nextLink")
-        return values
+        """The users of one lookup answer, following ``@odata.nextLink`` to the end.
+
+        The end must come: a link seen before, or more pages than a 15-address filter can
+        have, is an error rather than a loop. Links to another origin never receive the token
+        (``ServiceConnection`` refuses them).
+        """
+        status, body = answer["status"], answer.get("body")
+        seen: set[str] = set()
+        values: list[dict[str, Any]] = []
+        while True:
+            if status != 200:
+                _, message = graph_error(body, "lookup failed")
+                raise PreflightError(f"looking users up in Entra failed ({status}: {message})")
+            page = Answer(SERVICE, status, body)
+            values += [user_value(item) for item in page.items("value")]
+            next_link = page.optional_text("@odata.nextLink")
+            if next_link is None:
+                return values
+            if next_link in seen or len(seen) >= MAX_LOOKUP_PAGES:
+                raise page.invalid(
+                    "'@odata.nextLink' repeats an earlier page"
+                    if next_link in seen
+                    else f"more than {MAX_LOOKUP_PAGES} pages for one lookup"
+                )
+            seen.add(next_link)
+            response = await self._request("GET", next_link)
+            status, body = response.status_code, error_body(response)
+            if status == 200:
+                body = Answer.of(response, SERVICE).value
 
     async def find_users(self, emails: Iterable[str]) -> Matches:
         """Stage by stage, each stage only for the addresses still unmatched."""
@@ -304,15 +306,13 @@ class GraphClient:
                 response.json() if response.content else None, response.reason_phrase
             )
             raise RemoteError(SERVICE, response.status_code, message)
-        body = response.json()
-        upn = str(body.get("userPrincipalName") or "")
-        sets = body.get("customSecurityAttributes")
-        if sets is None:
+        body = Answer.of(response, SERVICE)
+        upn = body.optional_text("userPrincipalName") or ""
+        if not body.has("customSecurityAttributes"):
             return upn, None
-        found: dict[str, Any] = next(
-            (v for k, v in sets.items() if k.lower() == set_name.lower()), {}
-        )
-        return upn, dict(found)
+        sets = body.child("customSecurityAttributes")
+        name = next((k for k in sets.value if k.lower() == set_name.lower()), None)
+        return upn, dict(sets.child(name).value) if name is not None else {}
 
     # -------------------------------------------------------------------------------- writes
 
@@ -339,9 +339,8 @@ class GraphClient:
         for index, (user_id, _) in enumerate(assignments):
             answer = answers[str(index)]
             _, message = graph_error(answer.get("body"), "")
-            results[user_id] = WriteResult(
-                answer["status"] == 204, f"{answer['status']}: {message}"
-            )
+            status = answer["status"]
+            results[user_id] = WriteResult(status == 204, f"{status}: {message}", status == 403)
         return results
 
 
@@ -351,6 +350,11 @@ class EntraDirectory:
     name = "Entra ID"
     match_key: MatchKey = "email"
     max_value_length: int | None = 64  # custom security attribute values
+    write_permission = (
+        "the signed-in account may not assign custom security attributes; it needs the "
+        "Attribute Assignment Administrator role (for the set or the tenant) and consent to "
+        "CustomSecAttributeAssignment.ReadWrite.All"
+    )
 
     def __init__(self, graph: GraphClient, attribute_set: str) -> None:
         self.graph = graph
@@ -363,7 +367,9 @@ class EntraDirectory:
         return await self.graph.find_users(emails)
 
     async def check_can_write(self, user: DirectoryUser) -> None:
-        await self.graph.check_can_write(user.id, self.attribute_set)
+        """Nothing: Graph documents no write that changes nothing and is checked like a real one
+        (an empty attribute-set PATCH may be refused or pass unchecked), so the engine's canary,
+        one member written alone first, is the proof; a refusal stops the run there."""
 
     async def write(
         self, assignments: Sequence[tuple[DirectoryUser, ProvisioningConfig]]
@@ -374,3 +380,30 @@ class EntraDirectory:
 
     async def aclose(self) -> None:
         await self.graph.aclose()
+
+
+def user_value(item: Answer) -> dict[str, Any]:
+    """A user object of a lookup page, its fields of the types the lookup relies on."""
+    item.text("id")
+    item.optional_text("userPrincipalName")
+    item.optional_text("mail")
+    item.texts("otherMails")
+    value: dict[str, Any] = item.value
+    return value
+
+
+def batch_answers(batch: Answer, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``responses`` of a ``$batch`` answer: one per request sent, each with its status."""
+    answers: list[dict[str, Any]] = []
+    for item in batch.items("responses"):
+        item.text("id")
+        item.integer("status")
+        if item.has("headers"):
+            item.child("headers")
+        answers.append(item.value)
+    missing = {request["id"] for request in chunk} - {answer["id"] for answer in answers}
+    if missing:
+        raise InvalidAnswer(
+            SERVICE, batch.status, f"the $batch answer has no response for request {min(missing)}"
+        )
+    return answers

@@ -11,10 +11,10 @@ Filter values are escaped (RFC 4515), so names with ``*``, ``(`` or ``\\`` canno
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
@@ -23,6 +23,7 @@ from ldap3.utils.conv import escape_filter_chars
 from .directory import DirectoryUser, Matches, MatchKey, WriteResult
 from .errors import AuthenticationError, PreflightError, UsageError
 from .stored_value import ProvisioningConfig, to_ad_json
+from .tls import ldap_tls
 
 FILTER_VALUES = 50
 ACCOUNTDISABLE = 0x2  # userAccountControl flag of a disabled AD account
@@ -40,9 +41,19 @@ class LdapSettings:
     ca_bundle: str | None = None
 
 
+INSUFFICIENT_RIGHTS = "insufficientAccessRights"
+
+
 class LdapDirectory:
     name = "Active Directory"
     max_value_length: int | None = None
+
+    @property
+    def write_permission(self) -> str:
+        return (
+            f"the bind account may not write {self.settings.attribute!r}; grant it write access "
+            "to that attribute on the user objects"
+        )
 
     def __init__(self, settings: LdapSettings) -> None:
         self.settings = settings
@@ -58,9 +69,9 @@ class LdapDirectory:
         if self._connection is not None:
             return self._connection
         settings = self.settings
-        tls = None
-        if settings.url.startswith("ldaps://"):
-            tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=settings.ca_bundle)
+        # Always verified: ldap3 takes LDAPS:// as ldaps whatever its case, and uses the same
+        # settings for StartTLS.
+        tls = ldap_tls(settings.ca_bundle, urlsplit(settings.url).hostname or "")
         server = ldap3.Server(settings.url, get_info=ldap3.SCHEMA, tls=tls, connect_timeout=15)
         options: dict[str, Any] = {"client_strategy": ldap3.SAFE_SYNC, "receive_timeout": 60}
         if settings.bind_dn:
@@ -210,7 +221,7 @@ class LdapDirectory:
                 ok, detail = self._replace(user.id, [to_ad_json(config)])
             except LDAPException as exc:
                 ok, detail = False, type(exc).__name__
-            results[user.id] = WriteResult(ok, detail)
+            results[user.id] = WriteResult(ok, detail, detail.startswith(INSUFFICIENT_RIGHTS))
         return results
 
     async def write(

@@ -9,7 +9,9 @@ through the shared ``Backpressure`` gate instead of each hammering it on its own
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -17,33 +19,72 @@ from typing import Any
 
 import httpx
 
-from .errors import TransportFailure
+from .errors import InvalidAnswer, TransportFailure
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+THROTTLE_STATUSES = frozenset({429, 503})  # "slow down", as opposed to one request's failure
+MAX_ANSWER_BYTES = 16 * 2**20
+RETRY_AFTER_RESOLUTION = 1.0  # Retry-After is in whole seconds
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """How long dgprov keeps asking, and how long it waits for any one answer.
+
+    ``deadline`` bounds one attempt from sending to the last byte of the answer: httpx's
+    timeouts only bound each read, so a server trickling a byte every few seconds would hold a
+    worker forever. ``max_retry_after`` bounds what a server may ask dgprov to wait: a
+    ``Retry-After`` of days would otherwise stall every worker sharing the backpressure.
+    ``max_throttled`` bounds the time one call spends waiting out 429s, which spend no attempt.
+    """
+
     attempts: int = 8
     base_delay: float = 0.25
     max_delay: float = 60.0
+    deadline: float = 120.0
+    max_retry_after: float = 120.0
+    max_throttled: float = 600.0
 
     def backoff(self, attempt: int) -> float:
         """Full-jitter exponential backoff for ``attempt`` (0-based)."""
-        return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+        return random.uniform(0, self.ceiling(attempt))
+
+    def ceiling(self, attempt: int) -> float:
+        """The exponential backoff's upper bound for ``attempt``, without jitter."""
+        return min(self.max_delay, self.base_delay * 2.0**attempt)
+
+    def throttled_delay(self, retry_after: float | None, attempt: int) -> float:
+        """How long to wait after a 429/503: what the service asked, within bounds.
+
+        ``Retry-After`` counts whole seconds, and tower-governor (Defguard 2.0) rounds down, so
+        ``0`` means "within a second": the wait is at least the backoff's ceiling up to one
+        second, so such answers cannot spend every attempt at once. Never more than
+        ``max_retry_after``: every worker sharing the backpressure waits as long.
+        """
+        if retry_after is None:
+            return self.backoff(attempt)
+        floor = min(self.ceiling(attempt), RETRY_AFTER_RESOLUTION)
+        return min(max(retry_after, floor), self.max_retry_after)
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` in seconds (decimal seconds or an HTTP date); None when unreadable."""
-    if value is None:
+def retry_after_seconds(value: object) -> float | None:
+    """``Retry-After`` in seconds (decimal seconds or an HTTP date); None when unreadable.
+
+    Any value is accepted, since ``$batch`` items carry their headers as JSON of any type.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:  # "inf" and "nan" parse as floats but are no time to wait
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return max(0.0, moment.timestamp() - time.time())
 
@@ -96,6 +137,36 @@ class Backpressure:
             await asyncio.sleep(delay)
 
 
+async def read_answer(
+    client: httpx.AsyncClient, method: str, url: str, *, service: str, **kwargs: Any
+) -> httpx.Response:
+    """One exchange, the answer read whole but never beyond ``MAX_ANSWER_BYTES``.
+
+    The body is streamed and counted after decompression, so neither a huge answer nor a small
+    compressed one that expands can exhaust memory; what is read becomes the response's content.
+    """
+    request = client.build_request(method, url, **kwargs)
+    response = await client.send(request, stream=True)
+    too_large = InvalidAnswer(
+        service,
+        response.status_code,
+        f"the answer is larger than {MAX_ANSWER_BYTES // 2**20} MiB; refused",
+    )
+    try:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
+            raise too_large
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                raise too_large
+    finally:
+        await response.aclose()
+    response._content = bytes(body)  # what ``aread`` would have stored, read within the cap
+    return response
+
+
 async def send(
     client: httpx.AsyncClient,
     method: str,
@@ -104,32 +175,65 @@ async def send(
     service: str,
     policy: RetryPolicy,
     backpressure: Backpressure | None = None,
+    limit: AdaptiveLimit | None = None,
     **kwargs: Any,
 ) -> httpx.Response:
     """One request with retries; the last answer is returned even when it is an error status.
 
     Requests are retried only where a repeat is harmless for dgprov: re-issuing an enrollment
-    token deletes the previous unused one, and attribute writes are idempotent.
+    token deletes the previous unused one, and attribute writes are idempotent. A 429 is the
+    service pacing its clients, not a failure: it is waited out (``Retry-After``, bounded)
+    without spending one of the ``attempts``, for up to ``max_throttled`` seconds in all; so a
+    worker that keeps arriving just after the bucket emptied is not failed for it. With
+    ``limit``, each attempt takes a place in it and reports whether it was throttled, so the
+    number of requests in flight follows what the service accepts.
     """
     last_error = ""
-    for attempt in range(policy.attempts):
+    attempt = 0  # failures so far: transport errors, deadlines, 5xx
+    throttled = 0  # 429s so far
+    waited = 0.0  # seconds spent waiting them out
+    while attempt < policy.attempts:
         if backpressure is not None:
             await backpressure.wait()
         try:
-            response = await client.request(method, url, **kwargs)
-        except httpx.TransportError as exc:
-            last_error = type(exc).__name__
-            await asyncio.sleep(policy.backoff(attempt))
+            async with limit if limit is not None else contextlib.nullcontext():
+                response = await asyncio.wait_for(
+                    read_answer(client, method, url, service=service, **kwargs), policy.deadline
+                )
+        except (httpx.TransportError, asyncio.TimeoutError) as exc:
+            last_error = (
+                type(exc).__name__
+                if isinstance(exc, httpx.TransportError)
+                else f"no complete answer within {policy.deadline:g} s"
+            )
+            attempt += 1
+            if attempt < policy.attempts:
+                await asyncio.sleep(policy.backoff(attempt - 1))
             continue
-        if response.status_code not in RETRY_STATUSES or attempt == policy.attempts - 1:
+        slow_down = response.status_code in THROTTLE_STATUSES
+        if limit is not None and slow_down:
+            limit.throttled()
+        elif limit is not None:
+            limit.succeeded()
+        if response.status_code not in RETRY_STATUSES:
             return response
-        delay = retry_after_seconds(response.headers.get("retry-after"))
-        if delay is None:
-            delay = policy.backoff(attempt)
-        if backpressure is not None and response.status_code in (429, 503):
+        retry_after = retry_after_seconds(response.headers.get("retry-after"))
+        if response.status_code == 429:
+            delay = policy.throttled_delay(retry_after, throttled)
+            throttled += 1
+            if waited + delay > policy.max_throttled:
+                return response
+            waited += delay
+        else:
+            attempt += 1
+            if attempt >= policy.attempts:
+                return response
+            delay = policy.throttled_delay(retry_after, attempt - 1)
+        if backpressure is not None and slow_down:
             backpressure.hold(delay)
         await asyncio.sleep(delay)
+    plural = "s" if policy.attempts != 1 else ""
     raise TransportFailure(
-        f"{service} could not be reached after {policy.attempts} attempts ({last_error}); check "
-        "the URL, the network and the service's health, then run again"
+        f"{service} could not be reached after {policy.attempts} attempt{plural} ({last_error}); "
+        "check the URL, the network and the service's health, then run again"
     )

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .credentials import is_token_text
 from .errors import InvalidProvisioningValue
 from .urls import check_enrollment_url
 
@@ -42,8 +43,7 @@ class ProvisioningConfig:
     def validated(self) -> ProvisioningConfig:
         """Itself, if the desktop client could use it; else ``InvalidProvisioningValue``."""
         check_enrollment_url(self.enrollment_url)
-        token = self.enrollment_token
-        if not token or any(not (33 <= ord(c) <= 126) for c in token):
+        if not is_token_text(self.enrollment_token):
             raise InvalidProvisioningValue(
                 "the enrollment token must be non-empty printable ASCII without whitespace"
             )

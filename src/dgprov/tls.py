@@ -8,6 +8,7 @@ checking cannot be switched off by passing the wrong type.
 from __future__ import annotations
 
 import ssl
+from typing import Any
 
 import certifi
 
@@ -15,3 +16,26 @@ import certifi
 def tls_context(ca_bundle: str | None = None) -> ssl.SSLContext:
     """Verify servers against ``ca_bundle`` when given (a private CA), else the public roots."""
     return ssl.create_default_context(cafile=ca_bundle or certifi.where())
+
+
+def ldap_tls(ca_bundle: str | None, host: str) -> Any:
+    """ldap3's TLS settings over the same context, for ``ldaps://`` and StartTLS alike.
+
+    ldap3 builds its own context from the system store and checks the host name itself, only
+    on some paths; here the socket is wrapped by ``tls_context``, so the certificate chain and
+    the host name are checked by ``ssl`` during the handshake, before a bind password is sent.
+    """
+    import ldap3  # only the LDAP paths need it
+
+    context = tls_context(ca_bundle)
+
+    class VerifiedTls(ldap3.Tls):  # type: ignore[misc]  # ldap3 ships no type information
+        def wrap_socket(self, connection: Any, do_handshake: bool = False) -> None:
+            connection.socket = context.wrap_socket(
+                connection.socket,
+                server_side=False,
+                do_handshake_on_connect=do_handshake,
+                server_hostname=host,
+            )
+
+    return VerifiedTls(validate=ssl.CERT_REQUIRED)

@@ -16,7 +16,9 @@ from typing import Any
 
 import httpx
 
-from .retry import Backpressure, RetryPolicy, send
+from .errors import OriginRefused
+from .retry import AdaptiveLimit, Backpressure, RetryPolicy, send
+from .urls import same_origin, shown_origin
 
 
 class ClientPool:
@@ -45,10 +47,13 @@ class ClientPool:
 
 
 class ServiceConnection:
-    """One remote service: its client pool, retry policy and shared backpressure.
+    """One remote service: its origin, client pool, retry policy and shared backpressure.
 
-    The Defguard and Graph clients differ in what they ask, not in how a request is sent, so
-    both send through this.
+    The Defguard, Graph and enrollment-proxy clients differ in what they ask, not in how a
+    request is sent, so all send through this. It is also the one place that keeps a service's
+    credentials (its headers) at the origin they were configured for: a URL taken from an
+    answer, such as Graph's ``@odata.nextLink``, that names another scheme, host or port is
+    refused before anything is sent.
     """
 
     def __init__(
@@ -56,24 +61,46 @@ class ServiceConnection:
         service: str,
         size: int,
         *,
+        base_url: str,
         verify: ssl.SSLContext,
         policy: RetryPolicy | None = None,
         **client_options: Any,
     ) -> None:
         self.service = service
+        self.base_url = base_url
         self.policy = policy or RetryPolicy()
         self.backpressure = Backpressure()
-        self._pool = ClientPool(size, verify=verify, **client_options)
+        self._pool = ClientPool(size, verify=verify, base_url=base_url, **client_options)
 
-    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    def check_origin(self, url: str) -> None:
+        """Refuse ``url`` unless it is relative or names this service's own origin."""
+        if not same_origin(url, self.base_url):
+            raise OriginRefused(
+                f"{self.service} pointed dgprov to {shown_origin(url)}, which is not "
+                f"{shown_origin(self.base_url)}; refused, nothing was sent there (a compromised "
+                "or misconfigured service, or a proxy rewriting its answers)"
+            )
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        policy: RetryPolicy | None = None,
+        limit: AdaptiveLimit | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """``policy`` overrides the connection's for this call (e.g. a preflight's short one)."""
+        self.check_origin(url)
         async with self._pool.client() as client:
             return await send(
                 client,
                 method,
                 url,
                 service=self.service,
-                policy=self.policy,
+                policy=policy or self.policy,
                 backpressure=self.backpressure,
+                limit=limit,
                 **kwargs,
             )
 

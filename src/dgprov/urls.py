@@ -22,6 +22,40 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443, "ldap": 389, "ldaps": 636}
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """``(scheme, host, port)`` with the scheme and host lower-cased and the default port filled
+    in: the unit a credential belongs to, as browsers define it."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # a port that is not a number: an origin of its own, matching nothing
+        return scheme, (parts.hostname or "").lower(), -1
+    return scheme, (parts.hostname or "").lower(), port or DEFAULT_PORTS.get(scheme)
+
+
+def same_origin(url: str, base: str) -> bool:
+    """Whether ``url`` may receive what is sent to ``base``: relative, or the same origin.
+
+    A relative URL (no scheme and no host) resolves against ``base``; anything naming a scheme
+    or a host must name ``base``'s own.
+    """
+    parts = urlsplit(url)
+    if not parts.scheme and not parts.netloc:
+        return True
+    return origin(url) == origin(base)
+
+
+def shown_origin(url: str) -> str:
+    """``scheme://host:port`` of a URL, for messages: never its path or query, which could
+    carry a token."""
+    scheme, host, port = origin(url)
+    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
 def check_service_url(url: str, option: str) -> str:
     """https, or http on a loopback address only; no credentials inside the URL."""
     parts = urlsplit(url)
