@@ -142,3 +142,38 @@ def test_entra_keys_in_the_ready_line() -> None:
 def test_unknown_auto_approve_user() -> None:
     result = run("--users", "2", "--auto-approve-as", "nobody@example.com")
     assert result.returncode == 1 and "no Entra user with that UPN" in result.stderr
+
+
+def test_switches_reach_the_emulators() -> None:
+    """``--user-list-order``, ``--empty-attribute-patch`` and ``--csa-read-role`` (docs/sandbox.md
+    "Decisions"); a bad value is a usage error."""
+    from ..conftest import confidential_client, trust
+
+    args = ("--users", "12", "--user-list-order", "unstable", "--empty-attribute-patch", "rejected")
+    with sandbox_process(*args, "--csa-read-role", "administrator") as info:
+        headers = {"Authorization": f"Bearer {info['api_token']}"}
+        lists = [
+            [
+                u["username"]
+                for u in httpx.get(f"{info['defguard_url']}/api/v1/user", headers=headers).json()[
+                    "data"
+                ]
+            ]
+            for _ in range(2)
+        ]
+        assert lists[0] != lists[1] and sorted(lists[0]) == sorted(lists[1])
+        app = confidential_client(info, info["client_secret"])
+        token = app.acquire_token_for_client(scopes=["https://graph.microsoft.com/.default"])
+        graph = httpx.Client(
+            base_url=info["graph_url"],
+            verify=trust(info),
+            headers={"Authorization": f"Bearer {token['access_token']}"},
+        )
+        empty = {
+            "customSecurityAttributes": {
+                "Defguard": {"@odata.type": "#microsoft.graph.customSecurityAttributeValue"}
+            }
+        }
+        assert graph.patch(f"/users/{info['user_upns'][0]}", json=empty).status_code == 400
+    wrong = run("--csa-read-role", "everyone")
+    assert wrong.returncode == 2 and "--csa-read-role" in wrong.stderr
