@@ -51,12 +51,14 @@ def unmatched(keys: Iterable[str], *stages: Mapping[str, Sequence[DirectoryUser]
 class WriteResult:
     ok: bool
     detail: str = ""  # why a write failed, as the directory said it
+    denied: bool = False  # refused for lack of rights: no other member's write would fare better
 
 
 class Directory(Protocol):
     name: str
     match_key: MatchKey
     max_value_length: int | None  # of one stored value, where the directory limits it
+    write_permission: str  # what the account needs when a write is denied, for the message
 
     async def preflight(self) -> None: ...
 

@@ -41,9 +41,19 @@ class LdapSettings:
     ca_bundle: str | None = None
 
 
+INSUFFICIENT_RIGHTS = "insufficientAccessRights"
+
+
 class LdapDirectory:
     name = "Active Directory"
     max_value_length: int | None = None
+
+    @property
+    def write_permission(self) -> str:
+        return (
+            f"the bind account may not write {self.settings.attribute!r}; grant it write access "
+            "to that attribute on the user objects"
+        )
 
     def __init__(self, settings: LdapSettings) -> None:
         self.settings = settings
@@ -211,7 +221,7 @@ class LdapDirectory:
                 ok, detail = self._replace(user.id, [to_ad_json(config)])
             except LDAPException as exc:
                 ok, detail = False, type(exc).__name__
-            results[user.id] = WriteResult(ok, detail)
+            results[user.id] = WriteResult(ok, detail, detail.startswith(INSUFFICIENT_RIGHTS))
         return results
 
     async def write(

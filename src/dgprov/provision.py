@@ -51,6 +51,8 @@ class RunState:
     tokens: dict[str, str] = field(default_factory=dict)
     interrupted: bool = False
     enrollment_url: str | None = None
+    stored: int = 0  # members whose token the directory accepted
+    write_denied: str | None = None  # the directory's answer to the first refused write
 
 
 def utc_iso(moment: datetime.datetime) -> str:
@@ -134,24 +136,27 @@ class Provisioner:
             done += count
             self.progress(done, total)
 
-        # Canary: the first member's token shows the enrollment URL Defguard really hands out,
-        # and a URL the directory cannot hold or that is not the one stated stops the run with
-        # only that member touched. Without a stated URL the canary goes end to end alone; with
-        # one, only its issuing waits, and its write joins the others'.
-        canary, rest = pending[0], pending[1:]
-        first: tuple[PlannedMember, ProvisioningConfig] | None = None
-        if self.config.enrollment_url is None:
+        # Canary: members go one at a time, end to end, until one is stored. Its token shows the
+        # enrollment URL Defguard really hands out, and its write proves the directory lets this
+        # account write (Graph offers no write probe that is documented to be checked). A URL
+        # the directory cannot hold or that is not the one stated, or a refused write, stops the
+        # run with only that member's token spent; a member Defguard refuses moves the canary on.
+        rest = list(pending)
+        while rest and not self.state.stored and not self.stop.is_set():
+            canary, rest = rest[0], rest[1:]
             await self._run([canary], finished)
-        elif (token := await self._issue_settling(canary, finished)) is not None:
-            self.state.enrollment_url = token.enrollment_url
-            first = (canary, token)
-        if self.state.enrollment_url and (problem := self._url_problem(self.state.enrollment_url)):
-            if first is not None:
-                self._fail(canary, f"{problem}; the token was issued but not stored")
-                finished(1)
-            self._abandon(rest, "not processed: the run stopped before this member")
-            raise PreflightError(problem)
-        await self._run(rest, finished, first)
+            if self.state.write_denied is not None:
+                self._abandon(rest, "not processed: the run stopped before this member")
+                raise PreflightError(
+                    f"{self.directory.name} refused the first write ({self.state.write_denied}): "
+                    f"{self.directory.write_permission}"
+                )
+            if self.state.enrollment_url and (
+                problem := self._url_problem(self.state.enrollment_url)
+            ):
+                self._abandon(rest, "not processed: the run stopped before this member")
+                raise PreflightError(problem)
+        await self._run(rest, finished)
         return self.state
 
     def _url_problem(self, url: str) -> str | None:
@@ -166,23 +171,15 @@ class Provisioner:
 
     # --------------------------------------------------------------------------- pipeline
 
-    async def _run(
-        self,
-        members: Sequence[PlannedMember],
-        finished: Callable[[int], None],
-        issued: tuple[PlannedMember, ProvisioningConfig] | None = None,
-    ) -> None:
+    async def _run(self, members: Sequence[PlannedMember], finished: Callable[[int], None]) -> None:
         """A fixed pool of issuers feeding batch writers through a bounded queue.
 
         The pool (not a task per member) keeps memory flat for 100,000 members; the bound makes
         issuers wait for the writers, so few tokens are ever issued but not yet stored.
-        ``issued``: a member whose token is already in hand, written with the first batch.
         """
         queue: asyncio.Queue[tuple[PlannedMember, ProvisioningConfig] | None] = asyncio.Queue(
             maxsize=WRITE_BATCH * WRITERS * 2
         )
-        if issued is not None:
-            queue.put_nowait(issued)
         todo = iter(members)
 
         async def issuer() -> None:
@@ -293,9 +290,12 @@ class Provisioner:
             result = results[member.directory_user.id]
             if result.ok:
                 member.outcome = Outcome.PROVISIONED
+                self.state.stored += 1
                 if self.config.keep_tokens:
                     self.state.tokens[member.username] = token.enrollment_token
             else:
+                if result.denied and self.state.write_denied is None:
+                    self.state.write_denied = result.detail
                 self._fail(
                     member,
                     f"{self.directory.name} refused the write ({result.detail}); the token was "

@@ -150,7 +150,10 @@ def provisioned_in(report: ReportFile) -> dict[str, str]:
         if report.kind == "json":
             rows = json.loads(text)["members"]
         else:
-            rows = list(csv.DictReader(io.StringIO(text)))
+            reader = csv.DictReader(io.StringIO(text))
+            if not set(COLUMNS) <= set(reader.fieldnames or ()):
+                raise ValueError("not the report's columns")
+            rows = list(reader)
     except (ValueError, KeyError, TypeError, csv.Error):
         raise _not_a_report(report) from None
     return _provisioned(report, rows)

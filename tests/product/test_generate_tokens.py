@@ -235,6 +235,27 @@ def test_undefined_attribute_set_stops_before_any_token(
     assert token_hashes(running) == {}
 
 
+def test_an_account_that_may_not_write_stops_after_one_member(
+    start_sandbox: StartSandbox, invoke: Invoker
+) -> None:
+    """Graph has no documented write probe, so the first member, written alone, is the proof:
+    an admin who can read the definitions but not assign attributes costs one token, no more."""
+    running = start_sandbox(example_tenant())
+    assert running.sandbox.entra is not None
+    admin = next(
+        u
+        for u in running.sandbox.entra.users.values()
+        if u.user_principal_name == running.info["admin_upn"]
+    )
+    admin.directory_roles = {"User Administrator", "Attribute Assignment Reader"}
+    result = invoke(running)
+    assert result.exit_code == 2, result.output
+    assert "refused the first write (403" in result.output
+    assert "Attribute Assignment Administrator" in result.output
+    assert len(token_hashes(running)) == 1
+    assert_no_token_in(result.output, running)
+
+
 def test_enrollment_url_over_64_characters(start_sandbox: StartSandbox, invoke: Invoker) -> None:
     tenant = example_tenant()
     long_url = "https://enrollment-proxy.with-a-very-long-host-name.corp.contoso.example"

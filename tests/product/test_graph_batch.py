@@ -291,7 +291,7 @@ def test_write_attributes_maps_results_per_user() -> None:
     results = asyncio.run(go())
     assert results == {
         "user-a": WriteResult(True, "204: "),
-        "user b/2": WriteResult(False, "403: Insufficient privileges"),
+        "user b/2": WriteResult(False, "403: Insufficient privileges", denied=True),
         "user-c": WriteResult(True, "204: "),
     }
     request = fake.requests[0]

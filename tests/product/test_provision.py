@@ -91,6 +91,7 @@ class FakeDirectory:
         max_value_length: int | None = MAX_VALUE,
     ) -> None:
         self.name: str = "Test Directory"
+        self.write_permission: str = "grant the test account the writer role"
         self.match_key: MatchKey = match_key
         self.max_value_length: int | None = max_value_length
         self.log = log
@@ -103,6 +104,7 @@ class FakeDirectory:
         self.writes: list[list[tuple[DirectoryUser, ProvisioningConfig]]] = []
         self.stored: dict[str, list[ProvisioningConfig]] = {}
         self.refuse: dict[str, str] = {}  # user id -> detail
+        self.deny: set[str] = set()  # user ids whose write is refused for lack of rights
         self.write_error: DgprovError | None = None
 
     async def preflight(self) -> None:
@@ -128,7 +130,9 @@ class FakeDirectory:
             raise self.write_error
         results: dict[str, WriteResult] = {}
         for user, config in assignments:
-            if user.id in self.refuse:
+            if user.id in self.deny:
+                results[user.id] = WriteResult(False, "403: Insufficient privileges", denied=True)
+            elif user.id in self.refuse:
                 results[user.id] = WriteResult(False, self.refuse[user.id])
             else:
                 self.stored.setdefault(user.id, []).append(config)
@@ -309,12 +313,42 @@ def test_canary_member_is_stored_before_anyone_else_is_issued() -> None:
     assert len(world.directory.stored) == 5
 
 
-def test_known_url_skips_the_canary() -> None:
-    """With the URL given up front, issuing for the second member need not wait for a write."""
+def test_known_url_still_proves_the_write_with_one_member() -> None:
+    """With the URL given up front the canary still goes alone: its write is the only proof that
+    the account may write (Graph has no documented write probe)."""
     world = World(names(5))
     world.run(ProvisionConfig("vpn-users", enrollment_url=URL))
-    assert world.log.index("start_enrollment:user001") < world.log.index("write:id-user000")
+    assert world.log.index("write:id-user000") < world.log.index("start_enrollment:user001")
     assert len(world.directory.stored) == 5
+
+
+def test_a_denied_first_write_stops_the_run_after_one_member() -> None:
+    """An account that may not write costs one token, and the message names what it needs."""
+    world = World(names(4))
+    world.directory.deny.update(f"id-user{i:03d}" for i in range(4))
+    provisioner = world.provisioner(ProvisionConfig("vpn-users"))
+    with pytest.raises(PreflightError) as caught:
+        run(provisioner, world.group)
+    assert "Test Directory refused the first write (403: Insufficient privileges)" in str(
+        caught.value
+    )
+    assert "grant the test account the writer role" in str(caught.value)
+    assert world.defguard.issued() == ["user000"]
+    first, *rest = provisioner.state.members
+    assert first.outcome is Outcome.FAILED and first.reason.endswith(NOT_STORED)
+    assert [(m.outcome, m.reason) for m in rest] == [(Outcome.FAILED, STOPPED_BEFORE)] * 3
+
+
+def test_a_write_refused_for_another_reason_moves_the_canary_on() -> None:
+    """A write refused for that member alone (not for lack of rights) does not stop the run."""
+    world = World(names(3))
+    world.directory.refuse["id-user000"] = "400: bad value"
+    provisioner = world.run(ProvisionConfig("vpn-users"))
+    assert [o for o, _ in outcomes(provisioner).values()] == [
+        Outcome.FAILED,
+        Outcome.PROVISIONED,
+        Outcome.PROVISIONED,
+    ]
 
 
 def test_canary_with_a_too_long_url_stops_the_run() -> None:
@@ -333,12 +367,6 @@ def test_canary_with_a_too_long_url_stops_the_run() -> None:
     assert provisioner.state.enrollment_url == LONG_URL
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: when the canary member gets no token (a RemoteError, or already activated with "
-    "--enrolled-users skip) no URL is known, so every other member's token is issued unchecked "
-    "and then not stored",
-)
 def test_canary_that_gets_no_token_still_protects_the_rest() -> None:
     """Reissuing replaces a member's unused token, so a URL too long must cost one token only."""
     world = World(names(4), url=LONG_URL)

@@ -217,11 +217,6 @@ def test_json_that_is_not_a_report_is_refused(tmp_path: Path, text: str) -> None
     assert str(caught.value).startswith(f"--resume {path}: not a dgprov report")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: any CSV parses as rows, so a CSV that is not a report resumes from nothing "
-    "instead of raising UsageError (and tokens are re-issued for everyone)",
-)
 @pytest.mark.parametrize("text", ["name,value\nalice,1\n", ""])
 def test_csv_that_is_not_a_report_is_refused(tmp_path: Path, text: str) -> None:
     path = tmp_path / "old.csv"
