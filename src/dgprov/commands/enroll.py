@@ -81,7 +81,9 @@ def enroll_command(
     the account if needed, register this device with a key generated here, and write one
     wg-quick configuration per location.
 
-    Exit status: 0 enrolled, 1 refused by the server (with the reason), 2 usage or file error.
+    Exit status: 0 enrolled, 1 refused by the server or an answer dgprov will not write (with
+    the reason; a device already registered keeps its key for the next run), 2 usage or file
+    error, found before anything is sent.
     """
     enrolled = api.enroll(
         provisioning_file=provisioning_file,
