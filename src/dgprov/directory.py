@@ -58,7 +58,11 @@ class Directory(Protocol):
     name: str
     match_key: MatchKey
     max_value_length: int | None  # of one stored value, where the directory limits it
-    write_permission: str  # what the account needs when a write is denied, for the message
+
+    @property
+    def write_permission(self) -> str:
+        """What the account needs when a write is denied, for the message."""
+        ...
 
     async def preflight(self) -> None: ...
 
