@@ -6,6 +6,8 @@ keys in proto order, body rejections and the proxy's own endpoints.
 
 from __future__ import annotations
 
+import pytest
+
 from ..conftest import Running, StartSandbox, example_tenant
 from .conftest import new_pubkey, start_session
 
@@ -78,3 +80,37 @@ def test_proxy_info_and_health(sandbox: Running, line: str) -> None:
         "version": {"1.6": "1.6.2", "2.0": "2.0.1"}[line]
     }
     assert sandbox.proxy.get("/api/v1/health").text == "alive"
+
+
+@pytest.mark.parametrize("policy", [0, 1, 2])
+def test_client_traffic_policy_on_both_lines(
+    start_sandbox: StartSandbox, line: str, policy: int
+) -> None:
+    """``Some(policy as i32)`` on 1.6 too (v1.6.6 crates/defguard_core/src/grpc/mod.rs:854);
+    1.6 also forces AllowedIPs under policy 2 (db/models/wireguard.rs:1501-1515), 2.0 does not."""
+    tenant = example_tenant()
+    tenant["instance"]["client_traffic_policy"] = policy
+    sandbox = start_sandbox(tenant, line)
+    start = start_session(sandbox, sandbox.issue("jdoe")).json()
+    assert start["instance"]["client_traffic_policy"] == policy
+    assert start["instance"]["disable_all_traffic"] is (policy == 1)
+    created = sandbox.proxy.post(
+        "/api/v1/enrollment/create_device", json={"name": "x", "pubkey": new_pubkey()}
+    ).json()
+    assert created["instance"]["client_traffic_policy"] == policy
+    hq = next(c for c in created["configs"] if c["network_name"] == "HQ")
+    forced = line == "1.6" and policy == 2
+    expected = "0.0.0.0/0,::/0" if forced else "10.10.0.0/24,192.168.10.0/24"
+    assert hq["allowed_ips"] == expected
+    assert f"AllowedIPs = {expected}\n" in hq["config"]
+
+
+@pytest.mark.parametrize(("stated", "reported"), [(None, True), (False, False), (True, True)])
+def test_mfa_required_as_the_tenant_states_it(
+    start_sandbox: StartSandbox, stated: bool | None, reported: bool
+) -> None:
+    tenant = example_tenant()
+    tenant["instance"]["mfa_required"] = stated  # the Lab location uses internal MFA
+    sandbox = start_sandbox(tenant)
+    settings = start_session(sandbox, sandbox.issue("jdoe")).json()["settings"]
+    assert settings["mfa_required"] is reported
