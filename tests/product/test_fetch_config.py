@@ -100,6 +100,47 @@ def test_user_without_read_rights_is_told_both_causes(provisioned: Running, tmp_
     assert not (tmp_path / "p.json").exists()
 
 
+@pytest.mark.parametrize("csa_read_role", ["reader", "administrator"])
+def test_both_delegated_read_rules(
+    start_sandbox: StartSandbox, tmp_path: Path, csa_read_role: str
+) -> None:
+    """G2: Graph's docs disagree on the role a delegated read needs; dgprov works under both
+    and, where Reader is not enough, says which role and consent the tenant needs."""
+    tenant = synthetic_tenant(3, 23)
+    administrator = tenant["users"][3]
+    administrator["entra"]["directory_roles"] = ["Attribute Assignment Administrator"]
+    running = start_sandbox(tenant, csa_read_role=csa_read_role)
+    provision(running, tmp_path)
+    reader_upn = running.info["user_upns"][0]  # holds Attribute Assignment Reader only
+    administrator_upn = administrator["entra"]["user_principal_name"]
+
+    as_administrator = fetch(
+        running, tmp_path / "administrator", administrator_upn, "--output", str(tmp_path / "a")
+    )
+    assert as_administrator.exit_code == 0, as_administrator.output
+    expected = stored_values(running, administrator_upn)["EnrollmentToken"]
+    assert read(tmp_path / "a").enrollment_token == expected
+
+    as_reader = fetch(running, tmp_path / "reader", reader_upn, "--output", str(tmp_path / "r"))
+    if csa_read_role == "reader":
+        assert as_reader.exit_code == 0, as_reader.output
+        expected = stored_values(running, reader_upn)["EnrollmentToken"]
+        assert read(tmp_path / "r").enrollment_token == expected
+        return
+    assert as_reader.exit_code == 1
+    message = " ".join(as_reader.output.split())
+    for needed in (
+        "Attribute Assignment Reader",
+        "Attribute Assignment Administrator scoped to that set",
+        "CustomSecAttributeAssignment.Read.All",
+        "reads every user's attributes",
+        "Security model",
+    ):
+        assert needed in message, message
+    assert stored_values(running, reader_upn)["EnrollmentToken"] not in as_reader.output
+    assert not (tmp_path / "r").exists()
+
+
 def test_custom_attribute_set_name(start_sandbox: StartSandbox, tmp_path: Path) -> None:
     tenant = synthetic_tenant(2, 22)
     tenant["entra"]["attribute_sets"][0]["id"] = "VpnProvisioning"
