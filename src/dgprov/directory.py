@@ -8,7 +8,7 @@ from both.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from .stored_value import ProvisioningConfig
@@ -40,6 +40,8 @@ class Matches:
 
     stages: Sequence[tuple[str, Mapping[str, Sequence[DirectoryUser]]]]
     key: MatchKey = "email"
+    # Keys the directory cannot search for at all -> why (e.g. longer than Graph's filters take).
+    unsearchable: Mapping[str, str] = field(default_factory=dict)
 
 
 def unmatched(keys: Iterable[str], *stages: Mapping[str, Sequence[DirectoryUser]]) -> list[str]:

@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 import msal
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from . import environment
 from .errors import AuthenticationError, UsageError, WrongAccount
@@ -150,6 +152,23 @@ def browser_available() -> bool:
     return True
 
 
+def certificate_thumbprint(pem: str) -> str:
+    """The SHA-1 thumbprint (hex) of a PEM certificate.
+
+    msal before 1.35 requires it next to the key and refuses a credential without it; newer
+    msal computes it from ``public_certificate`` itself. Passing both works with every msal
+    the package allows.
+    """
+    try:
+        parsed = x509.load_pem_x509_certificate(pem.encode("ascii"))
+    except ValueError:
+        raise UsageError(
+            "--client-certificate: the certificate in the PEM file cannot be read; export it "
+            "again (PEM, with the private key) from where it was created"
+        ) from None
+    return parsed.fingerprint(hashes.SHA1()).hex().upper()
+
+
 def certificate_credential(settings: EntraSettings) -> dict[str, Any]:
     """MSAL's certificate credential from one PEM holding the private key and the certificate."""
     pem = settings.client_certificate or ""
@@ -162,6 +181,7 @@ def certificate_credential(settings: EntraSettings) -> dict[str, Any]:
         )
     credential: dict[str, Any] = {
         "private_key": key.group(0),
+        "thumbprint": certificate_thumbprint(certificate.group(0)),
         "public_certificate": certificate.group(0),
     }
     if settings.certificate_password:

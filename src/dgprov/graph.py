@@ -1,10 +1,12 @@
 """Client for Microsoft Graph: find users in bulk and store custom security attributes.
 
 Everything goes through ``$batch`` (20 requests per round trip). Lookups put up to 15 addresses
-in one ``in (...)`` filter, escaping quotes by doubling them and percent-encoding the whole query
-(a raw ``+`` would reach Graph as a space and silently match nothing). Writes are idempotent
-PATCHes, so items refused with 429/503/504 inside a batch are simply sent again after the
-largest ``Retry-After``.
+in one ``in (...)`` filter or ``or`` chain, escaping quotes by doubling them and percent-encoding
+the whole query (a raw ``+`` would reach Graph as a space and silently match nothing). Graph
+refuses more than 15 child clauses and string values over 120 characters in a filter outside
+advanced queries, so neither is ever sent: a longer address cannot be looked up at all. Writes
+are idempotent PATCHes, so items refused with 429/503/504 inside a batch are simply sent again
+after the largest ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ from .transport import ServiceConnection
 
 SERVICE = "Microsoft Graph"
 BATCH_SIZE = 20
-FILTER_VALUES = 15
+FILTER_VALUES = 15  # Graph's limit on the values of `in` and the child clauses of `or`
+MAX_FILTER_VALUE = 120  # characters of one string value in a filter
+UNSEARCHABLE = (
+    f"e-mail address longer than Graph can search ({MAX_FILTER_VALUE} characters); no token issued"
+)
 LOOKUP_SLICE = BATCH_SIZE * 8  # filter requests in flight per slice
 SELECT = "id,userPrincipalName,mail,otherMails,accountEnabled"
 CSA_TYPE = "#Microsoft.DirectoryServices.CustomSecurityAttributeValue"
@@ -249,8 +255,14 @@ class GraphClient:
         values: list[dict[str, Any]] = []
         while True:
             if status != 200:
+                # A failed page is a failed lookup, never "not found": the users on it are
+                # unknown, and planning without them would skip members who exist.
                 _, message = graph_error(body, "lookup failed")
-                raise PreflightError(f"looking users up in Entra failed ({status}: {message})")
+                where = f"page {len(seen) + 1} of " if seen else ""
+                raise PreflightError(
+                    f"{SERVICE} answered {status} to {where}a user lookup ({message}); "
+                    "nothing was changed, run again later"
+                )
             page = Answer(SERVICE, status, body)
             values += [user_value(item) for item in page.items("value")]
             next_link = page.optional_text("@odata.nextLink")
@@ -270,7 +282,9 @@ class GraphClient:
 
     async def find_users(self, emails: Iterable[str]) -> Matches:
         """Stage by stage, each stage only for the addresses still unmatched."""
-        remaining = sorted({e.lower() for e in emails})
+        addresses = sorted({e.lower() for e in emails})
+        remaining = [e for e in addresses if len(e) <= MAX_FILTER_VALUE]
+        too_long = {e: UNSEARCHABLE for e in addresses if len(e) > MAX_FILTER_VALUE}
         by_mail = await self._lookup(
             remaining,
             lambda chunk: f"mail in ({','.join(map(odata_string, chunk))})",
@@ -288,7 +302,10 @@ class GraphClient:
             lambda chunk: " or ".join(f"otherMails/any(m:m eq {odata_string(e)})" for e in chunk),
             lambda user: user.get("otherMails") or [],
         )
-        return Matches([("mail", by_mail), ("userPrincipalName", by_upn), ("otherMails", by_other)])
+        return Matches(
+            [("mail", by_mail), ("userPrincipalName", by_upn), ("otherMails", by_other)],
+            unsearchable=too_long,
+        )
 
     # ------------------------------------------------------------------------- the user's own
 

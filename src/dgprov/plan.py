@@ -117,6 +117,9 @@ def plan(
         if matches.key == "email" and not email:
             entry.outcome, entry.reason = Outcome.SKIPPED, "no e-mail address in Defguard"
             continue
+        if unsearchable := matches.unsearchable.get(_key(user, matches)):
+            entry.outcome, entry.reason = Outcome.SKIPPED, unsearchable
+            continue
         directory_user, problem = _decide_match(_key(user, matches), matches)
         entry.directory_user = directory_user
         if problem:
