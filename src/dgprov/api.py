@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import logging
 import signal
@@ -30,7 +31,14 @@ from . import client_files, join
 from .defguard import DefguardClient
 from .directory import Directory
 from .durations import parse_lifetime
-from .enrollment import Enrolled, checked_provisioning, enroll_device, refresh_device
+from .enrollment import (
+    Enrolled,
+    check_phone,
+    checked_provisioning,
+    enroll_device,
+    refresh_device,
+    retire_provisioning_file,
+)
 from .entra_auth import EntraSettings, EntraSignIn
 from .errors import (
     EXIT_OK,
@@ -433,18 +441,26 @@ def enroll(
     phone: str | None = None,
     refresh: bool = False,
     ca_bundle: str | None = None,
+    route_all_traffic: bool | None = None,
 ) -> Enrolled:
     """Complete enrollment from ``provisioning.json`` without the desktop app, or with
     ``refresh`` fetch updated configurations for the device enrolled before.
 
     ``password`` is called only for an account that must still be activated, before anything
-    is registered; without it such an account is a ``UsageError``.
+    is registered; without it such an account is a ``UsageError``. ``route_all_traffic`` is the
+    person's choice where the instance's traffic policy leaves one (None: off, or on refresh the
+    saved choice). After success the used ``provisioning.json`` is renamed in place
+    (``Enrolled.provisioning_note`` says so) so the desktop app does not spend it again.
     """
+    if phone is not None:
+        check_phone(phone)
     data_dir = client_files.data_directory()
     output_dir = output_dir or data_dir / "wireguard"
     verify = tls_context(ca_bundle)
     if refresh:
-        return asyncio.run(refresh_device(output_dir, verify=verify))
+        return asyncio.run(
+            refresh_device(output_dir, verify=verify, route_all_traffic=route_all_traffic)
+        )
     path = provisioning_file or data_dir / client_files.FILE_NAME
     if not path.exists():
         raise UsageError(
@@ -458,7 +474,7 @@ def enroll(
             "this account must be activated with a password: pass --password-file FILE"
         )
 
-    return asyncio.run(
+    enrolled = asyncio.run(
         enroll_device(
             config,
             output_dir,
@@ -466,5 +482,7 @@ def enroll(
             password=password or no_password,
             phone=phone,
             verify=verify,
+            route_all_traffic=bool(route_all_traffic),
         )
     )
+    return dataclasses.replace(enrolled, provisioning_note=retire_provisioning_file(path))

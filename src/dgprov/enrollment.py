@@ -23,12 +23,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
 import ssl
-import string
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,8 @@ from .errors import (
     InvalidAnswer,
     InvalidProvisioningValue,
     InvalidWireGuardConfig,
+    MfaSetupRequired,
+    OriginRefused,
     TransportFailure,
     UsageError,
 )
@@ -57,7 +61,7 @@ from .retry import RetryPolicy
 from .stored_value import FILE_TOKEN_KEY, FILE_URL_KEY, ProvisioningConfig
 from .transport import ServiceConnection
 from .urls import check_enrollment_url, same_origin, shown_origin
-from .wireguard import WireGuardConfig, interface_name, parse
+from .wireguard import WireGuardConfig, as_client_writes, interface_name, parse
 
 SERVICE = "the enrollment proxy"
 MFA_MODES = {2: "internal MFA", 3: "external MFA"}
@@ -65,6 +69,36 @@ STATE_FILE = "dgprov-enrollment.json"
 PENDING_FILE = "dgprov-pending-key.json"
 POLICY = RetryPolicy(attempts=1, deadline=60.0)
 """One attempt per call: ``create_device`` is not idempotent, and a person is waiting."""
+CLIENT_VERSION = "1.6.9"
+"""Sent as ``defguard-client-version``: the desktop client whose behaviour dgprov follows (C4-C9);
+at or above core's and the proxy's minimum client version (1.6.0), and core shows every location
+(Windows service locations are hidden only from clients that send no version headers)."""
+PLATFORMS = {"linux": "linux", "win32": "windows", "darwin": "macos"}
+TRAFFIC_NONE, TRAFFIC_DISABLE_ALL, TRAFFIC_FORCE_ALL = 0, 1, 2
+"""``InstanceInfo.client_traffic_policy``: 0 the user chooses per location, 1 routing all traffic
+is disabled (the server's AllowedIPs), 2 all traffic is forced (client location.rs:290-298)."""
+ASCII_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+RUST_WHITESPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+PHONE_NUMBER = re.compile(
+    rf"(\+?\d{{1,3}}[{RUST_WHITESPACE}]?)?(\(\d{{1,3}}\)|\d{{1,3}})[-{RUST_WHITESPACE}]?\d{{1,4}}"
+    rf"[-{RUST_WHITESPACE}]?\d{{1,4}}?\Z"
+)
+r"""Core's ``PHONE_NUMBER_REGEX`` (v2.0.1 lib.rs:231, v1.6.6 :177) as Rust's regex reads it:
+``\d`` is any Unicode decimal digit (as Python's), ``\s`` the White_Space property (Python's
+also takes U+001C-U+001F, hence the class), ``$`` only at the very end (``\Z``); matched at the
+start (``re.match``) for its ``^``."""
+
+
+def poll_refusal_message(status: int, error: str) -> str:
+    """What a refused poll (``--refresh``) means: core answers 403 for an unknown polling token
+    and for a disabled owner (v2.0.1 enterprise/grpc/polling.rs:41, :87)."""
+    if status == 403:
+        return (
+            f"the enrollment proxy refused the polling token (403: {error}): the polling token "
+            "is no longer valid or your Defguard account is disabled; enroll again with a new "
+            "token from your administrator (dgprov fetch-config, then dgprov enroll)"
+        )
+    return f"the enrollment proxy answered {status}: {error}"
 
 
 def refusal_message(status: int, error: str) -> str:
@@ -84,20 +118,31 @@ def refusal_message(status: int, error: str) -> str:
 
 
 def check_password(password: str) -> None:
-    """Defguard's rule, checked before the server sees it."""
+    """Core's ``check_password_strength`` (v2.0.1 handlers/user.rs:96-118), checked before the
+    server sees it: 8 to 128 *bytes* of UTF-8, and ASCII classes only (``is_ascii_*``), so
+    "é" counts two towards the length and is neither a lower-case letter nor punctuation."""
     problems = []
-    if not 8 <= len(password) <= 128:
-        problems.append("8 to 128 characters")
-    if not any(c.islower() for c in password):
-        problems.append("a lower-case letter")
-    if not any(c.isupper() for c in password):
-        problems.append("an upper-case letter")
-    if not any(c.isdigit() for c in password):
-        problems.append("a digit")
-    if not any(c in string.punctuation for c in password):
-        problems.append("a punctuation mark")
+    if not 8 <= len(password.encode("utf-8")) <= 128:
+        problems.append("8 to 128 bytes (a character outside ASCII counts 2 to 4)")
+    if not any("a" <= c <= "z" for c in password):
+        problems.append("an ASCII lower-case letter (a-z)")
+    if not any("A" <= c <= "Z" for c in password):
+        problems.append("an ASCII upper-case letter (A-Z)")
+    if not any("0" <= c <= "9" for c in password):
+        problems.append("an ASCII digit (0-9)")
+    if not any(c in ASCII_PUNCTUATION for c in password):
+        problems.append("an ASCII punctuation mark such as ! or -")
     if problems:
         raise UsageError(f"the password needs {', '.join(problems)} (Defguard's password rules)")
+
+
+def check_phone(phone: str) -> None:
+    """Core's phone rule, checked before anything is sent (core refuses after the session)."""
+    if PHONE_NUMBER.match(phone) is None:
+        raise UsageError(
+            "--phone: Defguard refuses this phone number; use digits with an optional +country "
+            "code, spaces or dashes, e.g. +48 123 456 789"
+        )
 
 
 @dataclass(frozen=True)
@@ -122,30 +167,60 @@ def key_pair_from_private(private: str) -> KeyPair:
     return KeyPair(private, base64.b64encode(public).decode())
 
 
+def api_base(url: str) -> str:
+    """The client's ``buildProxyUrl``: one trailing ``/`` stripped, then ``/api/v1``."""
+    return url.removesuffix("/") + "/api/v1"
+
+
+def client_headers() -> dict[str, str]:
+    """What the desktop client sends with every proxy call (C9)."""
+    return {
+        "User-Agent": f"dgprov/{__version__}",
+        "defguard-client-version": CLIENT_VERSION,
+        "defguard-client-platform": PLATFORMS.get(sys.platform, sys.platform),
+    }
+
+
 class ProxyClient:
-    """One enrollment session against the proxy behind ``enrollment_url``."""
+    """One enrollment session against the proxy behind ``enrollment_url``.
+
+    After ``start`` the session continues at ``instance.proxy_url`` as the desktop client does
+    (``follow``), with the session cookie sent explicitly, and only within the enrollment URL's
+    origin: the cookie holds the token.
+    """
 
     def __init__(self, enrollment_url: str, *, verify: ssl.SSLContext) -> None:
-        self.base = enrollment_url.rstrip("/") + "/api/v1"
+        self.base = api_base(enrollment_url)
+        self.session: str | None = None
         self.http = ServiceConnection(
             SERVICE,
-            1,  # one client, so the session cookie is kept between the calls
+            1,
             base_url=self.base,
             policy=POLICY,
             verify=verify,
             timeout=30,
-            headers={"User-Agent": f"dgprov/{__version__}"},
+            headers=client_headers(),
         )
+
+    def follow(self, proxy_url: str) -> None:
+        """Send the rest of the session to ``proxy_url`` (checked to be the same origin)."""
+        self.base = api_base(proxy_url)
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
     async def _post(
-        self, path: str, body: dict[str, Any], *, absent: int | None = None
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        absent: int | None = None,
+        explain: Callable[[int, str], str] = refusal_message,
     ) -> httpx.Response | None:
         """The proxy's answer; None for the status ``absent`` (e.g. 404, "no such device")."""
+        headers = {"Cookie": f"defguard_proxy={self.session}"} if self.session else {}
         try:
-            response = await self.http.request("POST", path, json=body)
+            response = await self.http.request("POST", self.base + path, json=body, headers=headers)
         except TransportFailure as exc:  # one attempt: says what failed, and the fix
             raise EnrollmentRefused(f"{exc} (at {shown_origin(self.base)})") from None
         if absent is not None and response.status_code == absent:
@@ -159,7 +234,7 @@ class ProxyClient:
                 error = str(body_value.get("error", ""))[:200]
             else:
                 error = response.text.strip()[:200]
-            raise EnrollmentRefused(refusal_message(response.status_code, error))
+            raise EnrollmentRefused(explain(response.status_code, error))
         return response
 
     async def _answer(self, path: str, body: dict[str, Any]) -> Answer:
@@ -174,6 +249,7 @@ class ProxyClient:
             raise EnrollmentRefused(
                 "the enrollment proxy opened no session (no defguard_proxy cookie)"
             )
+        self.session = response.cookies["defguard_proxy"]
         return Answer.of(response, SERVICE)
 
     async def create_device(self, name: str, public_key: str) -> Answer:
@@ -188,7 +264,9 @@ class ProxyClient:
         await self._post("/enrollment/activate_user", {"password": password, "phone_number": phone})
 
     async def poll(self, polling_token: str) -> Answer:
-        return (await self._answer("/poll", {"token": polling_token})).child("device_config")
+        response = await self._post("/poll", {"token": polling_token}, explain=poll_refusal_message)
+        assert response is not None
+        return Answer.of(response, SERVICE).child("device_config")
 
 
 # -------------------------------------------------------------------------- the device's answer
@@ -212,6 +290,7 @@ class DeviceAnswer:
     instance: dict[str, str | None]
     locations: list[Location]
     problems: list[str]  # one per location that cannot be written, with the reason
+    traffic_policy: int = TRAFFIC_NONE
 
 
 def read_device_answer(answer: Answer, proxy_url: str) -> DeviceAnswer:
@@ -237,8 +316,10 @@ def read_device_answer(answer: Answer, proxy_url: str) -> DeviceAnswer:
         mode = item.optional_integer("location_mfa_mode") or 1
         locations.append(Location(name, interface_name(name, taken), config, MFA_MODES.get(mode)))
     described: dict[str, str | None] = {"id": None, "name": None, "url": None, "username": None}
+    policy = TRAFFIC_NONE
     if instance is not None:
         described = {key: _shown(instance, key) for key in described}
+        policy = traffic_policy(instance)
     return DeviceAnswer(
         device_id=device.integer("id"),
         device_name=device.text("name"),
@@ -246,7 +327,21 @@ def read_device_answer(answer: Answer, proxy_url: str) -> DeviceAnswer:
         instance={**described, "proxy_url": proxy_url},
         locations=locations,
         problems=problems,
+        traffic_policy=policy,
     )
+
+
+def traffic_policy(instance: Answer) -> int:
+    """``client_traffic_policy`` as the client reads it: absent or unknown values are 0."""
+    value = instance.optional_integer("client_traffic_policy")
+    return value if value in (TRAFFIC_DISABLE_ALL, TRAFFIC_FORCE_ALL) else TRAFFIC_NONE
+
+
+def routes_all_traffic(policy: int, chosen: bool) -> bool:
+    """The client's rule (location.rs:290-298): forced, disabled, or the user's choice."""
+    if policy == TRAFFIC_FORCE_ALL:
+        return True
+    return chosen and policy == TRAFFIC_NONE
 
 
 def _shown(instance: Answer, key: str) -> str | None:
@@ -263,15 +358,18 @@ class WrittenConfig:
 
 
 def write_configs(
-    output_dir: Path, device: DeviceAnswer, keys: KeyPair
+    output_dir: Path, device: DeviceAnswer, keys: KeyPair, *, route_all_traffic: bool = False
 ) -> tuple[list[WrittenConfig], list[str]]:
-    """One wg-quick file per location (0600), rendered from the model; and what failed."""
+    """One wg-quick file per location (0600), rendered from the model as the desktop client
+    would bring it up; and what failed."""
     written: list[WrittenConfig] = []
     problems = list(device.problems)
+    route_all = routes_all_traffic(device.traffic_policy, route_all_traffic)
     for location in device.locations:
         path = output_dir / f"{location.file_name}.conf"
+        config = as_client_writes(location.config, route_all_traffic=route_all)
         try:
-            write_private_file(path, location.config.render(keys.private).encode())
+            write_private_file(path, config.render(keys.private).encode())
         except OSError as exc:
             problems.append(f"location {location.name!r}: cannot write {path} ({exc.strerror})")
             continue
@@ -331,13 +429,28 @@ def check_writable(directory: Path) -> None:
         )
 
 
-def save_state(path: Path, device: DeviceAnswer, keys: KeyPair, configs: list[str]) -> None:
-    """What ``--refresh`` needs later; never the private key (in the config files, or pending)."""
+def save_state(
+    path: Path,
+    device: DeviceAnswer,
+    keys: KeyPair,
+    configs: list[str],
+    *,
+    route_all_traffic: bool = False,
+    enrollment_url: str | None = None,
+) -> None:
+    """What ``--refresh`` needs later; never the private key (in the config files, or pending).
+
+    ``instance.proxy_url`` is where the session went on (and where polls go), ``enrollment_url``
+    the address in provisioning.json; ``route_all_traffic`` is the person's choice, applied again
+    on refresh as the instance's traffic policy then allows."""
     state = {
         "instance": device.instance,
+        "enrollment_url": enrollment_url,
         "polling_token": device.polling_token,
         "device": {"id": device.device_id, "name": device.device_name, "public_key": keys.public},
         "configs": configs,
+        "route_all_traffic": route_all_traffic,
+        "client_traffic_policy": device.traffic_policy,
     }
     write_private_file(path, (json.dumps(state, indent=2) + "\n").encode())
 
@@ -409,15 +522,29 @@ class Enrolled:
     username: str
     instance: str
     configs: list[WrittenConfig]
+    provisioning_note: str | None = None  # what became of the used provisioning.json
 
 
 def _finish(
-    output_dir: Path, device: DeviceAnswer, keys: KeyPair, pending: Path
+    output_dir: Path,
+    device: DeviceAnswer,
+    keys: KeyPair,
+    pending: Path,
+    *,
+    route_all_traffic: bool,
+    enrollment_url: str | None,
 ) -> list[WrittenConfig]:
     """State first, then the files; ``pending`` (which holds ``keys``) goes only when every
     file is written."""
-    save_state(output_dir / STATE_FILE, device, keys, planned_paths(output_dir, device))
-    written, problems = write_configs(output_dir, device, keys)
+    save_state(
+        output_dir / STATE_FILE,
+        device,
+        keys,
+        planned_paths(output_dir, device),
+        route_all_traffic=route_all_traffic,
+        enrollment_url=enrollment_url,
+    )
+    written, problems = write_configs(output_dir, device, keys, route_all_traffic=route_all_traffic)
     if problems:
         raise IncompleteEnrollment(
             f"the device is registered, but {len(problems)} WireGuard configuration(s) were not "
@@ -434,6 +561,46 @@ def _kept(pending: Path) -> str:
     )
 
 
+def followed_proxy_url(started: Answer, enrollment_url: str) -> str:
+    """Where the session goes on after ``start``: ``instance.proxy_url``, as the desktop client
+    does (C4), if it is the enrollment URL's origin; the token and the session cookie never
+    leave that origin. No proxy_url (an empty one) keeps the enrollment URL."""
+    instance = started.child("instance")
+    proxy_url = instance.optional_text("proxy_url")
+    if not proxy_url:
+        return enrollment_url
+    if not proxy_url.lower().startswith(("https://", "http://")) or not same_origin(
+        proxy_url, enrollment_url
+    ):
+        raise OriginRefused(
+            f"Defguard's public proxy URL ({shown_origin(proxy_url)}) is not the origin of the "
+            f"enrollment URL ({shown_origin(enrollment_url)}); dgprov sends the session only to "
+            "the enrollment URL's origin, so nothing was registered: ask your administrator to "
+            "make Defguard's public proxy URL and the enrollment URL agree"
+        )
+    return proxy_url
+
+
+def refuse_without_mfa(started: Answer) -> None:
+    """Defguard asks for MFA set-up before activation (``settings.mfa_required``; the desktop app
+    has no "Skip" then, client ChooseMfaStep.tsx:68); dgprov does not set MFA up, so it stops
+    here: after ``start``, before a device is registered, the password sent or the file moved."""
+    if not started.has("settings") or not started.child("settings").flag("mfa_required"):
+        return
+    deadline = started.optional_integer("deadline_timestamp")
+    until = (
+        f" before {datetime.fromtimestamp(deadline, timezone.utc):%Y-%m-%d %H:%M} UTC"
+        if deadline is not None
+        else ""
+    )
+    raise MfaSetupRequired(
+        "Defguard requires multi-factor authentication to be set up when the account is "
+        "activated, which dgprov cannot do: open the Defguard desktop app, which reads the same "
+        f"provisioning.json, and finish there{until} (the session this started ends then; after "
+        "it, ask your administrator for a new token). Nothing was registered"
+    )
+
+
 async def enroll_device(
     config: ProvisioningConfig,
     output_dir: Path,
@@ -442,12 +609,15 @@ async def enroll_device(
     password: Callable[[], str],
     phone: str | None = None,
     verify: ssl.SSLContext,
+    route_all_traffic: bool = False,
 ) -> Enrolled:
-    """Start the session, register a key (or find the one registered before), write the
-    configs, then activate if needed.
+    """Start the session, go on at the instance's proxy URL, register a key (or find the one
+    registered before), write the configs, then activate if needed.
 
     ``password`` is asked for only when the account is not enrolled yet, and before anything
-    is registered, so a refused password changes nothing.
+    is registered, so a refused password changes nothing. An account that must set up MFA, a
+    proxy URL of another origin, or ``route_all_traffic`` where the instance disables it are
+    refused right after ``start``: nothing registered, the token good for the session.
     """
     check_writable(output_dir)
     pending = output_dir / PENDING_FILE
@@ -459,7 +629,18 @@ async def enroll_device(
         login = user.text("login")
         instance = started.child("instance")
         instance_name = instance.text("name")
-        chosen = None if user.flag("enrolled") else password()
+        proxy_url = followed_proxy_url(started, config.enrollment_url)
+        if route_all_traffic and traffic_policy(instance) == TRAFFIC_DISABLE_ALL:
+            raise UsageError(
+                "--route-all-traffic: your administrator disabled routing all traffic through "
+                "the VPN (client traffic policy 1); run dgprov enroll again without it "
+                "(nothing was registered)"
+            )
+        enrolled = user.flag("enrolled")
+        if not enrolled:
+            refuse_without_mfa(started)
+        client.follow(proxy_url)
+        chosen = None if enrolled else password()
         answer = await client.network_info(keys.public) if keys is not None else None
         if keys is None:
             keys = new_key_pair()
@@ -468,11 +649,18 @@ async def enroll_device(
             save_pending(pending, keys, config.enrollment_url)
             answer = await client.create_device(device_name, keys.public)
         try:
-            device = read_device_answer(answer, config.enrollment_url)
+            device = read_device_answer(answer, proxy_url)
         except InvalidAnswer as exc:
             raise IncompleteEnrollment(f"{exc}. {_kept(pending)}") from None
         try:
-            written = _finish(output_dir, device, keys, pending)
+            written = _finish(
+                output_dir,
+                device,
+                keys,
+                pending,
+                route_all_traffic=route_all_traffic,
+                enrollment_url=config.enrollment_url,
+            )
         except IncompleteEnrollment:
             if chosen is not None:  # the account becomes usable; the files follow on a re-run
                 await client.activate(chosen, phone)
@@ -484,11 +672,13 @@ async def enroll_device(
     return Enrolled(login, instance_name, written)
 
 
-async def refresh_device(output_dir: Path, *, verify: ssl.SSLContext) -> Enrolled:
+async def refresh_device(
+    output_dir: Path, *, verify: ssl.SSLContext, route_all_traffic: bool | None = None
+) -> Enrolled:
     """New configurations for an enrolled device, through its polling token; same key.
 
     The key comes from a config file written before or, after an enrollment that could not
-    write them, from the pending-key file.
+    write them, from the pending-key file. ``route_all_traffic`` None keeps the saved choice.
     """
     state_path = output_dir / STATE_FILE
     state = load_state(state_path)
@@ -507,6 +697,8 @@ async def refresh_device(output_dir: Path, *, verify: ssl.SSLContext) -> Enrolle
             "enroll again"
         )
     proxy_url = check_enrollment_url(state["instance"]["proxy_url"])
+    if route_all_traffic is None:
+        route_all_traffic = state.get("route_all_traffic") is True
     client = ProxyClient(proxy_url, verify=verify)
     try:
         answer = await client.poll(str(state["polling_token"]))
@@ -517,6 +709,33 @@ async def refresh_device(output_dir: Path, *, verify: ssl.SSLContext) -> Enrolle
     device = replace(polled, polling_token=polled.polling_token or str(state["polling_token"]))
     if saved is None:
         save_pending(pending, keys, proxy_url)
-    written = _finish(output_dir, device, keys, pending)
+    enrollment_url = state.get("enrollment_url")
+    written = _finish(
+        output_dir,
+        device,
+        keys,
+        pending,
+        route_all_traffic=route_all_traffic,
+        enrollment_url=enrollment_url if isinstance(enrollment_url, str) else None,
+    )
     instance = state["instance"]
     return Enrolled(str(instance.get("username")), str(instance.get("name")), written)
+
+
+def retire_provisioning_file(path: Path) -> str:
+    """Rename a used provisioning.json in place, so the desktop app, which reads it whenever it
+    has no instance and never deletes it (C3), does not start a second enrollment with the
+    token and register a second device (C5). Renaming keeps the file's 0600 mode. Returns the
+    line to show; a failed rename is said, not raised: the enrollment itself succeeded."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.used-{stamp}")
+    try:
+        os.replace(path, target)
+    except OSError as exc:
+        return (
+            f"warning: could not rename {path} ({exc.strerror}); delete it, or the Defguard "
+            "desktop app may use the spent token and register a second device"
+        )
+    return (
+        f"renamed {path} to {target.name} (its token is spent; the desktop app will not reuse it)"
+    )

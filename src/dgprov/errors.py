@@ -122,3 +122,10 @@ class IncompleteEnrollment(DgprovError):
     in a 0600 file and running ``dgprov enroll`` again reuses the same device."""
 
     exit_status = EXIT_SOME_FAILED
+
+
+class MfaSetupRequired(DgprovError):
+    """Defguard requires multi-factor authentication to be set up during activation, which only
+    the desktop app does; refused after the session started and before any device exists."""
+
+    exit_status = EXIT_SOME_FAILED

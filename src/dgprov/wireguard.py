@@ -17,7 +17,7 @@ import binascii
 import ipaddress
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from .errors import InvalidWireGuardConfig
@@ -46,6 +46,11 @@ ENTRY = {
     "DNS": "an IP address or a DNS search domain",
 }
 ENTRY_CHARACTERS = re.compile(r"[0-9A-Za-z.:/-]+\Z")
+CLIENT_KEEPALIVE = 25  # client v1.6.9 location.rs:272: the desktop client always writes 25
+ALL_TRAFFIC: tuple[IpNetwork, ...] = (
+    ipaddress.ip_network("0.0.0.0/0"),
+    ipaddress.ip_network("::/0"),
+)
 T = TypeVar("T")
 
 
@@ -265,3 +270,18 @@ def interface_name(location: str, taken: set[str]) -> str:
         name, counter = base[: INTERFACE_NAME_LENGTH - len(suffix)] + suffix, counter + 1
     taken.add(name.lower())
     return name
+
+
+def as_client_writes(config: WireGuardConfig, *, route_all_traffic: bool) -> WireGuardConfig:
+    """The configuration the desktop client would bring up (client v1.6.9 location.rs:272-298):
+    ``PersistentKeepalive = 25`` on every peer whatever the location says, and with
+    ``route_all_traffic`` every peer's AllowedIPs replaced by the default routes."""
+    peers = tuple(
+        replace(
+            peer,
+            persistent_keepalive=CLIENT_KEEPALIVE,
+            allowed_ips=ALL_TRAFFIC if route_all_traffic else peer.allowed_ips,
+        )
+        for peer in config.peers
+    )
+    return replace(config, peers=peers)

@@ -7,6 +7,7 @@ import json
 import shutil
 import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,18 @@ from dgprov.cli import main
 from dgprov.enrollment import key_pair_from_private
 
 from ..conftest import Running, StartSandbox, example_tenant
-from .hostile import Exchange, hostile, replying
+from .hostile import Exchange, Route, hostile, replying
 
 PASSWORD = "Str0ng-Passw0rd!"
+
+
+def tenant(**instance: Any) -> dict[str, Any]:
+    """The example tenant with MFA not required at activation (its Lab location uses internal
+    MFA, which would make the proxy require it, and dgprov leaves MFA set-up to the desktop
+    app: test_enroll_fidelity.py), and any other instance fields given."""
+    document = example_tenant()
+    document["instance"].update({"mfa_required": False, **instance})
+    return document
 
 
 def provisioning_file(tmp_path: Path, running: Running, token: str) -> Path:
@@ -65,7 +75,7 @@ def registered_keys(running: Running, username: str) -> list[str]:
 def test_enrollment_token_with_activation(
     start_sandbox: StartSandbox, line: str, tmp_path: Path
 ) -> None:
-    running = start_sandbox(example_tenant(), line)
+    running = start_sandbox(tenant(), line)
     token = running.issue("jdoe")
     provisioning_file(tmp_path, running, token)
     result = enroll(tmp_path, "--device-name", "jdoe-laptop", "--phone", "+48123456789")
@@ -92,7 +102,7 @@ def test_enrollment_token_with_activation(
 
 @pytest.mark.skipif(shutil.which("wg") is None, reason="wireguard-tools (wg) is not installed")
 def test_wg_agrees_on_the_public_key(start_sandbox: StartSandbox, tmp_path: Path) -> None:
-    running = start_sandbox(example_tenant())
+    running = start_sandbox(tenant())
     provisioning_file(tmp_path, running, running.issue("jdoe"))
     assert enroll(tmp_path).exit_code == 0
     private = private_key(tmp_path / "wg" / "HQ.conf")
@@ -105,7 +115,7 @@ def test_wg_agrees_on_the_public_key(start_sandbox: StartSandbox, tmp_path: Path
 def test_desktop_token_for_an_enrolled_user(
     start_sandbox: StartSandbox, line: str, tmp_path: Path
 ) -> None:
-    running = start_sandbox(example_tenant(), line)
+    running = start_sandbox(tenant(), line)
     provisioning_file(tmp_path, running, desktop_token(running, "enrolled"))
     result = enroll(tmp_path, password=None)  # no password needed: the account is active
     assert result.exit_code == 0, result.output
@@ -126,7 +136,7 @@ def test_desktop_token_for_an_enrolled_user(
 def test_token_states(
     start_sandbox: StartSandbox, line: str, tmp_path: Path, setup: str, message: str
 ) -> None:
-    running = start_sandbox(example_tenant(), line)
+    running = start_sandbox(tenant(), line)
     token = running.issue("jdoe", token_expiration_time="1h")
     if setup == "expired":
         running.advance_clock(3601)
@@ -142,7 +152,7 @@ def test_token_states(
 
 
 def test_invalid_device_name(start_sandbox: StartSandbox, line: str, tmp_path: Path) -> None:
-    running = start_sandbox(example_tenant(), line)
+    running = start_sandbox(tenant(), line)
     provisioning_file(tmp_path, running, running.issue("jdoe"))
     result = enroll(tmp_path, "--device-name", "")
     assert result.exit_code == 1 and "Cannot add a new device with no name" in result.output
@@ -151,19 +161,22 @@ def test_invalid_device_name(start_sandbox: StartSandbox, line: str, tmp_path: P
 def test_reuse_inside_and_outside_the_session_window(
     start_sandbox: StartSandbox, line: str, tmp_path: Path
 ) -> None:
-    running = start_sandbox(example_tenant(), line)
-    provisioning_file(tmp_path, running, desktop_token(running, "enrolled"))
+    running = start_sandbox(tenant(), line)
+    token = desktop_token(running, "enrolled")
+    provisioning_file(tmp_path, running, token)
     assert enroll(tmp_path, password=None).exit_code == 0
     running.advance_clock(5 * 60)
+    provisioning_file(tmp_path, running, token)  # the file is renamed after each success
     again = enroll(tmp_path, "--output-dir", str(tmp_path / "second"), password=None)
     assert again.exit_code == 0, again.output
     running.advance_clock(6 * 60)
+    provisioning_file(tmp_path, running, token)
     late = enroll(tmp_path, "--output-dir", str(tmp_path / "third"), password=None)
     assert late.exit_code == 1 and "was used and its session is over" in late.output
 
 
 def test_refresh_keeps_the_key(start_sandbox: StartSandbox, line: str, tmp_path: Path) -> None:
-    running = start_sandbox(example_tenant(), line)
+    running = start_sandbox(tenant(), line)
     provisioning_file(tmp_path, running, running.issue("jdoe"))
     assert enroll(tmp_path).exit_code == 0
     before = private_key(tmp_path / "wg" / "HQ.conf")
@@ -187,10 +200,10 @@ def test_refresh_keeps_the_key(start_sandbox: StartSandbox, line: str, tmp_path:
 def test_weak_password_is_refused_before_any_device(
     start_sandbox: StartSandbox, tmp_path: Path
 ) -> None:
-    running = start_sandbox(example_tenant())
+    running = start_sandbox(tenant())
     provisioning_file(tmp_path, running, running.issue("jdoe"))
     result = enroll(tmp_path, password="weakpass")
-    assert result.exit_code == 2 and "an upper-case letter" in result.output
+    assert result.exit_code == 2 and "an ASCII upper-case letter" in result.output
     assert registered_keys(running, "jdoe") == []
 
 
@@ -214,7 +227,7 @@ def test_usage_errors(tmp_path: Path) -> None:
 
 
 def test_password_needed_without_a_terminal(start_sandbox: StartSandbox, tmp_path: Path) -> None:
-    running = start_sandbox(example_tenant())
+    running = start_sandbox(tenant())
     provisioning_file(tmp_path, running, running.issue("jdoe"))
     result = enroll(tmp_path, password=None)
     assert result.exit_code == 2 and "--password-file" in result.output
@@ -247,9 +260,9 @@ def test_whole_chain(
     assert running.anonymous.get("/_sandbox/users/user0001").json()["enrolled"] is True
     text = fetched.output + result.output
     assert keys.private not in text
-    token = json.loads((tmp_path / "xdg" / "net.defguard" / "provisioning.json").read_text())[
-        "enrollment_token"
-    ]
+    (used,) = (tmp_path / "xdg" / "net.defguard").glob("provisioning.json.used-*")
+    assert not (tmp_path / "xdg" / "net.defguard" / "provisioning.json").exists()
+    token = json.loads(used.read_text())["enrollment_token"]
     assert token not in text
 
 
@@ -260,6 +273,32 @@ ALLOWED_KEYS = {
     "PrivateKey", "Address", "DNS", "MTU", "ListenPort",
     "PublicKey", "PresharedKey", "AllowedIPs", "Endpoint", "PersistentKeepalive",
 }  # fmt: skip
+
+
+def instances(body: Any) -> list[dict[str, Any]]:
+    """The ``instance`` objects of a proxy answer (start, create_device, network_info, poll)."""
+    found = [body.get("instance"), (body.get("device_config") or {}).get("instance")]
+    return [instance for instance in found if isinstance(instance, dict)]
+
+
+def forwarded(
+    proxy: str, change: Any = None, *, proxy_url: Callable[[str], str] | None = None
+) -> Route:
+    """A forwarder in front of the proxy that Defguard knows as its public proxy URL (so every
+    ``instance.proxy_url`` names the forwarder, or ``proxy_url(path)`` for that answer), then
+    ``change`` applied to the answer."""
+
+    def route(exchange: Exchange) -> None:
+        own = f"http://{exchange.request.headers['host']}/"
+
+        def changed(body: Any) -> Any:
+            for instance in instances(body):
+                instance["proxy_url"] = proxy_url(exchange.path) if proxy_url else own
+            return change(body) if change is not None else body
+
+        exchange.forward(proxy, changed)
+
+    return route
 
 
 def through(server_url: str, tmp_path: Path, token: str) -> None:
@@ -287,12 +326,12 @@ def test_hostile_proxy_cannot_put_commands_into_wireguard_files(
 ) -> None:
     """wg-quick runs PostUp as root: a create_device answer carrying one is refused for that
     location, and no file written holds anything but the allow-listed keys."""
-    running = start_sandbox(example_tenant())
+    running = start_sandbox(tenant())
     proxy = running.info["proxy_url"]
 
     def route(exchange: Exchange) -> None:
         spoiled = exchange.path.endswith("/create_device")
-        exchange.forward(proxy, with_hook if spoiled else None)
+        forwarded(proxy, with_hook if spoiled else None)(exchange)
 
     with hostile(route) as forwarder:
         through(forwarder.url, tmp_path, running.issue("jdoe"))
@@ -311,18 +350,18 @@ def test_hostile_proxy_cannot_put_commands_into_wireguard_files(
 def test_refresh_polls_only_the_origin_the_token_went_to(
     start_sandbox: StartSandbox, tmp_path: Path
 ) -> None:
-    """An answer naming another proxy address cannot move where the polling token goes."""
-    running = start_sandbox(example_tenant())
+    """An answer after ``start`` naming another proxy address cannot move where the polling
+    token goes (``start``'s is followed only within the origin: test_enroll_fidelity.py)."""
+    running = start_sandbox(tenant())
     proxy = running.info["proxy_url"]
     with hostile(replying(200, {})) as elsewhere:
+        holder: list[str] = []
 
-        def elsewhere_named(body: Any) -> Any:
-            instances = [body.get("instance"), (body.get("device_config") or {}).get("instance")]
-            for instance in filter(None, instances):
-                instance["proxy_url"] = elsewhere.url + "/"
-            return body
+        def named(path: str) -> str:
+            return holder[0] + "/" if path.endswith("/start") else elsewhere.url + "/"
 
-        with hostile(lambda exchange: exchange.forward(proxy, elsewhere_named)) as forwarder:
+        with hostile(forwarded(proxy, proxy_url=named)) as forwarder:
+            holder.append(forwarder.url)
             through(forwarder.url, tmp_path, running.issue("jdoe"))
             assert enroll(tmp_path).exit_code == 0
             args = ["enroll", "--refresh", "--output-dir", str(tmp_path / "wg")]
@@ -346,11 +385,11 @@ def test_refresh_polls_only_the_origin_the_token_went_to(
 def test_malformed_proxy_answer_is_one_clear_error(
     start_sandbox: StartSandbox, tmp_path: Path, where: str, spoil: Any, message: str
 ) -> None:
-    running = start_sandbox(example_tenant())
+    running = start_sandbox(tenant())
     proxy = running.info["proxy_url"]
 
     def route(exchange: Exchange) -> None:
-        exchange.forward(proxy, spoil if exchange.path.endswith(where) else None)
+        forwarded(proxy, spoil if exchange.path.endswith(where) else None)(exchange)
 
     with hostile(route) as forwarder:
         through(forwarder.url, tmp_path, running.issue("jdoe"))
@@ -398,7 +437,7 @@ def test_provisioning_json_is_checked_before_any_network_call(
 def test_unwritable_output_dir_registers_nothing(
     start_sandbox: StartSandbox, tmp_path: Path
 ) -> None:
-    running = start_sandbox(example_tenant())
+    running = start_sandbox(tenant())
     provisioning_file(tmp_path, running, running.issue("jdoe"))
     (tmp_path / "a-file").write_text("not a directory")
     result = enroll(tmp_path, "--output-dir", str(tmp_path / "a-file" / "wg"))
@@ -413,7 +452,7 @@ def test_a_failed_write_keeps_the_key_and_the_rerun_reuses_the_device(
 ) -> None:
     """The device exists when the files are written. If that fails, the key waits in a 0600
     file whose path is printed, and the next run finishes with the same device."""
-    running = start_sandbox(example_tenant())
+    running = start_sandbox(tenant())
     provisioning_file(tmp_path, running, running.issue("jdoe"))
     blocked = ["HQ.conf"] if finish == "enroll again" else ["HQ.conf", "Lab.conf"]
     for name in blocked:  # a directory where the file should go: the write fails

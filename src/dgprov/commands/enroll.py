@@ -67,6 +67,13 @@ def _password_source(file: Path | None) -> Callable[[], str] | None:
 @click.option(
     "--ca-bundle", type=click.Path(exists=True, dir_okay=False), help="CA to trust for the proxy."
 )
+@click.option(
+    "--route-all-traffic/--no-route-all-traffic",
+    default=None,
+    help="Route all traffic (0.0.0.0/0, ::/0) through the VPN, where Defguard's client traffic "
+    "policy leaves the choice to the user (policy 0); forced by policy 2, refused under policy 1. "
+    "Default: off; with --refresh, the choice made before.",
+)
 def enroll_command(
     *,
     provisioning_file: Path | None,
@@ -76,14 +83,21 @@ def enroll_command(
     phone: str | None,
     refresh: bool,
     ca_bundle: str | None,
+    route_all_traffic: bool | None,
 ) -> None:
     """Complete Defguard enrollment from provisioning.json, without the desktop app: activate
     the account if needed, register this device with a key generated here, and write one
     wg-quick configuration per location.
 
+    It acts as the desktop app on first launch: it goes on at the instance's proxy URL (only if
+    it is the enrollment URL's origin), follows the client traffic policy, writes
+    PersistentKeepalive = 25, and after success renames provisioning.json to
+    provisioning.json.used-<time> so the desktop app does not use the spent token again. An
+    account that Defguard requires to set up MFA is left to the desktop app.
+
     Exit status: 0 enrolled, 1 refused by the server or an answer dgprov will not write (with
-    the reason; a device already registered keeps its key for the next run), 2 usage or file
-    error, found before anything is sent.
+    the reason; a device already registered keeps its key for the next run; MFA required; a
+    proxy URL of another origin), 2 usage or file error, found before anything is registered.
     """
     enrolled = api.enroll(
         provisioning_file=provisioning_file,
@@ -93,6 +107,7 @@ def enroll_command(
         phone=phone,
         refresh=refresh,
         ca_bundle=ca_bundle,
+        route_all_traffic=route_all_traffic,
     )
     verb = "refreshed" if refresh else "enrolled"
     count = len(enrolled.configs)
@@ -100,3 +115,5 @@ def enroll_command(
         enrolled,
         f"{verb} {enrolled.username} at {enrolled.instance}: {count} WireGuard configuration(s)",
     )
+    if enrolled.provisioning_note:
+        click.echo(enrolled.provisioning_note)
