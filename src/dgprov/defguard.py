@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -33,7 +34,7 @@ from .transport import ServiceConnection
 
 SERVICE = "Defguard"
 PAGE_SIZE = 100
-PAGE_WORKERS = 8
+LIST_PASSES = 3  # readings of 2.0's unordered list before members are asked for one by one
 MAX_PAGES = 100_000  # 10 million users: far beyond any Defguard instance
 PREFLIGHT_POLICY = RetryPolicy(
     attempts=2, max_delay=1.0, deadline=4.0, max_retry_after=2.0, max_throttled=4.0
@@ -167,41 +168,57 @@ class DefguardClient:
             f"{hint or 'none'}"
         )
 
-    async def users(self) -> dict[str, DefguardUser]:
-        """Every user record, through the list endpoint (bare on 1.6, paginated on 2.0).
+    async def users(self, members: Sequence[str] = ()) -> dict[str, DefguardUser]:
+        """Every user record, through the list endpoint (bare on 1.6, paginated on 2.0), and at
+        least every one of ``members``.
 
-        On 2.0 the first page tells how many there are; the rest are fetched by a few workers,
-        each page reduced to the fields dgprov needs as soon as it arrives. The page count is
-        believed only as far as the item count supports it.
+        2.0 pages with ``LIMIT/OFFSET`` and no ``ORDER BY``: between two page requests the rows
+        may come back in another order (any update moves a row), so a page can repeat users of
+        another and miss some entirely. Pages are therefore read one after another and collected
+        by username (a repeat counts once); while fewer users were seen than the list's total,
+        the list is read again, up to ``LIST_PASSES`` times; members still unseen are then asked
+        for one by one. The group's member list is what must be complete: a member Defguard
+        does not know stays absent, and the plan reports it.
         """
         found: dict[str, DefguardUser] = {}
 
         def keep(items: list[Answer]) -> None:
             for item in items:
                 username = item.text("username")
-                found[username] = DefguardUser(
-                    username=username,
-                    email=item.optional_text("email") or None,
-                    is_active=item.flag("is_active"),
-                    enrolled=item.flag("enrolled"),
-                )
+                found[username] = user_record(item)
 
         first = await self._get_json("/api/v1/user", params={"page": 1, "per_page": PAGE_SIZE})
         if isinstance(first.value, list):
             keep(first.items())
-            return found
-        keep(first.items("data"))
-        pages = iter(range(2, page_count(first.child("pagination")) + 1))
-
-        async def fetch() -> None:
-            for page in pages:
-                body = await self._get_json(
-                    "/api/v1/user", params={"page": page, "per_page": PAGE_SIZE}
-                )
-                keep(body.items("data"))
-
-        await asyncio.gather(*(fetch() for _ in range(PAGE_WORKERS)))
+        else:
+            keep(first.items("data"))
+            pagination = first.child("pagination")
+            pages = page_count(pagination)
+            total = pagination.optional_integer("total_items")
+            for attempt in range(LIST_PASSES):
+                for page in range(1 if attempt else 2, pages + 1):
+                    body = await self._get_json(
+                        "/api/v1/user", params={"page": page, "per_page": PAGE_SIZE}
+                    )
+                    keep(body.items("data"))
+                if total is None or len(found) >= total:
+                    break
+        missing = [name for name in dict.fromkeys(members) if name not in found]
+        for name, user in zip(
+            missing, await asyncio.gather(*(self.user(name) for name in missing)), strict=True
+        ):
+            if user is not None:
+                found[name] = user
         return found
+
+    async def user(self, username: str) -> DefguardUser | None:
+        """One user's record (``GET /user/{username}``, both lines), None when Defguard has none."""
+        response = await self._request("GET", f"/api/v1/user/{quote(username, safe='')}")
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise self._refusal(response)
+        return user_record(Answer.of(response, SERVICE).child("user"))
 
     async def _issue(self, username: str, route: str, body: dict[str, Any]) -> ProvisioningConfig:
         response = await self._request(
@@ -226,6 +243,16 @@ class DefguardClient:
     async def start_desktop(self, username: str) -> ProvisioningConfig:
         """A token for an already enrolled user; Defguard ignores any custom lifetime here."""
         return await self._issue(username, "start_desktop", {"send_enrollment_notification": False})
+
+
+def user_record(item: Answer) -> DefguardUser:
+    """A user of a list page or of ``GET /user/{username}``, reduced to what dgprov needs."""
+    return DefguardUser(
+        username=item.text("username"),
+        email=item.optional_text("email") or None,
+        is_active=item.flag("is_active"),
+        enrolled=item.flag("enrolled"),
+    )
 
 
 def page_count(pagination: Answer) -> int:

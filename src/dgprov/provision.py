@@ -104,7 +104,7 @@ class Provisioner:
         ):
             raise PreflightError(problem)
         await self.directory.preflight()
-        users = await self.defguard.users()
+        users = await self.defguard.users(group.members)
         active = [u for name in group.members if (u := users.get(name)) and u.is_active]
         if self.directory.match_key == "email":
             keys = [u.email for u in active if u.email]
