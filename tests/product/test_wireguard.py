@@ -145,3 +145,16 @@ def test_file_names_are_safe_on_every_system() -> None:
     ]  # fmt: skip
     assert len({name.lower() for name in names}) == len(names)
     assert all(len(name) <= 15 and not name.endswith((".", " ")) for name in names)
+
+
+@pytest.mark.parametrize("route_all", [False, True])
+def test_as_client_writes_keepalive_25_and_all_traffic(route_all: bool) -> None:
+    """client v1.6.9 location.rs:272-298: keepalive 25 whatever the location says; all traffic
+    replaces every peer's AllowedIPs."""
+    from dgprov.wireguard import as_client_writes
+
+    config = parse(DEFGUARD.replace("PersistentKeepalive = 25", "PersistentKeepalive = 7"))
+    text = as_client_writes(config, route_all_traffic=route_all).render(DEVICE_KEY)
+    assert "PersistentKeepalive = 25" in text and "= 7" not in text
+    expected = "0.0.0.0/0, ::/0" if route_all else "10.10.0.0/24, 192.168.10.0/24"
+    assert f"AllowedIPs = {expected}\n" in text
