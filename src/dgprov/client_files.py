@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from . import environment, join
 from .errors import UsageError
@@ -85,8 +85,7 @@ def resolve_target(
             notify(f"running as SYSTEM: provisioning {for_user}, the console user")
         if for_user is None:
             return TargetUser(current, None, None)
-        drive = environment.get("SYSTEMDRIVE") or "C:"  # Windows variable names are case-blind
-        return TargetUser(for_user, Path(f"{drive}\\Users\\{account_name(for_user)}"), None)
+        return TargetUser(for_user, windows_profile(for_user), None)
     import pwd
 
     is_root = os.geteuid() == 0
@@ -110,6 +109,41 @@ def resolve_target(
     return TargetUser(name, Path(entry.pw_dir), (entry.pw_uid, entry.pw_gid))
 
 
+WINDOWS_NAME_FORBIDDEN = frozenset('"/[]:;|=,+*?<>')
+
+
+def windows_profile(
+    login: str,
+    sid_of: Callable[[str], str | None] = join.windows_account_sid,
+    profile_of: Callable[[str], str | None] = join.windows_profile_path,
+) -> Path:
+    """The profile folder of the Windows account ``login`` (``DOMAIN\\user``, ``user@domain`` or
+    ``user``), as Windows itself records it: account -> SID -> ``ProfileImagePath`` in the
+    registry's ProfileList.
+
+    ``C:\\Users\\<name>`` is only the usual place: a renamed account, a second profile of the
+    same name (``jdoe.CORP``), a moved profile root or a name that differs from its folder all
+    put the profile elsewhere, and a file written there is never read.
+    """
+    if not login.strip() or any(c in WINDOWS_NAME_FORBIDDEN or ord(c) < 32 for c in login):
+        raise UsageError(
+            f"--for-user {login!r}: not a Windows account name; pass DOMAIN\\name or name"
+        )
+    sid = sid_of(login)
+    if sid is None:
+        raise UsageError(
+            f"--for-user {login}: Windows knows no such account; pass DOMAIN\\name as shown by "
+            "whoami on that user's session"
+        )
+    profile = profile_of(sid)
+    if not profile:
+        raise UsageError(
+            f"--for-user {login}: the account has no profile on this machine yet (Windows "
+            "creates it at the first sign-in); run again after the user has signed in once"
+        )
+    return Path(profile)
+
+
 def data_directory(
     platform: str = sys.platform,
     home: Path | None = None,
@@ -118,7 +152,10 @@ def data_directory(
     """The Defguard client's data directory for a user whose home is ``home``.
 
     With ``home`` (another user's profile) the current process's variables are ignored: they
-    describe the process's own user, not the target.
+    describe the process's own user, not the target. The places are where the client (Tauri's
+    ``app_data_dir``, the ``dirs`` crate) reads: on macOS the App Store build's container, as
+    the client is sandboxed since v1.6.1; on Linux ``$XDG_DATA_HOME`` only when it is an
+    absolute path, as the XDG specification says and ``dirs`` does.
     """
     base = home or Path.home()
     if platform == "win32":
@@ -129,9 +166,12 @@ def data_directory(
             else base / "AppData" / "Roaming" / APP_IDENTIFIER
         )
     if platform == "darwin":
-        return base / "Library" / "Application Support" / APP_IDENTIFIER
+        container = base / "Library" / "Containers" / APP_IDENTIFIER / "Data"
+        return container / "Library" / "Application Support" / APP_IDENTIFIER
     xdg = variable("XDG_DATA_HOME") if home is None else None
-    return Path(xdg) / APP_IDENTIFIER if xdg else base / ".local" / "share" / APP_IDENTIFIER
+    if xdg and PurePosixPath(xdg).is_absolute():
+        return Path(xdg) / APP_IDENTIFIER
+    return base / ".local" / "share" / APP_IDENTIFIER
 
 
 def write(

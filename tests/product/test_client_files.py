@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from dgprov.client_files import is_account_of
-from dgprov.errors import UnsafePath
+from dgprov.client_files import data_directory, is_account_of, windows_profile
+from dgprov.errors import UnsafePath, UsageError
 from dgprov.fetch import user_cache_name
 from dgprov.private_files import is_link, refuse_links
 
@@ -283,3 +283,77 @@ def test_one_cache_per_target_user() -> None:
     files = [user_cache_name(name) for name in names]
     assert len(set(files)) == len(names)
     assert all("/" not in f and "\\" not in f and f.startswith("msal_cache_user.") for f in files)
+
+
+# ------------------------------------------------------ where the client reads (audit C1, C2)
+
+
+def test_macos_writes_into_the_app_store_container() -> None:
+    home = Path("/Users/jdoe")
+    expected = home / "Library/Containers/net.defguard/Data/Library/Application Support"
+    assert data_directory("darwin", home) == expected / "net.defguard"
+    assert data_directory("darwin", None, lambda name: None) == (
+        Path.home()
+        / "Library/Containers/net.defguard/Data/Library/Application Support"
+        / "net.defguard"
+    )
+
+
+@pytest.mark.parametrize(
+    ("xdg", "expected"),
+    [
+        ("/data/jdoe", Path("/data/jdoe/net.defguard")),
+        ("relative/share", Path.home() / ".local/share/net.defguard"),
+        ("./share", Path.home() / ".local/share/net.defguard"),
+        ("", Path.home() / ".local/share/net.defguard"),
+        (None, Path.home() / ".local/share/net.defguard"),
+    ],
+)
+def test_xdg_data_home_only_when_absolute(xdg: str | None, expected: Path) -> None:
+    values = {"XDG_DATA_HOME": xdg}
+    assert data_directory("linux", None, values.get) == expected
+
+
+def test_someone_elses_directory_ignores_this_process_variables() -> None:
+    values = {"XDG_DATA_HOME": "/root/xdg", "APPDATA": "C:/Windows/system32/config/AppData"}
+    home = Path("/home/jdoe")
+    assert data_directory("linux", home, values.get) == home / ".local/share/net.defguard"
+    assert data_directory("win32", home, values.get) == home / "AppData/Roaming/net.defguard"
+
+
+class FakeWindows:
+    """Account names -> SIDs -> ProfileList entries, recording what was asked."""
+
+    def __init__(self, sids: dict[str, str], profiles: dict[str, str]) -> None:
+        self.sids, self.profiles = sids, profiles
+        self.asked: list[str] = []
+
+    def sid_of(self, login: str) -> str | None:
+        self.asked.append(login)
+        return self.sids.get(login)
+
+    def profile_of(self, sid: str) -> str | None:
+        return self.profiles.get(sid)
+
+
+def test_windows_profile_comes_from_the_profile_list() -> None:
+    """A profile that is not C:\\Users\\<name> (second profile of the name, moved root)."""
+    sid = "S-1-5-21-1-2-3-1001"
+    windows = FakeWindows({"CORP\\jdoe": sid}, {sid: "D:\\Profiles\\jdoe.CORP"})
+    home = windows_profile("CORP\\jdoe", windows.sid_of, windows.profile_of)
+    assert str(home) == "D:\\Profiles\\jdoe.CORP"
+    assert windows.asked == ["CORP\\jdoe"]
+    assert data_directory("win32", home, lambda name: None) == home / "AppData/Roaming/net.defguard"
+
+
+def test_windows_profile_problems_are_named() -> None:
+    sid = "S-1-5-21-1-2-3-1002"
+    windows = FakeWindows({"CORP\\new": sid}, {})
+    with pytest.raises(UsageError, match="no such account"):
+        windows_profile("CORP\\ghost", windows.sid_of, windows.profile_of)
+    with pytest.raises(UsageError, match="no profile on this machine yet"):
+        windows_profile("CORP\\new", windows.sid_of, windows.profile_of)
+    for bad in ('a"b', "x|y", "", "tab\tname"):
+        with pytest.raises(UsageError, match="not a Windows account name"):
+            windows_profile(bad, windows.sid_of, windows.profile_of)
+    assert windows.asked == ["CORP\\ghost", "CORP\\new"]  # bad names never reach PowerShell
