@@ -81,8 +81,12 @@ def demo_command(defguard_version: str) -> None:
         synthetic_group=False,
     )
     echo_err(f"starting the sandbox (Defguard {defguard_version}, Entra ID, Graph) on 127.0.0.1")
+    tenant = emulators.example_tenant()
+    # The sample user finishes here, without the desktop app, so the demo tenant does not ask
+    # for MFA setup at activation (Defguard derives it from the internal-MFA location otherwise).
+    tenant["instance"]["mfa_required"] = False
     try:
-        with emulators.Sandbox(emulators.example_tenant(), options) as sandbox:
+        with emulators.Sandbox(tenant, options) as sandbox:
             info = sandbox.info
             settings = api.EntraSettings(
                 tenant=info["tenant_id"],
