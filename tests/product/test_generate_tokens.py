@@ -420,7 +420,9 @@ def test_throttling_and_faults_still_provision_everyone(
     start_sandbox: StartSandbox, invoke: Invoker, tmp_path: Path, line: str
 ) -> None:
     tenant = synthetic_tenant(120, 5)
-    tenant["settings"].update(rate_limit_per_second=200, rate_limit_burst=20)
+    # Defguard's own limiter (upstream: one request per n seconds) has its own test,
+    # test_defguard_rate_limit.py; here Graph's throttling and injected faults are the trouble.
+    tenant["settings"].update(rate_limit_per_second=0, rate_limit_burst=0)
     running = start_sandbox(
         tenant,
         line,
