@@ -235,12 +235,14 @@ def test_undefined_attribute_set_stops_before_any_token(
     assert token_hashes(running) == {}
 
 
+@pytest.mark.parametrize("empty_patch", ["checked", "unchecked", "rejected"])
 def test_an_account_that_may_not_write_stops_after_one_member(
-    start_sandbox: StartSandbox, invoke: Invoker
+    start_sandbox: StartSandbox, invoke: Invoker, empty_patch: str
 ) -> None:
     """Graph has no documented write probe, so the first member, written alone, is the proof:
-    an admin who can read the definitions but not assign attributes costs one token, no more."""
-    running = start_sandbox(example_tenant())
+    an admin who can read the definitions but not assign attributes costs one token, no more,
+    whatever Graph does with an empty attribute-set PATCH (the sandbox's G1 switch)."""
+    running = start_sandbox(example_tenant(), empty_attribute_patch=empty_patch)
     assert running.sandbox.entra is not None
     admin = next(
         u
@@ -254,6 +256,17 @@ def test_an_account_that_may_not_write_stops_after_one_member(
     assert "Attribute Assignment Administrator" in result.output
     assert len(token_hashes(running)) == 1
     assert_no_token_in(result.output, running)
+
+
+@pytest.mark.parametrize("empty_patch", ["checked", "unchecked", "rejected"])
+def test_an_account_that_may_write_is_never_stopped_by_the_preflight(
+    start_sandbox: StartSandbox, invoke: Invoker, empty_patch: str
+) -> None:
+    running = start_sandbox(example_tenant(), empty_attribute_patch=empty_patch)
+    result = invoke(running)
+    assert result.exit_code == 1, result.output  # the tenant's one deliberate ambiguous member
+    assert "refused the first write" not in result.output
+    assert len(token_hashes(running)) == 5  # every member with a unique directory object
 
 
 def test_enrollment_url_over_64_characters(start_sandbox: StartSandbox, invoke: Invoker) -> None:
