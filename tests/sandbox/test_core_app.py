@@ -1,8 +1,8 @@
 """The HTTP face of the Defguard core emulator (``core_app``): headers, extractor order, shapes.
 
-Over real HTTP on both server lines (reference §0-5, §9): what a client sees of each handler
-before and after the state decides, including axum's text/plain rejections and the per-line
-JSON shapes.
+Over real HTTP on both server lines (core v1.6.6 and v2.0.1, crates/defguard_core/src/handlers):
+what a client sees of each handler before and after the state decides, including axum's text/plain
+rejections and the per-line JSON shapes.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Authentication, the licence gate, API tokens, users and groups (``defguard_directory``).
 
-Driven over real HTTP through the core emulator, on both server lines (reference §0-3).
+Driven over real HTTP through the core emulator, on both server lines (core v2.0.1 and v1.6.6
+crates/defguard_core/src/auth/mod.rs, handlers/).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Enrollment tokens from issue to session (``defguard_enrollment``), core and proxy side.
 
 ``start_enrollment`` and ``start_desktop`` over core's REST API, then ``enrollment/start`` and
-``activate_user`` over the proxy, on both server lines (reference §4-6).
+``activate_user`` over the proxy, on both server lines (core v2.0.1 handlers/user.rs,
+enrollment_management.rs, servers/enrollment.rs).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The HTTP face of the enrollment proxy emulator (``proxy_app``): cookie, shapes, info.
 
-Over real HTTP on both server lines (reference §6): the sealed ``defguard_proxy`` cookie, response
-keys in proto order, body rejections and the proxy's own endpoints.
+Over real HTTP on both server lines (proxy v1.6.2 src/handlers, src/error.rs): the sealed
+``defguard_proxy`` cookie, response keys in proto order, body rejections and the proxy's own
+endpoints.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 This knows nothing about HTTP. ``DefguardState`` holds the state of one sandbox run, seeded here
 from the tenant, and implements each decision the real server makes, per server line (``1.6`` or
-``2.0``), as recorded in ``shared/reference/defguard-api.md``. The decisions live in layers, each
-a module of its own: ``defguard_directory`` (licence gate, authentication, users and groups),
-``defguard_enrollment`` (enrollment tokens and sessions) and ``defguard_devices`` (devices and
-polling tokens); the records and typed errors are in ``defguard_model``. The HTTP layers
+``2.0``), as core v1.6.6 and v2.0.1 make them (docs/sandbox.md cites each file). The decisions live
+in layers, each a module of its own: ``defguard_directory`` (licence gate, authentication, users and
+groups), ``defguard_enrollment`` (enrollment tokens and sessions) and ``defguard_devices`` (devices
+and polling tokens); the records and typed errors are in ``defguard_model``. The HTTP layers
 (``core_app``, ``proxy_app``) translate requests into calls here and the typed errors into
 Defguard's exact status codes and bodies.
 """
