@@ -48,9 +48,11 @@ class FakeDefguard:
         self.after_issue: Callable[[str], None] = lambda username: None
         self.failed = False
         self.entered_after_failure: list[str] = []
+        self.asked_for: list[str] = []
 
-    async def users(self) -> dict[str, DefguardUser]:
+    async def users(self, members: Sequence[str] = ()) -> dict[str, DefguardUser]:
         self.log.append("users")
+        self.asked_for = list(members)
         return dict(self.records)
 
     async def _issue(self, route: str, username: str) -> ProvisioningConfig:
@@ -261,6 +263,7 @@ def test_nothing_pending_changes_nothing() -> None:
     }
     assert world.directory.checked == []
     assert world.log == ["preflight", "users"]
+    assert world.defguard.asked_for == ["a", "b"]  # the group's members must all be read
 
 
 def test_already_done_members_are_skipped_and_never_issued() -> None:
