@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import client_files, join
+from .account_rules import check_phone
 from .defguard import DefguardClient
 from .directory import Directory
 from .durations import parse_lifetime
 from .enrollment import (
     Enrolled,
-    check_phone,
     checked_provisioning,
     enroll_device,
     refresh_device,

@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 
 from dgprov import client_files
 from dgprov.cli import main
-from dgprov.enrollment import key_pair_from_private
+from dgprov.device_files import key_pair_from_private
 
 from ..conftest import Running, StartSandbox, example_tenant
 from .hostile import Exchange, Route, hostile, replying

@@ -14,9 +14,10 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
+from dgprov.account_rules import check_password, check_phone
 from dgprov.cli import main
-from dgprov.enrollment import CLIENT_VERSION, check_password, check_phone
 from dgprov.errors import UsageError
+from dgprov.proxy_client import CLIENT_VERSION
 
 from ..conftest import Running, StartSandbox, example_tenant
 from .hostile import Exchange, hostile, replying

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from .. import api
-from ..enrollment import check_password
+from ..account_rules import check_password
 from ..errors import UsageError
 from .render import show_enrolled
 
