@@ -87,6 +87,11 @@ def jwt_claims(token: str) -> dict[str, Any]:
     return claims
 
 
+def jwt_header(token: str) -> dict[str, Any]:
+    header: dict[str, Any] = json.loads(_unpad(token.split(".")[0]))
+    return header
+
+
 @pytest.fixture
 def entra(start_sandbox: StartSandbox) -> Running:
     return start_sandbox(synthetic_tenant(5, 3), device_code_interval=1)
@@ -192,3 +197,34 @@ def sandbox_process(*args: str) -> Iterator[dict[str, Any]]:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=20)
     assert process.returncode == 0
+
+
+def verify_with_jwks(running: Running, token: str) -> dict[str, Any]:
+    """The claims of ``token`` once its RS256 signature verifies against the key the authority
+    publishes (found through its OpenID configuration), as a relying party checks it."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    verify = trust(running.info)
+    config = httpx.get(
+        f"{running.info['authority_url']}/v2.0/.well-known/openid-configuration", verify=verify
+    ).json()
+    keys = httpx.get(config["jwks_uri"], verify=verify).json()["keys"]
+    header_part, claims_part, signature_part = token.split(".")
+    header = json.loads(_unpad(header_part))
+    (jwk,) = [k for k in keys if k["kid"] == header["kid"]]
+    public_key = rsa.RSAPublicNumbers(
+        int.from_bytes(_unpad(jwk["e"]), "big"), int.from_bytes(_unpad(jwk["n"]), "big")
+    ).public_key()
+    public_key.verify(
+        _unpad(signature_part),
+        f"{header_part}.{claims_part}".encode(),
+        padding.PKCS1v15(),
+        hashes.SHA256(),
+    )
+    assert header["alg"] == "RS256"
+    return jwt_claims(token)
+
+
+def _unpad(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
