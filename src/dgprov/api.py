@@ -350,8 +350,6 @@ def fetch_config(
     the broker will not provision them) and ``NotJoined`` (exit 3) for ``strict`` on a machine
     joined to nothing.
     """
-    if source == "broker" and not broker_url:
-        raise UsageError("--source broker needs --broker-url URL (or set DGPROV_BROKER_URL)")
     target = client_files.resolve_target(for_user, output is not None, notify)
     chosen, state = fetch.chosen_source(source, broker_url, detect_join)
     if source == "auto" and chosen != "broker":
@@ -366,19 +364,14 @@ def fetch_config(
         notify(message)
         return FetchResult(None, target.name, "none", state.evidence)
     log.info(f"source: {chosen}; user: {target.name}")
+    # Checked before anyone is asked to sign in.
+    broker = fetch.broker_settings(broker_url, broker_scope) if chosen == "broker" else None
     someone_else = target.name if target.someone_else else None
     if chosen in ("entra", "broker") and entra is None:
         raise UsageError("no Entra tenant: pass --tenant or set DGPROV_TENANT")
-    if chosen == "broker":
-        assert entra is not None and broker_url is not None
-        if not broker_scope:
-            raise UsageError(
-                "--source broker needs --broker-scope, the broker's scope such as "
-                "api://<broker app id>/Provision (ask your administrator)"
-            )
-        config = asyncio.run(
-            fetch.fetch_from_broker(entra, broker_url, broker_scope, notify, someone_else)
-        )
+    if broker is not None:
+        assert entra is not None
+        config = asyncio.run(fetch.fetch_from_broker(entra, *broker, notify, someone_else))
     elif chosen == "entra":
         assert entra is not None
         config = asyncio.run(

@@ -151,6 +151,19 @@ async def user_sign_in(
     return sign_in
 
 
+def broker_settings(broker_url: str | None, broker_scope: str | None) -> tuple[str, str]:
+    """``--broker-url`` and ``--broker-scope`` checked, in that order, before any sign-in."""
+    if not broker_url:
+        raise UsageError("--source broker needs --broker-url URL (or set DGPROV_BROKER_URL)")
+    url = check_broker_url(broker_url)
+    if not broker_scope:
+        raise UsageError(
+            "--source broker needs --broker-scope, the broker's scope such as "
+            "api://<broker app id>/Provision (ask your administrator)"
+        )
+    return url, check_broker_scope(broker_scope)
+
+
 async def fetch_from_broker(
     settings: EntraSettings,
     broker_url: str,
@@ -158,14 +171,14 @@ async def fetch_from_broker(
     notify: Callable[[str], None],
     for_user: str | None = None,
 ) -> ProvisioningConfig:
-    """A fresh token minted for the signed-in user by ``dgprov broker``; nothing is read from a
+    """A fresh token minted for the signed-in user by ``dgprov broker`` (the URL and scope
+    checked by ``broker_settings``); nothing is read from a
     directory, so the user needs no directory role. The platform broker (WAM) is tried first
     on Windows: the sign-in is for the broker's own API, which WAM serves from the machine's
     account without a prompt."""
-    url, scope = check_broker_url(broker_url), check_broker_scope(broker_scope)
-    sign_in = await user_sign_in(settings, [scope], notify, for_user, platform_broker=True)
+    sign_in = await user_sign_in(settings, [broker_scope], notify, for_user, platform_broker=True)
     token = await asyncio.to_thread(sign_in.token)
-    return await fetch_provisioning(url, token, verify=tls_context(settings.ca_bundle))
+    return await fetch_provisioning(broker_url, token, verify=tls_context(settings.ca_bundle))
 
 
 async def fetch_from_entra(

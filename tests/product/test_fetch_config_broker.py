@@ -1,0 +1,235 @@
+"""``dgprov fetch-config --source broker``: the real MSAL against the sandbox's authority.
+
+The broker here is a recording stand-in (``hostile.py``) so each test can prove what the client
+sent and choose what the broker answers; the same path against the real ``dgprov broker`` is in
+``test_fetch_config_broker_service.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from dgprov_sandbox.tenant import synthetic_tenant
+
+from dgprov.cli import main
+from dgprov.client_files import read
+
+from ..conftest import Running, StartSandbox, example_tenant
+from .hostile import Exchange, hostile, replying
+from .test_fetch_config import fetch as directory_fetch
+from .test_fetch_config import provision
+
+ENROLLMENT_TOKEN = "MintedByTheBrokerForThisUser000001"
+ANSWER = {"enrollment_url": "https://enroll.contoso.example/", "enrollment_token": ENROLLMENT_TOKEN}
+
+
+def claims(access_token: str) -> dict[str, Any]:
+    """The access token's payload, read without checking it (the broker checks it)."""
+    payload = access_token.split(".")[1]
+    decoded: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return decoded
+
+
+def broker_fetch(
+    running: Running,
+    tmp_path: Path,
+    upn: str | None,
+    *extra: str,
+    broker_url: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Result:
+    info = running.info
+    assert running.sandbox.entra is not None
+    running.sandbox.entra.auto_approve_upn = upn
+    args = [
+        "fetch-config", "--tenant", info["tenant_id"], "--client-id", info["client_id"],
+        "--authority", info["authority_url"], "--ca-bundle", info["ca_bundle"],
+        "--auth", "device-code", "--broker-scope", info["broker_scope"], *extra,
+    ]  # fmt: skip
+    if broker_url is not None:
+        args += ["--broker-url", broker_url]
+    environment = {"DGPROV_CACHE_DIR": str(tmp_path / "user-cache"), **(env or {})}
+    return CliRunner().invoke(main, args, env=environment)
+
+
+@pytest.fixture
+def running(start_sandbox: StartSandbox) -> Running:
+    return start_sandbox(example_tenant())
+
+
+def jdoe(running: Running) -> str:
+    assert running.sandbox.entra is not None
+    (upn,) = [
+        u.user_principal_name
+        for u in running.sandbox.entra.users.values()
+        if u.user_principal_name.startswith("jdoe@")
+    ]
+    return upn
+
+
+def test_signs_in_for_the_broker_scope_and_writes_the_answer(
+    running: Running, tmp_path: Path
+) -> None:
+    output = tmp_path / "out" / "provisioning.json"
+    log = tmp_path / "fetch.log"
+    with hostile(replying(200, ANSWER)) as broker:
+        result = broker_fetch(
+            running, tmp_path, jdoe(running), "--source", "broker", "--output", str(output),
+            "--log-file", str(log), broker_url=broker.url,
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "from the broker" in result.output
+    (request,) = broker.received
+    token = request.headers["authorization"].removeprefix("Bearer ")
+    granted = claims(token)
+    assert granted["aud"] == running.info["broker_client_id"]
+    assert granted["scp"] == "Provision" and granted["upn"] == jdoe(running)
+    assert json.loads(output.read_text("utf-8")) == ANSWER
+    assert stat.S_IMODE(output.stat().st_mode) == 0o600
+    for secret in (token, ENROLLMENT_TOKEN):
+        assert secret not in result.output and secret not in log.read_text("utf-8")
+
+
+def test_the_file_has_the_shape_the_directory_path_writes(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    """The same writer: byte for byte the same layout as --source entra, only other values."""
+    running = start_sandbox(synthetic_tenant(3, 21))
+    provision(running, tmp_path)
+    reader = running.info["user_upns"][0]  # holds Attribute Assignment Reader
+    from_directory = tmp_path / "directory.json"
+    done = directory_fetch(running, tmp_path / "d", reader, "--output", str(from_directory))
+    assert done.exit_code == 0, done.output
+    stored = read(from_directory)
+    same = {"enrollment_url": stored.enrollment_url, "enrollment_token": stored.enrollment_token}
+    with hostile(replying(200, same)) as broker:
+        from_broker = tmp_path / "broker.json"
+        result = broker_fetch(
+            running, tmp_path / "b", reader, "--source", "broker", "--output", str(from_broker),
+            broker_url=broker.url,
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert from_broker.read_bytes() == from_directory.read_bytes()
+    assert stat.S_IMODE(from_broker.stat().st_mode) == stat.S_IMODE(from_directory.stat().st_mode)
+
+
+def test_a_second_run_signs_in_silently(running: Running, tmp_path: Path) -> None:
+    assert running.sandbox.entra is not None
+    with hostile(replying(200, ANSWER)) as broker:
+        first = broker_fetch(
+            running, tmp_path, jdoe(running), "--source", "broker",
+            "--output", str(tmp_path / "a.json"), broker_url=broker.url,
+        )  # fmt: skip
+        assert first.exit_code == 0, first.output
+        codes = len(running.sandbox.entra.device_codes)
+        again = broker_fetch(
+            running, tmp_path, None, "--source", "broker",
+            "--output", str(tmp_path / "b.json"), broker_url=broker.url,
+        )  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert len(running.sandbox.entra.device_codes) == codes and "To sign in" not in again.output
+    tokens = [r.headers["authorization"] for r in broker.received]
+    assert len(tokens) == 2 and tokens[0] == tokens[1]  # the cached access token, still valid
+
+
+def test_auto_prefers_the_broker_from_the_environment(running: Running, tmp_path: Path) -> None:
+    """DGPROV_BROKER_URL alone makes --source auto use the broker on an unjoined machine."""
+    with hostile(replying(200, ANSWER)) as broker:
+        result = broker_fetch(
+            running, tmp_path, jdoe(running), "--output", str(tmp_path / "p.json"),
+            env={"DGPROV_BROKER_URL": broker.url},
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len(broker.received) == 1 and read(tmp_path / "p.json").enrollment_token
+    unset = CliRunner().invoke(main, ["fetch-config", "--output", str(tmp_path / "q.json")])
+    assert unset.exit_code == 0 and "nothing to do" in unset.output  # no broker: the join
+
+
+def test_the_option_wins_over_the_environment(running: Running, tmp_path: Path) -> None:
+    with hostile(replying(200, ANSWER)) as chosen, hostile(replying(200, ANSWER)) as other:
+        result = broker_fetch(
+            running, tmp_path, jdoe(running), "--output", str(tmp_path / "p.json"),
+            broker_url=chosen.url, env={"DGPROV_BROKER_URL": other.url},
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len(chosen.received) == 1 and other.received == []
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--source", "broker"], "--source broker needs --broker-url"),
+        (["--broker-url", "http://broker.contoso.example"], "use https"),
+        (["--broker-url", "https://b.example", "--broker-scope", "Provision"], "names no API"),
+    ],
+)
+def test_usage_errors(tmp_path: Path, arguments: list[str], message: str) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["fetch-config", "--tenant", "t", "--client-id", "c", *arguments,
+         "--output", str(tmp_path / "p.json")],
+    )  # fmt: skip
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_no_scope(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["fetch-config", "--tenant", "t", "--client-id", "c", "--broker-url", "https://b.example",
+         "--output", str(tmp_path / "p.json")],
+    )  # fmt: skip
+    assert result.exit_code == 2 and "needs --broker-scope" in result.output
+
+
+@pytest.mark.parametrize(
+    ("status", "exit_status", "fix"),
+    [
+        (401, 2, "check that --broker-scope"),
+        (403, 1, "add you to the Defguard group"),
+        (404, 1, "create your Defguard account"),
+        (409, 1, "unique in Defguard"),
+        (429, 1, "wait a minute"),
+        (503, 1, "run again later"),
+    ],
+)
+def test_broker_refusals_on_the_command_line(
+    running: Running, tmp_path: Path, status: int, exit_status: int, fix: str
+) -> None:
+    body = {"error": "refused", "message": "because\x1b[31m"}
+    output = tmp_path / "p.json"
+    with hostile(replying(status, body)) as broker:
+        result = broker_fetch(
+            running, tmp_path, jdoe(running), "--source", "broker", "--output", str(output),
+            broker_url=broker.url,
+        )  # fmt: skip
+    assert result.exit_code == exit_status, result.output
+    (line,) = [line for line in result.output.splitlines() if "error:" in line]
+    assert line.startswith(f"dgprov fetch-config: error: the broker answered {status}: ")
+    assert fix in line and "refused: because [31m" in line and "\x1b" not in result.output
+    token = broker.received[0].headers["authorization"].removeprefix("Bearer ")
+    assert token not in result.output
+    assert not output.exists()
+
+
+def test_a_redirect_to_another_origin_gets_no_token(running: Running, tmp_path: Path) -> None:
+    with hostile(replying(200, ANSWER)) as elsewhere:
+
+        def redirect(exchange: Exchange) -> None:
+            exchange.reply(307, b"", {"Location": elsewhere.url + "/v1/provisioning"})
+
+        with hostile(redirect) as broker:
+            result = broker_fetch(
+                running, tmp_path, jdoe(running), "--source", "broker",
+                "--output", str(tmp_path / "p.json"), broker_url=broker.url,
+            )  # fmt: skip
+    assert result.exit_code == 1 and "redirect" in result.output
+    assert elsewhere.received == [] and not (tmp_path / "p.json").exists()
