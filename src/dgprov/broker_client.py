@@ -18,6 +18,7 @@ builds broker URLs or reads its answers:
 
 from __future__ import annotations
 
+import math
 import ssl
 import unicodedata
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from .errors import (
     RemoteError,
     UsageError,
 )
-from .retry import RetryPolicy
+from .retry import RetryPolicy, retry_after_seconds
 from .stored_value import FILE_TOKEN_KEY, FILE_URL_KEY, ProvisioningConfig
 from .transport import ServiceConnection
 from .urls import check_service_url, shown_origin
@@ -64,37 +65,42 @@ class Refusal:
 
 REFUSALS: dict[int, Refusal] = {
     401: Refusal(
-        "the broker did not accept your sign-in",
+        "your sign-in was not accepted",
         "check that --broker-scope is the broker's scope (api://<broker app id>/Provision) and "
         "that this machine's clock is right, then run again",
         AuthenticationError,
     ),
     403: Refusal(
-        "the broker may not provision you",
+        "you may not be provisioned",
         "ask your administrator to add you to the Defguard group (or to enable your account)",
         NothingFound,
     ),
     404: Refusal(
-        "the broker found no Defguard user for you",
+        "no Defguard user was found for you",
         "ask your administrator to create your Defguard account with your e-mail address",
         NothingFound,
     ),
     409: Refusal(
-        "the broker matched you to more than one Defguard user",
+        "you match more than one Defguard user",
         "ask your administrator to make your e-mail address unique in Defguard and Entra ID",
         NothingFound,
     ),
-    429: Refusal(
-        "you asked the broker for a token moments ago",
-        "wait a minute and run again",
-        RemoteError,
-    ),
+    429: Refusal("you asked for a token moments ago", "wait {wait} and run again", RemoteError),
     503: Refusal(
-        "the broker cannot reach Defguard or Entra ID right now",
+        "it cannot reach Defguard or Entra ID right now",
         "run again later; if it persists, tell your administrator",
         RemoteError,
     ),
 }
+FIXES = {
+    "not_in_group": "ask your administrator to add you to the Defguard group",
+    "user_disabled": "ask your administrator to enable your Defguard account",
+    "account_disabled": "ask your administrator to enable your account",
+    "enrolled": "your Defguard account is enrolled already and this broker issues no token "
+    "for it: add this device from the Defguard desktop client, or ask your administrator",
+}
+"""Finer fixes for the broker's documented 403 codes (docs/broker.md); others get the status's."""
+MAX_WAIT_SHOWN = 24 * 3600
 
 
 def shown(text: object) -> str:
@@ -110,8 +116,15 @@ def shown(text: object) -> str:
     return collapsed
 
 
-def refusal(status: int, body: object) -> DgprovError:
-    """The one-line error for a broker status ``status`` with the JSON ``body`` it sent."""
+def _wait(retry_after: float | None) -> str:
+    if retry_after is None:
+        return "a minute"
+    return f"{math.ceil(min(retry_after, MAX_WAIT_SHOWN))} s"
+
+
+def refusal(status: int, body: object, retry_after: float | None = None) -> DgprovError:
+    """The one-line error for a broker status ``status`` with the JSON ``body`` it sent (and,
+    for 429, the ``Retry-After`` it asked for)."""
     code, message = "", ""
     if isinstance(body, dict):
         code, message = shown(body.get("error") or ""), shown(body.get("message") or "")
@@ -119,7 +132,8 @@ def refusal(status: int, body: object) -> DgprovError:
     known = REFUSALS.get(status)
     if known is None:
         return RemoteError(SERVICE, status, f"{said}; run again later or tell your administrator")
-    text = f"{known.problem} ({status} {said}); {known.fix}"
+    fix = FIXES.get(code, known.fix) if status == 403 else known.fix
+    text = f"{known.problem} ({said}); {fix.format(wait=_wait(retry_after))}"
     if known.error is RemoteError:
         return RemoteError(SERVICE, status, text)
     return known.error(f"{SERVICE} answered {status}: {text}")
@@ -205,7 +219,7 @@ class BrokerClient:
                 body: object = response.json()
             except ValueError:
                 body = None
-            raise refusal(status, body)
+            raise refusal(status, body, retry_after_seconds(response.headers.get("retry-after")))
         return read_provisioning(Answer.of(response, SERVICE))
 
 

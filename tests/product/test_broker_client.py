@@ -72,13 +72,13 @@ def test_a_broker_behind_a_path_prefix() -> None:
 
 
 REFUSALS: list[tuple[int, type[DgprovError], int, str, str]] = [
-    (401, AuthenticationError, 2, "did not accept your sign-in", "--broker-scope"),
-    (403, NothingFound, 1, "may not provision you", "add you to the Defguard group"),
-    (404, NothingFound, 1, "no Defguard user for you", "create your Defguard account"),
+    (401, AuthenticationError, 2, "your sign-in was not accepted", "--broker-scope"),
+    (403, NothingFound, 1, "you may not be provisioned", "add you to the Defguard group"),
+    (404, NothingFound, 1, "no Defguard user was found for you", "create your Defguard account"),
     (409, NothingFound, 1, "more than one Defguard user", "unique"),
     (429, RemoteError, 1, "moments ago", "wait a minute and run again"),
     (503, RemoteError, 1, "cannot reach Defguard or Entra ID", "run again later"),
-    (500, RemoteError, 1, "the broker answered 500", "tell your administrator"),
+    (500, RemoteError, 1, "some_code: what the broker says", "tell your administrator"),
 ]
 
 
@@ -93,8 +93,35 @@ def test_each_refusal_is_one_line_with_the_fix(
     message = str(error)
     assert message.startswith(f"the broker answered {status}: ")
     assert problem in message and fix in message
-    assert "some_code: what the broker says" in message
+    assert "(some_code: what the broker says)" in message or status == 500
+    assert message.count(str(status)) == 1  # said once, in the prefix
     assert len(broker.received) == 1  # one attempt: a repeat would rotate the token again
+
+
+@pytest.mark.parametrize(
+    ("code", "fix"),
+    [
+        ("not_in_group", "add you to the Defguard group"),
+        ("user_disabled", "enable your Defguard account"),
+        ("account_disabled", "enable your account"),
+        ("enrolled", "add this device from the Defguard desktop client"),
+        ("something_new", "add you to the Defguard group (or to enable your account)"),
+    ],
+)
+def test_each_documented_403_code_gets_its_fix(code: str, fix: str) -> None:
+    with hostile(replying(403, {"error": code, "message": "no"})) as broker:
+        message = str(refused(broker.url))
+    assert message.endswith(fix) or fix in message
+
+
+def test_429_says_how_long_to_wait() -> None:
+    def limited(exchange: Exchange) -> None:
+        exchange.reply(429, {"error": "rate_limited", "message": "slow"}, {"Retry-After": "42"})
+
+    with hostile(limited) as broker:
+        message = str(refused(broker.url))
+    assert "wait 42 s and run again" in message
+    assert len(broker.received) == 1  # returned at once, not waited out
 
 
 def test_a_hostile_message_is_cut_short_and_made_printable() -> None:
@@ -112,7 +139,7 @@ def test_a_hostile_message_is_cut_short_and_made_printable() -> None:
 def test_a_refusal_without_json_still_names_the_status() -> None:
     with hostile(replying(403, b"<html>Forbidden by a proxy</html>")) as broker:
         message = str(refused(broker.url))
-    assert "403 no explanation" in message
+    assert message.startswith("the broker answered 403: ") and "(no explanation)" in message
 
 
 def test_shown_is_bounded() -> None:

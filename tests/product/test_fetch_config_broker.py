@@ -214,7 +214,7 @@ def test_broker_refusals_on_the_command_line(
     assert result.exit_code == exit_status, result.output
     (line,) = [line for line in result.output.splitlines() if "error:" in line]
     assert line.startswith(f"dgprov fetch-config: error: the broker answered {status}: ")
-    assert fix in line and "refused: because [31m" in line and "\x1b" not in result.output
+    assert fix in line and "(refused: because [31m)" in line and "\x1b" not in result.output
     token = broker.received[0].headers["authorization"].removeprefix("Bearer ")
     assert token not in result.output
     assert not output.exists()
