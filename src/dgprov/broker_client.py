@@ -35,6 +35,7 @@ from .errors import (
     NothingFound,
     OriginRefused,
     RemoteError,
+    TransportFailure,
     UsageError,
 )
 from .retry import RetryPolicy, retry_after_seconds
@@ -230,7 +231,10 @@ async def fetch_provisioning(
     client = BrokerClient(broker_url, verify=verify)
     try:
         return await client.provision(access_token)
-    except httpx.HTTPError as exc:  # anything transport did not already turn into a DgprovError
-        raise RemoteError(SERVICE, 0, f"{type(exc).__name__}; check --broker-url") from None
+    except httpx.HTTPError as exc:  # e.g. a body that does not decode as its Content-Encoding
+        raise TransportFailure(
+            f"{SERVICE}'s answer could not be read ({type(exc).__name__}); check --broker-url "
+            "(a proxy in between?) and run again"
+        ) from None
     finally:
         await client.aclose()

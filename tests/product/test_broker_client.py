@@ -193,6 +193,15 @@ def test_a_wrong_answer_is_refused(route: Any, named: str) -> None:
     assert named in str(error) and str(error).startswith("the broker answered 200")
 
 
+def test_an_answer_that_does_not_decode() -> None:
+    def garbled(exchange: Exchange) -> None:
+        exchange.reply(200, b"this is not gzip at all", {"Content-Encoding": "gzip"})
+
+    with hostile(garbled) as broker:
+        error = refused(broker.url)
+    assert isinstance(error, TransportFailure) and "could not be read (DecodingError)" in str(error)
+
+
 def test_an_unreachable_broker() -> None:
     error = refused(closed_port())
     assert isinstance(error, TransportFailure) and "could not be reached" in str(error)

@@ -22,8 +22,10 @@ from dgprov.client_files import read
 
 from ..conftest import Running, StartSandbox, example_tenant
 from .hostile import Exchange, hostile, replying
+from .test_fetch_config import LocalUser, data_file, local_user, provision, tenant_for, upn_of
 from .test_fetch_config import fetch as directory_fetch
-from .test_fetch_config import provision
+
+__all__ = ["local_user"]
 
 ENROLLMENT_TOKEN = "MintedByTheBrokerForThisUser000001"
 ANSWER = {"enrollment_url": "https://enroll.contoso.example/", "enrollment_token": ENROLLMENT_TOKEN}
@@ -233,3 +235,39 @@ def test_a_redirect_to_another_origin_gets_no_token(running: Running, tmp_path: 
             )  # fmt: skip
     assert result.exit_code == 1 and "redirect" in result.output
     assert elsewhere.received == [] and not (tmp_path / "p.json").exists()
+
+
+def test_for_user_as_root_writes_that_users_file(
+    start_sandbox: StartSandbox, tmp_path: Path, local_user: LocalUser
+) -> None:
+    """The same writer and the same checks as the directory path under root or SYSTEM."""
+    user = local_user()
+    running = start_sandbox(tenant_for(user.pw_name))
+    with hostile(replying(200, ANSWER)) as broker:
+        result = broker_fetch(
+            running, tmp_path, upn_of(user), "--source", "broker", "--for-user", user.pw_name,
+            broker_url=broker.url,
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    token = broker.received[0].headers["authorization"].removeprefix("Bearer ")
+    assert claims(token)["upn"] == upn_of(user)
+    path = data_file(user)
+    info = path.stat()
+    assert (info.st_uid, info.st_gid) == (user.pw_uid, user.pw_gid)
+    assert stat.S_IMODE(info.st_mode) == 0o600
+    assert read(path).enrollment_token == ENROLLMENT_TOKEN
+
+
+def test_for_user_signed_in_as_someone_else_asks_the_broker_nothing(
+    start_sandbox: StartSandbox, tmp_path: Path, local_user: LocalUser
+) -> None:
+    a, b = local_user(), local_user()
+    running = start_sandbox(tenant_for(a.pw_name, b.pw_name))
+    with hostile(replying(200, ANSWER)) as broker:
+        wrong = broker_fetch(
+            running, tmp_path, upn_of(a), "--source", "broker", "--for-user", b.pw_name,
+            broker_url=broker.url,
+        )  # fmt: skip
+    assert wrong.exit_code == 2, wrong.output
+    assert f"signed in as {upn_of(a)}, but --for-user is {b.pw_name}" in wrong.output
+    assert broker.received == [] and not data_file(b).exists()
