@@ -11,6 +11,8 @@ import importlib
 import json
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -84,16 +86,17 @@ def load_broker() -> ModuleType:
         ) from None
 
 
-def demo_broker_job(sandbox: Any, settings: api.EntraSettings) -> None:
-    """The broker design: ``dgprov broker`` against the sandbox, then the client job through
-    it, for a sample user who holds no directory role at all."""
+@contextmanager
+def sandbox_broker(info: dict[str, Any], **overrides: Any) -> Iterator[str]:
+    """``dgprov broker`` in this process against the sandbox whose ready line is ``info``, on a
+    free loopback port; yields its URL and stops it gracefully. ``overrides`` replace
+    ``BrokerConfig`` fields (the tests point it at a dead Defguard, shorten the windows)."""
     broker = load_broker()
-    info = sandbox.info
-    config = broker.BrokerConfig(
-        defguard_url=info["defguard_url"],
-        group_name=DEMO_GROUP,
-        api_token=info["api_token"],
-        entra=api.EntraSettings(
+    settings: dict[str, Any] = {
+        "defguard_url": info["defguard_url"],
+        "group_name": DEMO_GROUP,
+        "api_token": info["api_token"],
+        "entra": api.EntraSettings(
             tenant=info["tenant_id"],
             client_id=info["broker_client_id"],
             authority=info["authority_url"],
@@ -103,15 +106,25 @@ def demo_broker_job(sandbox: Any, settings: api.EntraSettings) -> None:
             client_secret=info["broker_client_secret"],
             persist_cache=False,
         ),
-        listen=broker.config.parse_listen("127.0.0.1:0"),
-        ca_bundle=info["ca_bundle"],
-    )
+        "listen": broker.config.parse_listen("127.0.0.1:0"),
+        "ca_bundle": info["ca_bundle"],
+    }
+    running = broker.start_in_thread(broker.BrokerConfig(**{**settings, **overrides}))
+    try:
+        yield running.url
+    finally:
+        running.stop()
+
+
+def demo_broker_job(sandbox: Any, settings: api.EntraSettings) -> None:
+    """The broker design: ``dgprov broker`` against the sandbox, then the client job through
+    it, for a sample user who holds no directory role at all."""
+    info = sandbox.info
     echo_err(
         f"dgprov broker --url {info['defguard_url']} --group-name {DEMO_GROUP} "
         f"--client-id {info['broker_client_id']} --auth client-secret --listen 127.0.0.1:0"
     )
-    running = broker.start_in_thread(config)
-    try:
+    with sandbox_broker(info) as broker_url:
         upn = next(
             u.user_principal_name
             for u in sandbox.entra.users.values()
@@ -120,14 +133,12 @@ def demo_broker_job(sandbox: Any, settings: api.EntraSettings) -> None:
         sandbox.entra.auto_approve_upn = upn
         client_job(
             settings,
-            f"dgprov fetch-config --source broker --broker-url {running.url} --broker-scope "
+            f"dgprov fetch-config --source broker --broker-url {broker_url} --broker-scope "
             f"{info['broker_scope']}   (signed in as {upn}, no directory role)",
             source="broker",
-            broker_url=running.url,
+            broker_url=broker_url,
             broker_scope=info["broker_scope"],
         )
-    finally:
-        running.stop()
 
 
 def without_directory_roles(tenant: dict[str, Any], username: str) -> None:
