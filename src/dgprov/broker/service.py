@@ -1,0 +1,203 @@
+"""One provisioning request from bearer token to enrollment token, and the broker's readiness.
+
+The order matters: the token is checked before anything else is asked (a bad token never
+reaches Defguard or Graph), the rate limit before the mapping (a user in a loop costs one
+dictionary lookup), and the grant is counted before Defguard is called (a user cannot make the
+broker rotate their token faster than the window by racing requests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+
+from ..defguard import DefguardClient
+from ..entra_auth import EntraSignIn
+from ..errors import DgprovError
+from ..graph import GraphClient
+from ..plan import Action
+from ..retry import RetryPolicy
+from ..stored_value import FILE_TOKEN_KEY, FILE_URL_KEY, ProvisioningConfig
+from ..tls import tls_context
+from .config import BrokerConfig
+from .decisions import Refusal
+from .limits import RateLimiter
+from .mapping import Mapper, guarded
+from .metrics import BrokerMetrics
+from .tokens import Caller, KeySet, KeysUnavailable, TokenRejected, TokenValidator
+
+# A client is waiting: a few quick attempts, then an honest 503 instead of minutes of retries.
+REQUEST_POLICY = RetryPolicy(attempts=3, max_delay=0.5, deadline=10.0, max_retry_after=2.0)
+READY_CACHE_SECONDS = 5.0
+DEFGUARD_CONNECTIONS = 64
+
+
+def audit_to_stderr(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+@dataclass
+class AuditRecord:
+    """What one request did, for its audit line; never the token."""
+
+    request_id: str
+    object_id: str | None = None
+    upn: str | None = None
+    username: str | None = None
+    action: str | None = None
+    outcome: str = ""
+    status: int = 0
+
+    def line(self, latency: float) -> str:
+        return json.dumps(
+            {
+                "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                "request_id": self.request_id,
+                "entra_object_id": self.object_id,
+                "upn": self.upn,
+                "defguard_username": self.username,
+                "action": self.action,
+                "outcome": self.outcome,
+                "status": self.status,
+                "latency_ms": round(latency * 1000, 2),
+            }
+        )
+
+
+def bearer_token(authorization: str | None) -> str:
+    scheme, _, value = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise Refusal(
+            401, "invalid_token", "send the Entra access token as Authorization: Bearer <token>"
+        )
+    return value.strip()
+
+
+class Broker:
+    """The clients and policies of one broker process; ``start`` inside its event loop."""
+
+    def __init__(
+        self, config: BrokerConfig, audit: Callable[[str], None] = audit_to_stderr
+    ) -> None:
+        self.config = config
+        self.audit = audit
+        self.metrics = BrokerMetrics()
+        self.limiter = RateLimiter(config.rate_window_seconds)
+        self.lifetime = config.token_lifetime
+        self._signin: EntraSignIn | None = None
+        self._ready_at = float("-inf")
+        self._ready_reason: str | None = "starting"
+
+    async def start(self) -> None:
+        config = self.config
+        verify = tls_context(config.ca_bundle)
+        self.defguard = DefguardClient(
+            config.defguard_url,
+            config.api_token,
+            verify=verify,
+            policy=REQUEST_POLICY,
+            max_connections=DEFGUARD_CONNECTIONS,
+        )
+        self.graph = GraphClient(
+            config.entra.graph_url, self._graph_token, verify=verify, policy=REQUEST_POLICY
+        )
+        self.keys = KeySet(
+            config.entra.authority_url,
+            ca_bundle=config.ca_bundle,
+            refetch_floor=config.jwks_refetch_floor_seconds,
+            timer=self.metrics.timed,
+        )
+        self.validator = TokenValidator(self.keys, config.entra.client_id)
+        self.mapper = Mapper(
+            self.defguard,
+            self.graph,
+            config.group_name,
+            ttl=config.mapping_ttl_seconds,
+            metrics=self.metrics,
+        )
+        # Warm up without failing: a broker whose Entra or Defguard is down still starts and
+        # says so on /readyz, so an orchestrator can wait for it.
+        await asyncio.gather(self.readiness(), asyncio.to_thread(self._try_sign_in))
+
+    async def aclose(self) -> None:
+        for client in (self.defguard, self.graph, self.keys):
+            await client.aclose()
+
+    def _try_sign_in(self) -> None:
+        with contextlib.suppress(DgprovError):  # reported by the first request needing Graph
+            self._graph_token(False)
+
+    def _graph_token(self, fresh: bool) -> str:
+        """An app-only Graph token of the broker's registration (msal caches it)."""
+        if self._signin is None:
+            settings = replace(self.config.entra, persist_cache=False)
+            with self.metrics.timed("authority", "sign_in"):
+                self._signin = EntraSignIn(settings, [], lambda _: None, "broker")
+        with self.metrics.timed("authority", "token"):
+            return self._signin.token(fresh)
+
+    async def readiness(self) -> str | None:
+        """None when ready; else why not. Probes are answered from a 5-second memory."""
+        if time.monotonic() - self._ready_at < READY_CACHE_SECONDS:
+            return self._ready_reason
+        reason = None
+        try:
+            if not self.keys.loaded:
+                await self.keys.refresh()
+            await self.defguard.group(self.config.group_name)
+        except (DgprovError, KeysUnavailable) as exc:
+            reason = str(exc)
+        self._ready_at, self._ready_reason = time.monotonic(), reason
+        return reason
+
+    async def provision(self, authorization: str | None, record: AuditRecord) -> dict[str, str]:
+        token = bearer_token(authorization)
+        try:
+            caller = await self.validator.validate(token)
+        except TokenRejected as exc:
+            raise Refusal(401, "invalid_token", str(exc)) from None
+        except KeysUnavailable as exc:
+            raise Refusal(503, "entra_unavailable", str(exc)) from None
+        record.object_id, record.upn = caller.object_id, caller.upn
+        wait = self.limiter.wait_left(caller.object_id)
+        if wait > 0:
+            raise Refusal(
+                429,
+                "rate_limited",
+                f"a token was issued for this user {self.limiter.window - wait:.0f} s ago; "
+                f"ask again in {wait:.0f} s",
+                retry_after=max(1, round(wait)),
+            )
+        grant = await self.mapper.grant(
+            caller, refuse_enrolled=self.config.enrolled_users == "refuse"
+        )
+        record.username, record.action = grant.username, grant.action.value
+        self.limiter.record(caller.object_id)
+        config = await guarded(
+            "defguard_unavailable", lambda: self._issue(caller, grant.username, grant.action)
+        )
+        return {FILE_URL_KEY: config.enrollment_url, FILE_TOKEN_KEY: config.enrollment_token}
+
+    async def _issue(self, caller: Caller, username: str, action: Action) -> ProvisioningConfig:
+        try:
+            with self.metrics.timed("defguard", action.value):
+                if action is Action.START_DESKTOP:
+                    issued = await self.defguard.start_desktop(username)
+                else:
+                    issued = await self.defguard.start_enrollment(username, self.lifetime)
+            return issued.validated()
+        except DgprovError:
+            self.mapper.forget(caller)
+            raise
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
