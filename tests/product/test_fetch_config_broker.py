@@ -21,7 +21,7 @@ from dgprov.cli import main
 from dgprov.client_files import read
 
 from ..conftest import Running, StartSandbox, example_tenant
-from .hostile import Exchange, hostile, replying
+from .hostile import Exchange, HostileServer, hostile, replying
 from .test_fetch_config import LocalUser, data_file, local_user, provision, tenant_for, upn_of
 from .test_fetch_config import fetch as directory_fetch
 
@@ -237,17 +237,25 @@ def test_a_redirect_to_another_origin_gets_no_token(running: Running, tmp_path: 
     assert elsewhere.received == [] and not (tmp_path / "p.json").exists()
 
 
+def for_user_fetch(
+    running: Running, tmp_path: Path, upn: str, for_user: str
+) -> tuple[Result, HostileServer]:
+    """As root, ``--for-user for_user`` with ``upn`` signing in; the stand-in broker answers."""
+    with hostile(replying(200, ANSWER)) as broker:
+        result = broker_fetch(
+            running, tmp_path, upn, "--source", "broker", "--for-user", for_user,
+            broker_url=broker.url,
+        )  # fmt: skip
+    return result, broker
+
+
 def test_for_user_as_root_writes_that_users_file(
     start_sandbox: StartSandbox, tmp_path: Path, local_user: LocalUser
 ) -> None:
     """The same writer and the same checks as the directory path under root or SYSTEM."""
     user = local_user()
     running = start_sandbox(tenant_for(user.pw_name))
-    with hostile(replying(200, ANSWER)) as broker:
-        result = broker_fetch(
-            running, tmp_path, upn_of(user), "--source", "broker", "--for-user", user.pw_name,
-            broker_url=broker.url,
-        )  # fmt: skip
+    result, broker = for_user_fetch(running, tmp_path, upn_of(user), user.pw_name)
     assert result.exit_code == 0, result.output
     token = broker.received[0].headers["authorization"].removeprefix("Bearer ")
     assert claims(token)["upn"] == upn_of(user)
@@ -263,11 +271,7 @@ def test_for_user_signed_in_as_someone_else_asks_the_broker_nothing(
 ) -> None:
     a, b = local_user(), local_user()
     running = start_sandbox(tenant_for(a.pw_name, b.pw_name))
-    with hostile(replying(200, ANSWER)) as broker:
-        wrong = broker_fetch(
-            running, tmp_path, upn_of(a), "--source", "broker", "--for-user", b.pw_name,
-            broker_url=broker.url,
-        )  # fmt: skip
+    wrong, broker = for_user_fetch(running, tmp_path, upn_of(a), b.pw_name)
     assert wrong.exit_code == 2, wrong.output
     assert f"signed in as {upn_of(a)}, but --for-user is {b.pw_name}" in wrong.output
     assert broker.received == [] and not data_file(b).exists()

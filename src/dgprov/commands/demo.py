@@ -30,6 +30,21 @@ DEMO_PASSWORD = "Demo-Passw0rd!"  # the sample user's new password, in the throw
 DEMO_USER = "jdoe"  # the sample user of the client job, in the example tenant
 
 
+def sandbox_settings(info: dict[str, Any], **overrides: Any) -> api.EntraSettings:
+    """Signing in at the sandbox's authority (``info``: its ready line) with the cache in memory;
+    by default as the public client with the device code, which the sandbox approves."""
+    settings: dict[str, Any] = {
+        "tenant": info["tenant_id"],
+        "client_id": info["client_id"],
+        "authority": info["authority_url"],
+        "graph_url": info["graph_url"],
+        "ca_bundle": info["ca_bundle"],
+        "auth": "device-code",
+        "persist_cache": False,
+    }
+    return api.EntraSettings(**{**settings, **overrides})
+
+
 def client_job(settings: api.EntraSettings, heading: str, **fetch_options: Any) -> None:
     """``fetch-config`` (from ``fetch_options``' source) and ``enroll`` for the sample user, in a
     temporary data directory, up to "Client Ready"."""
@@ -96,15 +111,11 @@ def sandbox_broker(info: dict[str, Any], **overrides: Any) -> Iterator[str]:
         "defguard_url": info["defguard_url"],
         "group_name": DEMO_GROUP,
         "api_token": info["api_token"],
-        "entra": api.EntraSettings(
-            tenant=info["tenant_id"],
+        "entra": sandbox_settings(
+            info,
             client_id=info["broker_client_id"],
-            authority=info["authority_url"],
-            graph_url=info["graph_url"],
-            ca_bundle=info["ca_bundle"],
             auth="client-secret",
             client_secret=info["broker_client_secret"],
-            persist_cache=False,
         ),
         "listen": broker.config.parse_listen("127.0.0.1:0"),
         "ca_bundle": info["ca_bundle"],
@@ -185,20 +196,11 @@ def demo_command(defguard_version: str, broker: bool) -> None:
     exit_status = 0
     try:
         with emulators.Sandbox(tenant, options) as sandbox:
-            info = sandbox.info
-            settings = api.EntraSettings(
-                tenant=info["tenant_id"],
-                client_id=info["client_id"],
-                authority=info["authority_url"],
-                graph_url=info["graph_url"],
-                ca_bundle=info["ca_bundle"],
-                auth="device-code",
-                persist_cache=False,
-            )
+            settings = sandbox_settings(sandbox.info)
             if broker:
                 demo_broker_job(sandbox, settings)
             else:
-                exit_status = demo_admin_job(info, settings)
+                exit_status = demo_admin_job(sandbox.info, settings)
                 echo_err("")
                 demo_client_job(sandbox, settings)
     except emulators.SandboxError as exc:
