@@ -1,9 +1,9 @@
 """``fetch-config --source broker`` against the real ``dgprov broker`` and the sandbox.
 
-Everything real: MSAL signs the user in at the sandbox's authority, the broker (in this process,
-``commands.demo.sandbox_broker``) validates the token against the published keys, maps the user
-through Graph and asks Defguard core for the token; each refusal the broker can give reaches the
-command line as its one line and exit status.
+Everything real: MSAL signs the user in at the sandbox's authority; the broker (in this process
+through ``commands.demo.sandbox_broker``, or as its own ``dgprov broker`` process) validates the
+token against the published keys, maps the user through Graph and asks Defguard core for the
+token; each refusal the broker can give reaches the command line as its one line and exit status.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from click.testing import Result
 from dgprov.client_files import read
 from dgprov.commands.demo import sandbox_broker
 
+from ..broker_fixtures import broker_process
 from ..conftest import Running, StartSandbox, example_tenant
 from .hostile import closed_port
 from .test_fetch_config_broker import broker_fetch
@@ -146,3 +147,18 @@ def test_asking_again_at_once_is_refused_and_issues_nothing(
     assert "the broker answered 429: you asked for a token moments ago" in again.output
     assert "s and run again" in again.output
     assert issued_hashes(running, "jdoe") == issued  # no second token
+
+
+def test_through_the_dgprov_broker_command(start_sandbox: StartSandbox, tmp_path: Path) -> None:
+    """The broker as deployed: its own process, secrets from the environment; neither side
+    prints the access token or the enrollment token."""
+    running = start_sandbox(tenant())
+    with broker_process(running) as broker:
+        result = run(running, tmp_path, "jdoe@contoso.example", broker.url)
+        assert result.exit_code == 0, result.output
+        token = read(tmp_path / "p.json").enrollment_token
+        (audit,) = broker.audit_lines()
+        logged = broker.output()
+    assert audit["upn"] == "jdoe@contoso.example" and audit["outcome"] == "provisioned"
+    assert token not in result.output and token not in logged
+    assert "eyJ" not in result.output and "eyJ" not in logged
