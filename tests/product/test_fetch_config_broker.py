@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -275,3 +278,55 @@ def test_for_user_signed_in_as_someone_else_asks_the_broker_nothing(
     assert wrong.exit_code == 2, wrong.output
     assert f"signed in as {upn_of(a)}, but --for-user is {b.pw_name}" in wrong.output
     assert broker.received == [] and not data_file(b).exists()
+
+
+WAM_ON_THIS_MACHINE = """
+import sys, msal
+from dgprov import entra_auth
+from dgprov.cli import main
+
+def as_on_windows(auth):
+    return entra_auth.platform_broker_options("win32", msal.__version__, True, auth)
+
+entra_auth._platform_broker = as_on_windows
+interactive = msal.PublicClientApplication.acquire_token_interactive
+
+def recorded(self, scopes, **options):
+    if options.get("parent_window_handle") is self.CONSOLE_WINDOW_HANDLE:
+        print("interactive sign-in with the console window handle", file=sys.stderr)
+    return interactive(self, scopes, **options)
+
+msal.PublicClientApplication.acquire_token_interactive = recorded
+main(sys.argv[1:], prog_name="dgprov")
+"""
+
+
+def test_the_platform_broker_branch_with_the_installed_msal(
+    running: Running, tmp_path: Path
+) -> None:
+    """What Windows would do, on this machine: the decision says WAM, the installed msal takes
+    ``enable_broker_on_windows`` (and, not being on Windows, signs in through the browser), and
+    the sign-in passes the console window handle WAM needs; no device code is asked for."""
+    info = running.info
+    assert running.sandbox.entra is not None
+    running.sandbox.entra.auto_approve_upn = jdoe(running)
+    browser = f"{sys.executable} -m dgprov_sandbox.headless_browser --cafile {info['ca_bundle']} %s"
+    with hostile(replying(200, ANSWER)) as broker:
+        args = [
+            "fetch-config", "--source", "broker", "--broker-url", broker.url,
+            "--broker-scope", info["broker_scope"], "--tenant", info["tenant_id"],
+            "--client-id", info["client_id"], "--authority", info["authority_url"],
+            "--ca-bundle", info["ca_bundle"], "--output", str(tmp_path / "p.json"),
+        ]  # fmt: skip
+        completed = subprocess.run(
+            [sys.executable, "-c", WAM_ON_THIS_MACHINE, *args],
+            env={**os.environ, "DGPROV_CACHE_DIR": str(tmp_path / "cache"), "BROWSER": browser},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert completed.returncode == 0, completed.stderr
+    assert "interactive sign-in with the console window handle" in completed.stderr
+    assert "To sign in" not in completed.stderr
+    assert claims(broker.received[0].headers["authorization"].split()[1])["upn"] == jdoe(running)
+    assert read(tmp_path / "p.json").enrollment_token == ENROLLMENT_TOKEN
