@@ -22,7 +22,7 @@ from ..urls import check_service_url
 from .options import EntraOptions, broker_entra_options, ca_bundle_option, terminal_prompt, warn
 
 BROKER_PACKAGE = "dgprov.broker"
-BROKER_REQUIREMENTS = {"dgprov.broker", "starlette", "uvicorn", "prometheus_client", "jwt"}
+SERVER_PACKAGES = {"starlette", "uvicorn", "prometheus_client", "jwt"}  # the broker extra
 INSTALL_HINT = (
     "the broker's web server is not installed; install it with pip install 'dgprov[broker]' "
     "(the single-file binary does not include it)"
@@ -34,7 +34,11 @@ def load_broker() -> ModuleType:
     try:
         return importlib.import_module(BROKER_PACKAGE)
     except ModuleNotFoundError as exc:
-        if exc.name not in BROKER_REQUIREMENTS:
+        missing = exc.name or ""
+        # The binary leaves out the package itself, an installation without the extra its
+        # web server; anything else missing is a real error and keeps its traceback.
+        ours = missing == BROKER_PACKAGE or missing.startswith(f"{BROKER_PACKAGE}.")
+        if missing.split(".")[0] not in SERVER_PACKAGES and not ours:
             raise
         raise UsageError(INSTALL_HINT) from None
 
