@@ -101,36 +101,15 @@ def test_the_binary_has_no_broker_and_says_how_to_get_one(start_sandbox: StartSa
 
 
 def test_start_in_thread(start_sandbox: StartSandbox) -> None:
-    """The in-process entry point the demo uses."""
-    from dgprov.broker import BrokerConfig, start_in_thread
-    from dgprov.broker.config import parse_listen
-    from dgprov.entra_auth import EntraSettings
+    """The in-process entry point (``start_in_thread``), as the demo starts it."""
+    from dgprov.commands.demo import sandbox_broker
 
     running = start_sandbox(example_tenant())
-    info = running.info
-    config = BrokerConfig(
-        defguard_url=info["defguard_url"],
-        group_name="vpn-users",
-        api_token=info["api_token"],
-        entra=EntraSettings(
-            tenant=info["tenant_id"],
-            client_id=info["broker_client_id"],
-            authority=info["authority_url"],
-            graph_url=info["graph_url"],
-            ca_bundle=info["ca_bundle"],
-            auth="client-secret",
-            client_secret=info["broker_client_secret"],
-        ),
-        listen=parse_listen("127.0.0.1:0"),
-        ca_bundle=info["ca_bundle"],
-    )
-    broker = start_in_thread(config)
-    try:
+    with sandbox_broker(running.info, group_name="vpn-users") as url:
         token = broker_token(running, "jdoe@contoso.example")
         response = httpx.post(
-            f"{broker.url}/v1/provisioning", headers={"Authorization": f"Bearer {token}"}
+            f"{url}/v1/provisioning", headers={"Authorization": f"Bearer {token}"}
         )
         assert response.status_code == 200, response.text
-    finally:
-        broker.stop()
-    assert not broker.thread.is_alive()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{url}/healthz")
