@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from dgprov.broker.decisions import Refusal, decide
+from dgprov.broker.decisions import Refusal, decide, email_index
 from dgprov.broker.limits import RateLimiter, TtlCache
 from dgprov.defguard import DefguardUser
 from dgprov.directory import DirectoryUser, Matches
@@ -35,6 +35,7 @@ def run(
         "me@corp.example",
         group if group is not None else [u.username for u in users],
         {u.username: u for u in users},
+        email_index({u.username: u for u in users}),
         me,
         list(addresses),
         Matches([("mail", by_mail)]),

@@ -40,10 +40,22 @@ class Grant:
     action: Action
 
 
-def candidates(addresses: Iterable[str], users: Mapping[str, DefguardUser]) -> list[str]:
+EmailIndex = Mapping[str, Sequence[str]]
+"""Lower-cased e-mail address -> the Defguard usernames that have it."""
+
+
+def email_index(users: Mapping[str, DefguardUser]) -> dict[str, list[str]]:
+    """Built once per read of Defguard's users, so a request costs lookups, not a scan."""
+    index: dict[str, list[str]] = {}
+    for user in users.values():
+        if user.email:
+            index.setdefault(user.email.lower(), []).append(user.username)
+    return index
+
+
+def candidates(addresses: Iterable[str], index: EmailIndex) -> list[str]:
     """Defguard users whose e-mail address is one of the caller's (mail, UPN, otherMails)."""
-    wanted = {a.lower() for a in addresses}
-    return sorted(u.username for u in users.values() if u.email and u.email.lower() in wanted)
+    return sorted({name for a in addresses for name in index.get(a.lower(), ())})
 
 
 def _mapped_to(
@@ -85,6 +97,7 @@ def decide(
     upn: str | None,
     group_members: Sequence[str],
     users: Mapping[str, DefguardUser],
+    index: EmailIndex,
     entra_user: DirectoryUser | None,
     addresses: Sequence[str],
     matches: Matches,
@@ -97,7 +110,7 @@ def decide(
         raise Refusal(
             404, "no_defguard_user", f"Entra has no user {object_id}; nothing to provision"
         )
-    found = candidates(addresses, users)
+    found = candidates(addresses, index)
     in_group = set(group_members)
     members = [name for name in found if name in in_group]
     mine, unclear = _mapped_to(object_id, members, users, matches)

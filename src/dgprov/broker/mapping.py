@@ -14,13 +14,13 @@ from ..defguard import DefguardClient, DefguardUser
 from ..directory import DirectoryUser, Matches
 from ..errors import DgprovError
 from ..graph import GraphClient
-from .decisions import Grant, Refusal, candidates, decide
+from .decisions import Grant, Refusal, candidates, decide, email_index
 from .limits import TtlCache
 from .metrics import BrokerMetrics
 from .tokens import Caller
 
 T = TypeVar("T")
-GroupView = tuple[tuple[str, ...], dict[str, DefguardUser]]
+GroupView = tuple[tuple[str, ...], dict[str, DefguardUser], dict[str, list[str]]]
 EntraView = tuple[DirectoryUser | None, list[str]]
 
 
@@ -53,14 +53,14 @@ class Mapper:
         self._matches: TtlCache[Matches] = TtlCache(ttl)
 
     async def grant(self, caller: Caller, *, refuse_enrolled: bool) -> Grant:
-        members, users = await guarded(
+        members, users, index = await guarded(
             "defguard_unavailable", lambda: self._group.get("", self._read_group)
         )
         entra_user, addresses = await guarded(
             "entra_unavailable",
             lambda: self._entra.get(caller.object_id, lambda: self._read_user(caller.object_id)),
         )
-        emails = sorted({(users[n].email or "").lower() for n in candidates(addresses, users)})
+        emails = sorted({(users[n].email or "").lower() for n in candidates(addresses, index)})
         matches = Matches([])
         if emails:
             matches = await guarded(
@@ -72,6 +72,7 @@ class Mapper:
             caller.upn,
             members,
             users,
+            index,
             entra_user,
             addresses,
             matches,
@@ -88,7 +89,7 @@ class Mapper:
             group = await self.defguard.group(self.group_name)
         with self.metrics.timed("defguard", "users"):
             users = await self.defguard.users(group.members)
-        return group.members, users
+        return group.members, users, email_index(users)
 
     async def _read_user(self, object_id: str) -> EntraView:
         with self.metrics.timed("graph", "user"):

@@ -14,6 +14,9 @@ Every refusal is a ``TokenRejected`` whose message says what was wrong and never
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import json
 import re
 import time
 from collections.abc import Callable
@@ -170,10 +173,7 @@ class TokenValidator:
     async def validate(self, token: str) -> Caller:
         if len(token) > MAX_TOKEN_BYTES:
             raise TokenRejected("the token is larger than any Entra access token")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise TokenRejected("the bearer value is not a JWT") from None
+        header = unverified_header(token)
         algorithm = header.get("alg")
         if algorithm not in ALGORITHMS:
             raise TokenRejected(
@@ -234,3 +234,21 @@ class TokenValidator:
             str(upn)[:256] if upn else None,
             str(client)[:64] if client else None,
         )
+
+
+def unverified_header(token: str) -> dict[str, Any]:
+    """The JOSE header, read only to choose the key; ``jwt.decode`` then checks everything.
+
+    Read here rather than with ``jwt.get_unverified_header``, which validates every segment
+    character by character, work ``jwt.decode`` repeats (a third of the broker's CPU).
+    """
+    head, dot, rest = token.partition(".")
+    if not dot or rest.count(".") != 1 or len(head) > 1024:
+        raise TokenRejected("the bearer value is not a JWT")
+    try:
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except (ValueError, binascii.Error):
+        raise TokenRejected("the bearer value is not a JWT") from None
+    if not isinstance(header, dict):
+        raise TokenRejected("the bearer value is not a JWT")
+    return header
