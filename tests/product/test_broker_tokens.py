@@ -16,14 +16,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import msal
 import pytest
 from cryptography.hazmat.primitives import serialization
 from dgprov_sandbox.keys import JwtSigner
 
 from ..broker_fixtures import BrokerProcess, broker_process, broker_token
-from ..conftest import Running, StartSandbox, example_tenant, msal_http_client, sign_in
-from ..sandbox.conftest import control, jwt_claims
+from ..conftest import Running, StartSandbox, example_tenant, sign_in
+from ..sandbox.conftest import broker_app_only_token, control, jwt_claims
 
 UPN = "jdoe@contoso.example"
 
@@ -59,21 +58,6 @@ def public_key_pem(running: Running) -> bytes:
     return key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-
-
-def app_only_token(running: Running) -> str:
-    info = running.info
-    app = msal.ConfidentialClientApplication(
-        info["confidential_client_id"],
-        client_credential=info["client_secret"],
-        authority=info["authority_url"],
-        instance_discovery=False,
-        http_client=msal_http_client(info["ca_bundle"]),
-    )
-    resource = info["broker_scope"].rsplit("/", 1)[0]
-    result = app.acquire_token_for_client([f"{resource}/.default"])
-    token: str = result["access_token"]
-    return token
 
 
 def enrollment_calls(running: Running) -> int:
@@ -126,7 +110,7 @@ CASES: dict[str, Callable[[Running, str], str]] = {
     ),
     "missing scope": lambda r, t: resigned(r, t, scp=None),
     "another scope only": lambda r, t: resigned(r, t, scp="Provision.Read"),
-    "app-only token": lambda r, t: app_only_token(r),
+    "app-only token": lambda r, t: broker_app_only_token(r),
     "not a JWT": lambda r, t: "not-a-jwt",
 }
 

@@ -30,6 +30,7 @@ from ..conftest import (
     StartSandbox,
     example_tenant,
     graph_client,
+    msal_http_client,
     sign_in,
     trust,
 )
@@ -228,3 +229,23 @@ def verify_with_jwks(running: Running, token: str) -> dict[str, Any]:
 
 def _unpad(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def broker_app_only_token(running: Running) -> str:
+    """Client credentials of the tenant's confidential client for ``api://{broker}/.default``:
+    an app-only token for the broker, through the real msal."""
+    import msal
+
+    info = running.info
+    app = msal.ConfidentialClientApplication(
+        info["confidential_client_id"],
+        client_credential=info["client_secret"],
+        authority=info["authority_url"],
+        instance_discovery=False,
+        http_client=msal_http_client(info["ca_bundle"]),
+    )
+    resource = info["broker_scope"].rsplit("/", 1)[0]
+    result = app.acquire_token_for_client([f"{resource}/.default"])
+    assert "access_token" in result, result
+    token: str = result["access_token"]
+    return token

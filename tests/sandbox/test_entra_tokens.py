@@ -5,17 +5,14 @@ Driven by the real ``msal`` library over HTTPS.
 
 from __future__ import annotations
 
-import msal
-
 from ..conftest import (
     ADMIN_SCOPES,
     Running,
     graph_client,
-    msal_http_client,
     public_client,
     sign_in,
 )
-from .conftest import jwt_claims, verify_with_jwks
+from .conftest import broker_app_only_token, jwt_claims, verify_with_jwks
 
 
 def test_device_code_auto_approved_as_admin(entra: Running) -> None:
@@ -74,17 +71,7 @@ def test_broker_token_refreshes_silently(entra: Running) -> None:
 def test_app_only_token_for_the_broker_has_roles_and_no_scope(tenant: Running) -> None:
     """Client credentials for ``api://{broker}/.default``: the roles granted, ``idtyp`` app."""
     info = tenant.info
-    app = msal.ConfidentialClientApplication(
-        info["confidential_client_id"],
-        client_credential=info["client_secret"],
-        authority=info["authority_url"],
-        instance_discovery=False,
-        http_client=msal_http_client(info["ca_bundle"]),
-    )
-    resource = info["broker_scope"].rsplit("/", 1)[0]
-    result = app.acquire_token_for_client([f"{resource}/.default"])
-    assert "access_token" in result, result
-    claims = verify_with_jwks(tenant, result["access_token"])
+    claims = verify_with_jwks(tenant, broker_app_only_token(tenant))
     assert claims["aud"] == info["broker_client_id"] and claims["idtyp"] == "app"
     assert claims["roles"] == ["Provision.All"] and "scp" not in claims
     assert claims["azp"] == info["confidential_client_id"] and "upn" not in claims
