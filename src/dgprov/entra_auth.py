@@ -197,15 +197,10 @@ def _failure(result: dict[str, Any], what: str) -> AuthenticationError:
     return AuthenticationError(f"{what} failed: {result.get('error', 'no answer')}: {description}")
 
 
-def msal_version(text: str) -> tuple[int, ...]:
-    """``1.29.0`` -> ``(1, 29, 0)``; a part that is not a number ends it (``1.30.0b1``)."""
-    parts: list[int] = []
-    for part in text.split("."):
-        digits = "".join(c for c in part if c.isdigit()) if part[:1].isdigit() else ""
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
+def msal_version(text: str) -> tuple[int, int]:
+    """``1.29.0`` or ``1.30.0b1`` -> ``(1, 29)``/``(1, 30)``; unreadable -> ``(0, 0)``."""
+    found = re.match(r"(\d+)\.(\d+)", text)
+    return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
 
 
 def platform_broker_options(

@@ -259,6 +259,8 @@ def test_auto_prefers_a_configured_broker_without_detecting_the_join() -> None:
         ("win32", "1.39.0", True, "browser", {"enable_broker_on_windows": True}),
         ("win32", "1.24.0", True, "auto", {}),  # the option is new in 1.25
         ("win32", "1.30.0b1", True, "auto", {"enable_broker_on_windows": True}),
+        ("win32", "2.0.0", True, "auto", {"enable_broker_on_windows": True}),
+        ("win32", "unknown", True, "auto", {}),
         ("win32", "1.29.0", False, "auto", {}),  # msal errors out without pymsalruntime
         ("win32", "1.29.0", True, "device-code", {}),  # asked for explicitly
         ("linux", "1.39.0", True, "auto", {}),
