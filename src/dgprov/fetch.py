@@ -15,7 +15,13 @@ from urllib.parse import quote
 from .broker_client import check_broker_scope, check_broker_url, fetch_provisioning
 from .client_files import TargetUser, account_name, is_account_of
 from .entra_auth import AccountRule, EntraSettings, EntraSignIn
-from .errors import InvalidProvisioningValue, NothingFound, UsageError, WrongAccount
+from .errors import (
+    AuthenticationError,
+    InvalidProvisioningValue,
+    NothingFound,
+    UsageError,
+    WrongAccount,
+)
 from .graph import GraphClient
 from .join import JoinState
 from .ldap_directory import LdapDirectory, LdapSettings, base_dn_for, discover_ldap_url
@@ -177,8 +183,19 @@ async def fetch_from_broker(
     on Windows: the sign-in is for the broker's own API, which WAM serves from the machine's
     account without a prompt."""
     sign_in = await user_sign_in(settings, [broker_scope], notify, for_user, platform_broker=True)
-    token = await asyncio.to_thread(sign_in.token)
-    return await fetch_provisioning(broker_url, token, verify=tls_context(settings.ca_bundle))
+    verify = tls_context(settings.ca_bundle)
+    try:
+        return await fetch_provisioning(
+            broker_url, await asyncio.to_thread(sign_in.token), verify=verify
+        )
+    except AuthenticationError:
+        # A cached token the broker refuses (signed with a key the authority has since rotated
+        # out, or revoked) would be refused until it expires: one fresh token, through the
+        # refresh token and without a prompt, then the broker's verdict stands. A refused token
+        # never reaches Defguard, so asking again rotates nothing.
+        log.info("the broker refused the access token; asking for a fresh one")
+        fresh = await asyncio.to_thread(sign_in.token, True)
+        return await fetch_provisioning(broker_url, fresh, verify=verify)
 
 
 async def fetch_from_entra(

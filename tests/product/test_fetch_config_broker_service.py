@@ -14,6 +14,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import Result
 
@@ -21,7 +22,7 @@ from dgprov.client_files import read
 from dgprov.commands.demo import sandbox_broker
 
 from ..broker_fixtures import broker_process
-from ..conftest import Running, StartSandbox, example_tenant
+from ..conftest import Running, StartSandbox, example_tenant, trust
 from .hostile import closed_port
 from .test_fetch_config_broker import broker_fetch
 
@@ -51,7 +52,7 @@ def tenant(**changes: Any) -> dict[str, Any]:
     return loaded
 
 
-def run(running: Running, tmp_path: Path, upn: str, broker_url: str, *extra: str) -> Result:
+def run(running: Running, tmp_path: Path, upn: str | None, broker_url: str, *extra: str) -> Result:
     return broker_fetch(
         running, tmp_path, upn, "--source", "broker", "--output", str(tmp_path / "p.json"),
         *extra, broker_url=broker_url,
@@ -162,3 +163,27 @@ def test_through_the_dgprov_broker_command(start_sandbox: StartSandbox, tmp_path
     assert audit["upn"] == "jdoe@contoso.example" and audit["outcome"] == "provisioned"
     assert token not in result.output and token not in logged
     assert "eyJ" not in result.output and "eyJ" not in logged
+
+
+def test_a_cached_token_from_before_a_key_rotation_is_replaced_silently(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    """The authority rotates its signing key and a broker starts that never saw the old one: it
+    refuses the cached access token, and fetch-config gets a fresh one through the refresh
+    token, with no new sign-in."""
+    running = start_sandbox(tenant())
+    assert running.sandbox.entra is not None
+    info = running.info
+    with sandbox_broker(info) as broker_url:
+        first = run(running, tmp_path, "jdoe@contoso.example", broker_url)
+    assert first.exit_code == 0, first.output
+    origin = "/".join(info["authority_url"].split("/")[:3])
+    rotated = httpx.post(f"{origin}/_sandbox/rotate-keys", verify=trust(info))
+    assert rotated.status_code == 200, rotated.text
+    codes = len(running.sandbox.entra.device_codes)
+    before = issued_hashes(running, "jdoe")
+    with sandbox_broker(info) as broker_url:  # a new replica: only the new key
+        again = run(running, tmp_path, None, broker_url)
+    assert again.exit_code == 0, again.output
+    assert len(running.sandbox.entra.device_codes) == codes and "To sign in" not in again.output
+    assert issued_hashes(running, "jdoe") - before  # a new token, minted for the fresh sign-in
