@@ -23,12 +23,14 @@ from dgprov_sandbox.tenant import synthetic_tenant
 from dgprov.cli import main
 from dgprov.client_files import read
 
-from ..conftest import Running, StartSandbox, example_tenant
+from ..conftest import REPO, Running, StartSandbox, example_tenant
 from .hostile import Exchange, HostileServer, hostile, replying
 from .test_fetch_config import LocalUser, data_file, local_user, provision, tenant_for, upn_of
 from .test_fetch_config import fetch as directory_fetch
 
 __all__ = ["local_user"]
+
+BINARY = REPO / "dist" / "dgprov"
 
 ENROLLMENT_TOKEN = "MintedByTheBrokerForThisUser000001"
 ANSWER = {"enrollment_url": "https://enroll.contoso.example/", "enrollment_token": ENROLLMENT_TOKEN}
@@ -330,3 +332,28 @@ def test_the_platform_broker_branch_with_the_installed_msal(
     assert "To sign in" not in completed.stderr
     assert claims(broker.received[0].headers["authorization"].split()[1])["upn"] == jdoe(running)
     assert read(tmp_path / "p.json").enrollment_token == ENROLLMENT_TOKEN
+
+
+@pytest.mark.skipif(not BINARY.exists(), reason="build it first with: make dist (make test does)")
+def test_the_single_file_binary_asks_the_broker(running: Running, tmp_path: Path) -> None:
+    """What installers ship: the broker client is in the binary, with no web server in it."""
+    info = running.info
+    assert running.sandbox.entra is not None
+    running.sandbox.entra.auto_approve_upn = jdoe(running)
+    args = [
+        str(BINARY), "fetch-config", "--broker-scope", info["broker_scope"],
+        "--tenant", info["tenant_id"], "--client-id", info["client_id"],
+        "--authority", info["authority_url"], "--ca-bundle", info["ca_bundle"],
+        "--auth", "device-code", "--output", str(tmp_path / "p.json"),
+    ]  # fmt: skip
+    with hostile(replying(200, ANSWER)) as broker:
+        completed = subprocess.run(
+            [*args, "--broker-url", broker.url],
+            env={**os.environ, "DGPROV_CACHE_DIR": str(tmp_path / "cache")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert completed.returncode == 0, completed.stderr
+    assert len(broker.received) == 1 and read(tmp_path / "p.json").enrollment_token
+    assert ENROLLMENT_TOKEN not in completed.stdout + completed.stderr
