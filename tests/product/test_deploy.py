@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from importlib.metadata import metadata
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -13,7 +15,8 @@ from click.testing import CliRunner
 
 from dgprov.cli import main
 
-from ..conftest import REPO
+from ..broker_fixtures import broker_process
+from ..conftest import REPO, StartSandbox, make_certificate
 
 DEPLOY = REPO / "deploy"
 SECRET_VARIABLES = {"DEFGUARD_API_TOKEN", "DGPROV_CLIENT_SECRET"}
@@ -126,3 +129,25 @@ def test_every_option_used_exists_in_dgprov_broker() -> None:
     assert "--listen" in known  # the help was read
     used = options_of(json.loads(instruction("CMD"))) | options_of(container()["args"])
     assert used <= known, used - known
+
+
+def test_the_image_health_check_works_against_the_tls_broker(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    """The HEALTHCHECK command, run as written (only the port changed) against a real
+    ``dgprov broker`` serving TLS: healthy while it serves, unhealthy once it is gone."""
+    key, certificate = make_certificate("dgprov-broker.contoso.example")
+    (tmp_path / "tls.key").write_text(key)
+    (tmp_path / "tls.crt").write_text(certificate)
+    command = json.loads(instruction("HEALTHCHECK").split("CMD", 1)[1])
+    port = json.loads(instruction("CMD"))[1].rsplit(":", 1)[1]
+    running = start_sandbox()
+    tls = ("--tls-cert", str(tmp_path / "tls.crt"), "--tls-key", str(tmp_path / "tls.key"))
+    with broker_process(running, *tls) as broker:
+        assert broker.url.startswith("https://127.0.0.1:")
+        served = broker.url.rsplit(":", 1)[1]
+        probe = [part.replace(f"127.0.0.1:{port}", f"127.0.0.1:{served}") for part in command]
+        healthy = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+    assert healthy.returncode == 0, healthy.stderr
+    gone = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+    assert gone.returncode != 0
