@@ -111,8 +111,8 @@ def fetch_config_command(
     dgprov broker mint one for the signed-in user, and write provisioning.json where the
     Defguard desktop client reads it.
 
-    Exit status: 0 written (or nothing to do), 1 nothing found for the user, 2 usage or sign-in
-    error, 3 not joined with --strict.
+    Exit status: 0 written (or nothing to do), 1 nothing found for the user (or the broker
+    refused), 2 usage or sign-in error, 3 not joined with --strict.
     """
     _log_to(log_file)
     result = api.fetch_config(
