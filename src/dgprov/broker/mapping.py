@@ -43,11 +43,13 @@ class Mapper:
         *,
         ttl: float,
         metrics: BrokerMetrics,
+        before_graph: Callable[[], Awaitable[None]],
     ) -> None:
         self.defguard = defguard
         self.graph = graph
         self.group_name = group_name
         self.metrics = metrics
+        self.before_graph = before_graph  # makes sure a Graph token is at hand (no blocking)
         self._group: TtlCache[GroupView] = TtlCache(ttl)
         self._entra: TtlCache[EntraView] = TtlCache(ttl)
         self._matches: TtlCache[Matches] = TtlCache(ttl)
@@ -92,10 +94,12 @@ class Mapper:
         return group.members, users, email_index(users)
 
     async def _read_user(self, object_id: str) -> EntraView:
+        await self.before_graph()
         with self.metrics.timed("graph", "user"):
             found = await self.graph.user_by_id(object_id)
         return found if found is not None else (None, [])
 
     async def _find(self, emails: list[str]) -> Matches:
+        await self.before_graph()
         with self.metrics.timed("graph", "lookup"):
             return await self.graph.find_users(emails)

@@ -14,13 +14,14 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from typing import Any
 
 from ..defguard import DefguardClient
 from ..entra_auth import EntraSignIn
-from ..errors import DgprovError
+from ..errors import AuthenticationError, DgprovError
 from ..graph import GraphClient
 from ..plan import Action
 from ..retry import RetryPolicy
@@ -37,6 +38,7 @@ from .tokens import Caller, KeySet, KeysUnavailable, TokenRejected, TokenValidat
 REQUEST_POLICY = RetryPolicy(attempts=3, max_delay=0.5, deadline=10.0, max_retry_after=2.0)
 READY_CACHE_SECONDS = 5.0
 DEFGUARD_CONNECTIONS = 64
+GRAPH_SIGN_IN_SECONDS = 15.0
 
 
 def audit_to_stderr(line: str) -> None:
@@ -93,6 +95,8 @@ class Broker:
         self.limiter = RateLimiter(config.rate_window_seconds)
         self.lifetime = config.token_lifetime
         self._signin: EntraSignIn | None = None
+        self._graph_token_value: str | None = None
+        self._warm_up: list[asyncio.Task[Any]] = []
         self._ready_at = float("-inf")
         self._ready_reason: str | None = "starting"
 
@@ -122,27 +126,55 @@ class Broker:
             config.group_name,
             ttl=config.mapping_ttl_seconds,
             metrics=self.metrics,
+            before_graph=self.fetch_graph_token,
         )
-        # Warm up without failing: a broker whose Entra or Defguard is down still starts and
-        # says so on /readyz, so an orchestrator can wait for it.
-        await asyncio.gather(self.readiness(), asyncio.to_thread(self._try_sign_in))
+        # Warm up in the background: a broker whose Entra or Defguard is down or slow still
+        # starts serving and says so on /readyz, so an orchestrator can wait for it.
+        self._warm_up = [
+            asyncio.create_task(self.readiness()),
+            asyncio.create_task(self._quietly(self.fetch_graph_token())),
+        ]
 
     async def aclose(self) -> None:
+        for task in self._warm_up:
+            task.cancel()
         for client in (self.defguard, self.graph, self.keys):
             await client.aclose()
 
-    def _try_sign_in(self) -> None:
-        with contextlib.suppress(DgprovError):  # reported by the first request needing Graph
-            self._graph_token(False)
+    @staticmethod
+    async def _quietly(work: Awaitable[None]) -> None:
+        with contextlib.suppress(Refusal):  # reported by the first request that needs it
+            await work
 
-    def _graph_token(self, fresh: bool) -> str:
+    async def fetch_graph_token(self) -> None:
+        """Have a current app-only Graph token before Graph is called.
+
+        msal is synchronous and its HTTP session has no timeout, so it runs in a thread with a
+        deadline; ``GraphClient`` then takes the token from memory and never blocks the loop.
+        """
+        try:
+            with self.metrics.timed("authority", "token"):
+                self._graph_token_value = await asyncio.wait_for(
+                    asyncio.to_thread(self._sign_in_for_graph), GRAPH_SIGN_IN_SECONDS
+                )
+        except asyncio.TimeoutError:
+            raise Refusal(
+                503, "entra_unavailable", "the Entra authority did not issue a Graph token in time"
+            ) from None
+        except DgprovError as exc:
+            raise Refusal(503, "entra_unavailable", str(exc)) from None
+
+    def _sign_in_for_graph(self) -> str:
         """An app-only Graph token of the broker's registration (msal caches it)."""
         if self._signin is None:
             settings = replace(self.config.entra, persist_cache=False)
-            with self.metrics.timed("authority", "sign_in"):
-                self._signin = EntraSignIn(settings, [], lambda _: None, "broker")
-        with self.metrics.timed("authority", "token"):
-            return self._signin.token(fresh)
+            self._signin = EntraSignIn(settings, [], lambda _: None, "broker")
+        return self._signin.token(False)
+
+    def _graph_token(self, fresh: bool) -> str:
+        if self._graph_token_value is None:
+            raise AuthenticationError("the broker holds no Graph token yet")
+        return self._graph_token_value
 
     async def readiness(self) -> str | None:
         """None when ready; else why not. Probes are answered from a 5-second memory."""
