@@ -364,8 +364,10 @@ def fetch_config(
         notify(message)
         return FetchResult(None, target.name, "none", state.evidence)
     log.info(f"source: {chosen}; user: {target.name}")
-    # Checked before anyone is asked to sign in.
-    broker = fetch.broker_settings(broker_url, broker_scope) if chosen == "broker" else None
+    broker = None
+    if chosen == "broker":  # checked before anyone is asked to sign in
+        auth = entra.auth if entra is not None else "auto"
+        broker = fetch.broker_settings(broker_url, broker_scope, auth)
     someone_else = target.name if target.someone_else else None
     if chosen in ("entra", "broker") and entra is None:
         raise UsageError("no Entra tenant: pass --tenant or set DGPROV_TENANT")

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from .broker_client import check_broker_scope, check_broker_url, fetch_provisioning
 from .client_files import TargetUser, account_name, is_account_of
-from .entra_auth import AccountRule, EntraSettings, EntraSignIn
+from .entra_auth import APP_ONLY_MODES, AccountRule, AuthMode, EntraSettings, EntraSignIn
 from .errors import (
     AuthenticationError,
     InvalidProvisioningValue,
@@ -157,8 +157,15 @@ async def user_sign_in(
     return sign_in
 
 
-def broker_settings(broker_url: str | None, broker_scope: str | None) -> tuple[str, str]:
-    """``--broker-url`` and ``--broker-scope`` checked, in that order, before any sign-in."""
+def broker_settings(
+    broker_url: str | None, broker_scope: str | None, auth: AuthMode
+) -> tuple[str, str]:
+    """``--broker-url``, ``--broker-scope`` and ``--auth`` checked before any sign-in."""
+    if auth in APP_ONLY_MODES:
+        raise UsageError(
+            f"--source broker signs a person in; --auth {auth} signs in the app, whose token "
+            "the broker refuses: use --auth auto, browser or device-code"
+        )
     if not broker_url:
         raise UsageError("--source broker needs --broker-url URL (or set DGPROV_BROKER_URL)")
     url = check_broker_url(broker_url)

@@ -188,6 +188,18 @@ def test_usage_errors(tmp_path: Path, arguments: list[str], message: str) -> Non
     assert not (tmp_path / "p.json").exists()
 
 
+def test_an_app_sign_in_is_refused(tmp_path: Path) -> None:
+    """The broker wants a person's token; an app-only one is refused before anything is sent."""
+    result = CliRunner().invoke(
+        main,
+        ["fetch-config", "--tenant", "t", "--client-id", "c", "--broker-url", "https://b.example",
+         "--broker-scope", "api://b/Provision", "--auth", "client-secret",
+         "--output", str(tmp_path / "p.json")],
+        env={"DGPROV_CLIENT_SECRET": "a-secret-the-broker-path-must-not-use"},
+    )  # fmt: skip
+    assert result.exit_code == 2 and "--source broker signs a person in" in result.output
+
+
 def test_no_scope(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         main,
