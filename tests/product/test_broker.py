@@ -5,11 +5,15 @@ with which status, the rate limit, the operations endpoints and what the broker 
 from __future__ import annotations
 
 import re
+import signal
 import socket
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from dgprov_sandbox.http_common import FaultSettings
 
 from ..broker_fixtures import BrokerProcess, broker_command, broker_process, broker_token
 from ..conftest import Running, StartSandbox, example_tenant, trust
@@ -219,3 +223,19 @@ def test_no_secret_in_any_output_and_no_graph_write(
     assert routes["GET /v1.0/users/{id}"] == 3  # the counts are live: reads are there
     writes = [r for r in routes if r != "POST /v1.0/$batch" and "GET" not in r]
     assert writes == []
+
+
+def test_a_stop_lets_the_request_in_flight_finish(start_sandbox: StartSandbox) -> None:
+    """SIGTERM while a provisioning request waits for a slow Defguard: the answer still comes,
+    then the broker exits 0 (checked by ``broker_process``)."""
+    running = start_sandbox(example_tenant(), faults=FaultSettings(latency_ms=700))
+    token = broker_token(running, "jdoe@contoso.example")
+    with broker_process(running) as broker, ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(provision, broker, token)
+        deadline = time.monotonic() + 30
+        while not running.sandbox.core_requests["GET /api/v1/group-info"] and not answer.done():
+            assert time.monotonic() < deadline, "the request never reached Defguard"
+            time.sleep(0.01)
+        broker.process.send_signal(signal.SIGTERM)
+        assert answer.result(timeout=60).status_code == 200
+    assert len(running.tokens("jdoe")) == 1

@@ -179,3 +179,22 @@ def test_a_rotated_key_is_fetched_once_and_forged_kids_do_not_hammer_the_authori
     # The old key is no longer published: a token it signed is refused.
     assert broker.post(old).status_code == 401
     assert running.tokens("jdoe") == []
+
+
+def test_v1_tokens_and_the_app_id_uri_audience_are_accepted(
+    served: tuple[Running, BrokerProcess],
+) -> None:
+    """An API registered with accessTokenAcceptedVersion 1 gets v1.0 tokens: the STS issuer
+    and the App ID URI as audience. Both forms are the tenant's own."""
+    running, broker = served
+    good = broker_token(running, UPN)
+    tenant = jwt_claims(good)["tid"]
+    v1 = resigned(
+        running,
+        good,
+        iss=f"https://sts.windows.net/{tenant}/",
+        aud=f"api://{running.info['broker_client_id']}",
+        ver="1.0",
+    )
+    assert broker.post(v1).status_code == 200
+    assert len(running.tokens("jdoe")) == 1
