@@ -45,7 +45,7 @@ $(DIST): $(STAMP) $(SOURCES)
 	  --distpath dist --workpath build/pyinstaller --specpath build \
 	  --collect-data dgprov --collect-submodules dgprov \
 	  --exclude-module dgprov_sandbox --exclude-module uvicorn --exclude-module starlette \
-	  --exclude-module prometheus_client \
+	  --exclude-module prometheus_client --exclude-module uvloop --exclude-module httptools \
 	  --copy-metadata msal --hidden-import dns.resolver packaging/dgprov_entry.py
 
 test: lint test-tools dist

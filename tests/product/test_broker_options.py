@@ -96,6 +96,13 @@ def test_without_the_broker_extra_it_says_how_to_install_it(start_sandbox: Start
 
 @pytest.mark.skipif(not BINARY.exists(), reason="build it first with: make dist (make test does)")
 def test_the_binary_has_no_broker_and_says_how_to_get_one(start_sandbox: StartSandbox) -> None:
+    from PyInstaller.archive.readers import CArchiveReader
+
+    archive = CArchiveReader(str(BINARY))
+    modules = list(archive.open_embedded_archive("PYZ.pyz").toc)
+    packages = {name.split(".")[0] for name in modules}
+    assert "dgprov" in packages  # the listing is the product's
+    assert packages.isdisjoint({"starlette", "uvicorn", "prometheus_client", "uvloop"})
     running = start_sandbox(example_tenant())
     refused(run_broker(running, prefix=[str(BINARY)]), "pip install 'dgprov[broker]'")
 
