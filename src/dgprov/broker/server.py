@@ -28,6 +28,9 @@ from .app import create_app
 from .config import BrokerConfig, Listen
 
 GRACE_SECONDS = 10
+# Longer than the idle timeout of common load balancers (60 s), so the broker never closes a
+# kept-alive connection at the moment the balancer sends a request on it (a 502 there).
+KEEP_ALIVE_SECONDS = 75
 READY_TIMEOUT_SECONDS = 30.0
 
 
@@ -63,6 +66,7 @@ def _server(config: BrokerConfig) -> uvicorn.Server:
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=GRACE_SECONDS,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
             ssl_certfile=config.tls_cert,
             ssl_keyfile=config.tls_key,
             server_header=False,
