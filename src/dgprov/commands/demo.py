@@ -2,25 +2,24 @@
 
 It drives the library API exactly as the commands do. This module and ``sandbox`` are the only
 product modules that load ``dgprov_sandbox``, and only when the command runs; ``--broker`` also
-loads the broker service (the ``broker`` extra) then, as ``dgprov broker`` does.
+loads the broker service (the ``broker`` extra) then, through ``dgprov broker``'s own loader.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import click
 
 from .. import api, client_files
 from ..errors import EXIT_SOME_FAILED, UsageError
+from .broker import load_broker
 from .render import echo_err, show_enrolled, show_members
 from .sandbox import load_sandbox
 
@@ -88,17 +87,6 @@ def demo_client_job(sandbox: Any, settings: api.EntraSettings) -> None:
         source="entra",
         attribute_set_name=DEMO_ATTRIBUTE_SET,
     )
-
-
-def load_broker() -> ModuleType:
-    """``dgprov.broker``, or a usage error saying how to install the extra it needs."""
-    try:
-        return importlib.import_module("dgprov.broker")
-    except ModuleNotFoundError as exc:
-        raise UsageError(
-            f"dgprov demo --broker needs the broker extra ({exc.name} is missing): "
-            "pip install 'dgprov[broker]' (`make demo` installs it)"
-        ) from None
 
 
 @contextmanager
