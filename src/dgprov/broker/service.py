@@ -39,6 +39,7 @@ REQUEST_POLICY = RetryPolicy(attempts=3, max_delay=0.5, deadline=10.0, max_retry
 READY_CACHE_SECONDS = 5.0
 DEFGUARD_CONNECTIONS = 64
 GRAPH_SIGN_IN_SECONDS = 15.0
+GRAPH_TOKEN_REUSE_SECONDS = 300.0
 
 
 def audit_to_stderr(line: str) -> None:
@@ -96,6 +97,7 @@ class Broker:
         self.lifetime = config.token_lifetime
         self._signin: EntraSignIn | None = None
         self._graph_token_value: str | None = None
+        self._graph_token_at = float("-inf")
         self._warm_up: list[asyncio.Task[Any]] = []
         self._ready_at = float("-inf")
         self._ready_reason: str | None = "starting"
@@ -151,12 +153,17 @@ class Broker:
 
         msal is synchronous and its HTTP session has no timeout, so it runs in a thread with a
         deadline; ``GraphClient`` then takes the token from memory and never blocks the loop.
+        msal is asked again after ``GRAPH_TOKEN_REUSE_SECONDS`` (its tokens live an hour and
+        more; it renews them itself before they expire), not on every Graph call.
         """
+        if time.monotonic() - self._graph_token_at < GRAPH_TOKEN_REUSE_SECONDS:
+            return
         try:
             with self.metrics.timed("authority", "token"):
                 self._graph_token_value = await asyncio.wait_for(
                     asyncio.to_thread(self._sign_in_for_graph), GRAPH_SIGN_IN_SECONDS
                 )
+            self._graph_token_at = time.monotonic()
         except asyncio.TimeoutError:
             raise Refusal(
                 503, "entra_unavailable", "the Entra authority did not issue a Graph token in time"
@@ -172,6 +179,8 @@ class Broker:
         return self._signin.token(False)
 
     def _graph_token(self, fresh: bool) -> str:
+        if fresh:  # Graph refused it: ask msal again before the next Graph call
+            self._graph_token_at = float("-inf")
         if self._graph_token_value is None:
             raise AuthenticationError("the broker holds no Graph token yet")
         return self._graph_token_value
