@@ -80,6 +80,10 @@ def test_token_lifetime_and_two_workers(start_sandbox: StartSandbox) -> None:
             (issued,) = running.tokens(username)
             assert issued["lifetime_seconds"] == 1800
         assert broker.get("/readyz").status_code == 200
+        # Whichever worker answers the scrape, it counts all three (shared metrics).
+        for _ in range(4):
+            metrics = httpx.get(f"{broker.url}/metrics", headers={"Connection": "close"}).text
+            assert 'dgprov_broker_requests_total{outcome="provisioned"} 3.0' in metrics
 
 
 def test_without_the_broker_extra_it_says_how_to_install_it(start_sandbox: StartSandbox) -> None:

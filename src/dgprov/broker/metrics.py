@@ -8,12 +8,14 @@ how much of its wait was Defguard, Graph, and the broker itself.
 from __future__ import annotations
 
 import contextvars
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -42,6 +44,20 @@ class Timing:
 current_timing: contextvars.ContextVar[Timing | None] = contextvars.ContextVar(
     "dgprov_broker_timing", default=None
 )
+
+
+_shared_directory: str | None = None
+
+
+def share_between_workers(directory: str) -> None:
+    """In a ``--workers`` process, before any metric exists: keep the values in ``directory``
+    (prometheus_client's multiprocess mode), so every worker's /metrics shows all workers'
+    counts, whichever one a scrape reaches."""
+    global _shared_directory
+    _shared_directory = directory
+    # prometheus_client reads the directory from this variable when it creates a value.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 
 class BrokerMetrics:
@@ -88,4 +104,8 @@ class BrokerMetrics:
         self.latency.labels(outcome).observe(seconds)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        if _shared_directory is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=_shared_directory)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)

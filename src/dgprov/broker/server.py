@@ -13,9 +13,11 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ import uvicorn
 from ..errors import UsageError
 from .app import create_app
 from .config import BrokerConfig, Listen
+from .metrics import share_between_workers
 
 GRACE_SECONDS = 10
 # Longer than the idle timeout of common load balancers (60 s), so the broker never closes a
@@ -93,12 +96,14 @@ def serve(config: BrokerConfig, out: TextIO = sys.stdout) -> int:
     if config.workers == 1:
         _run(config, sock)
         return 0
+    metrics_directory = tempfile.mkdtemp(prefix="dgprov-broker-metrics-")
     children = []
     for _ in range(config.workers):
         pid = os.fork()
         if pid == 0:  # a worker: serve until told to stop, never return into the parent's code
             code = 1
             try:
+                share_between_workers(metrics_directory)
                 _run(config, sock)
                 code = 0
             finally:
@@ -117,6 +122,7 @@ def serve(config: BrokerConfig, out: TextIO = sys.stdout) -> int:
     for pid in children:
         _, wait_status = os.waitpid(pid, 0)
         status = status or os.waitstatus_to_exitcode(wait_status)
+    shutil.rmtree(metrics_directory, ignore_errors=True)
     return 0 if status in (0, -signal.SIGTERM, -signal.SIGINT) else 1
 
 
