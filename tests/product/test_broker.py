@@ -136,6 +136,27 @@ def test_a_user_asking_again_within_the_window_gets_429(
     assert other.status_code == 200
 
 
+def test_racing_requests_of_one_user_get_one_token(
+    sandbox_and_broker: tuple[Running, BrokerProcess],
+) -> None:
+    running, broker = sandbox_and_broker
+    token = broker_token(running, "jdoe@contoso.example")
+    with ThreadPoolExecutor(6) as pool:
+        statuses = sorted(
+            r.status_code for r in pool.map(lambda _: provision(broker, token), range(6))
+        )
+    assert statuses == [200, 429, 429, 429, 429, 429]
+    assert len(running.tokens("jdoe")) == 1
+
+
+def test_a_refused_mapping_does_not_use_up_the_window(
+    sandbox_and_broker: tuple[Running, BrokerProcess],
+) -> None:
+    running, broker = sandbox_and_broker
+    token = broker_token(running, "admin@contoso.example")
+    assert [provision(broker, token).status_code for _ in range(3)] == [403, 403, 403]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -32,11 +32,15 @@ class RateLimiter:
         return 0.0 if since is None else max(0.0, self.window - (self.clock() - since))
 
     def record(self, user: str) -> None:
-        """``user`` is being given a token now (counted whatever Defguard then answers)."""
+        """``user`` asks for a token now (counted whatever Defguard then answers)."""
         self._granted[user] = self.clock()
         self._granted.move_to_end(user)
         while len(self._granted) > MAX_ENTRIES:
             self._granted.popitem(last=False)
+
+    def forget(self, user: str) -> None:
+        """Undo ``record``: the request it counted never reached Defguard."""
+        self._granted.pop(user, None)
 
     def _forget_expired(self) -> None:
         now = self.clock()

@@ -2,8 +2,9 @@
 
 The order matters: the token is checked before anything else is asked (a bad token never
 reaches Defguard or Graph), the rate limit before the mapping (a user in a loop costs one
-dictionary lookup), and the grant is counted before Defguard is called (a user cannot make the
-broker rotate their token faster than the window by racing requests).
+dictionary lookup), and the request is counted before the first await (a user cannot make the
+broker rotate their token faster than the window by racing requests); a refusal of the mapping
+gives the count back, since Defguard was never asked.
 """
 
 from __future__ import annotations
@@ -217,11 +218,17 @@ class Broker:
                 f"ask again in {wait:.0f} s",
                 retry_after=max(1, round(wait)),
             )
-        grant = await self.mapper.grant(
-            caller, refuse_enrolled=self.config.enrolled_users == "refuse"
-        )
-        record.username, record.action = grant.username, grant.action.value
+        # Counted now, before anything is awaited: a second request racing this one is refused
+        # even while this one is still being mapped. Returned if Defguard is never asked.
         self.limiter.record(caller.object_id)
+        try:
+            grant = await self.mapper.grant(
+                caller, refuse_enrolled=self.config.enrolled_users == "refuse"
+            )
+        except Refusal:
+            self.limiter.forget(caller.object_id)
+            raise
+        record.username, record.action = grant.username, grant.action.value
         config = await guarded(
             "defguard_unavailable", lambda: self._issue(caller, grant.username, grant.action)
         )
