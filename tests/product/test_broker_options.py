@@ -52,6 +52,29 @@ def test_refusals_before_listening(
     refused(run_broker(start_sandbox(example_tenant()), *extra), words)
 
 
+@pytest.mark.parametrize(
+    ("missing", "words"),
+    [
+        ("DEFGUARD_API_TOKEN", "no Defguard API token: set DEFGUARD_API_TOKEN"),
+        ("DGPROV_CLIENT_SECRET", "no client secret: set DGPROV_CLIENT_SECRET"),
+    ],
+)
+def test_secrets_come_from_the_environment_or_files(
+    start_sandbox: StartSandbox, missing: str, words: str
+) -> None:
+    running = start_sandbox(example_tenant())
+    environment = {k: v for k, v in broker_environment(running).items() if k != missing}
+    completed = subprocess.run(
+        broker_command(running),
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    refused(completed, words)
+
+
 def test_https_with_tls_cert_and_key_on_any_address(start_sandbox: StartSandbox) -> None:
     running = start_sandbox(example_tenant())
     tls = Path(running.info["ca_bundle"]).parent
