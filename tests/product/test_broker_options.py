@@ -42,6 +42,7 @@ def refused(completed: subprocess.CompletedProcess[str], words: str) -> None:
         (("--listen", "0.0.0.0:0"), "plain HTTP is served on loopback only"),
         (("--listen", "localhost"), "--listen 'localhost': give HOST:PORT"),
         (("--tls-cert", __file__), "--tls-cert and --tls-key go together"),
+        (("--tls-cert", __file__, "--tls-key", __file__), "cannot serve HTTPS with them"),
         (("--token-lifetime", "forever"), "--token-lifetime 'forever'"),
         (("--token-lifetime", "0"), "--token-lifetime '0' is zero"),
     ],

@@ -77,24 +77,40 @@ def _server(config: BrokerConfig) -> uvicorn.Server:
     )
 
 
-def _run(config: BrokerConfig, sock: socket.socket) -> None:
+def _loaded_server(config: BrokerConfig) -> uvicorn.Server:
+    """A server whose TLS files are already read: a wrong path, a key that does not match the
+    certificate or a file that is not PEM is one line and exit 2, before anything listens."""
+    server = _server(config)
+    try:
+        server.config.load()
+    except OSError as exc:  # ssl.SSLError too
+        reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
+        raise UsageError(
+            f"--tls-cert {config.tls_cert} / --tls-key {config.tls_key}: cannot serve HTTPS "
+            f"with them ({reason}); give a PEM certificate chain and its private key"
+        ) from None
+    return server
+
+
+def _run(server: uvicorn.Server, sock: socket.socket) -> None:
     """One worker until SIGTERM/SIGINT. uvicorn catches the signal, shuts down gracefully and
     then raises it again for the handler it found installed: a quiet one, so a requested stop
     ends with status 0 rather than death by signal."""
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, lambda signum, frame: None)
-    asyncio.run(_server(config).serve(sockets=[sock]))
+    asyncio.run(server.serve(sockets=[sock]))
 
 
 def serve(config: BrokerConfig, out: TextIO = sys.stdout) -> int:
     """Run until stopped; the exit status (0 after a graceful stop)."""
     if config.workers > 1 and not hasattr(os, "fork"):
         raise UsageError("--workers above 1 needs a POSIX system; run more replicas instead")
+    server = _loaded_server(config)
     sock = bind(config.listen)
     out.write(json.dumps({"broker_url": broker_url(config, sock)}) + "\n")
     out.flush()
     if config.workers == 1:
-        _run(config, sock)
+        _run(server, sock)
         return 0
     metrics_directory = tempfile.mkdtemp(prefix="dgprov-broker-metrics-")
     children = []
@@ -104,7 +120,7 @@ def serve(config: BrokerConfig, out: TextIO = sys.stdout) -> int:
             code = 1
             try:
                 share_between_workers(metrics_directory)
-                _run(config, sock)
+                _run(_server(config), sock)
                 code = 0
             finally:
                 os._exit(code)
