@@ -55,20 +55,24 @@ class Mapper:
         self._matches: TtlCache[Matches] = TtlCache(ttl)
 
     async def grant(self, caller: Caller, *, refuse_enrolled: bool) -> Grant:
-        members, users, index = await guarded(
-            "defguard_unavailable", lambda: self._group.get("", self._read_group)
-        )
-        entra_user, addresses = await guarded(
-            "entra_unavailable",
-            lambda: self._entra.get(caller.object_id, lambda: self._read_user(caller.object_id)),
-        )
-        emails = sorted({(users[n].email or "").lower() for n in candidates(addresses, index)})
-        matches = Matches([])
-        if emails:
-            matches = await guarded(
-                "entra_unavailable",
-                lambda: self._matches.get("\n".join(emails), lambda: self._find(emails)),
+        with self.metrics.waiting("defguard"):
+            members, users, index = await guarded(
+                "defguard_unavailable", lambda: self._group.get("", self._read_group)
             )
+        with self.metrics.waiting("graph"):
+            entra_user, addresses = await guarded(
+                "entra_unavailable",
+                lambda: self._entra.get(
+                    caller.object_id, lambda: self._read_user(caller.object_id)
+                ),
+            )
+            emails = sorted({(users[n].email or "").lower() for n in candidates(addresses, index)})
+            matches = Matches([])
+            if emails:
+                matches = await guarded(
+                    "entra_unavailable",
+                    lambda: self._matches.get("\n".join(emails), lambda: self._find(emails)),
+                )
         return decide(
             caller.object_id,
             caller.upn,
@@ -87,19 +91,19 @@ class Mapper:
         self._entra.forget(caller.object_id)
 
     async def _read_group(self) -> GroupView:
-        with self.metrics.timed("defguard", "group"):
+        with self.metrics.timed("defguard", "group", request=False):
             group = await self.defguard.group(self.group_name)
-        with self.metrics.timed("defguard", "users"):
+        with self.metrics.timed("defguard", "users", request=False):
             users = await self.defguard.users(group.members)
         return group.members, users, email_index(users)
 
     async def _read_user(self, object_id: str) -> EntraView:
         await self.before_graph()
-        with self.metrics.timed("graph", "user"):
+        with self.metrics.timed("graph", "user", request=False):
             found = await self.graph.user_by_id(object_id)
         return found if found is not None else (None, [])
 
     async def _find(self, emails: list[str]) -> Matches:
         await self.before_graph()
-        with self.metrics.timed("graph", "lookup"):
+        with self.metrics.timed("graph", "lookup", request=False):
             return await self.graph.find_users(emails)

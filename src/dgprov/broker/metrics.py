@@ -60,6 +60,12 @@ def share_between_workers(directory: str) -> None:
     values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 
+def add_to_request(service: str, seconds: float) -> None:
+    timing = current_timing.get()
+    if timing is not None:
+        setattr(timing, service, getattr(timing, service) + seconds)
+
+
 class BrokerMetrics:
     """The process's registry: requests by outcome, request and remote-call latency."""
 
@@ -87,17 +93,29 @@ class BrokerMetrics:
         )
 
     @contextmanager
-    def timed(self, service: str, call: str) -> Iterator[None]:
-        """Time one remote call (``service`` is defguard, graph or authority)."""
+    def timed(self, service: str, call: str, *, request: bool = True) -> Iterator[None]:
+        """Time one remote call (``service`` is defguard, graph or authority) for its histogram
+        and, unless ``request`` is false, for the request's ``Server-Timing``."""
         started = time.perf_counter()
         try:
             yield
         finally:
             elapsed = time.perf_counter() - started
             self.calls.labels(service, call).observe(elapsed)
-            timing = current_timing.get()
-            if timing is not None:
-                setattr(timing, service, getattr(timing, service) + elapsed)
+            if request:
+                add_to_request(service, elapsed)
+
+    @staticmethod
+    @contextmanager
+    def waiting(service: str) -> Iterator[None]:
+        """Count what a request waits for ``service``'s data toward its ``Server-Timing``,
+        whether it reads the data itself or waits for another request reading it (a cache
+        shared by concurrent requests); the read itself goes to the histogram only."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            add_to_request(service, time.perf_counter() - started)
 
     def observe(self, outcome: str, seconds: float) -> None:
         self.requests.labels(outcome).inc()
