@@ -57,7 +57,6 @@ class Caller:
 
     object_id: str
     upn: str | None
-    client_app: str | None
 
 
 class KeySet:
@@ -228,12 +227,7 @@ class TokenValidator:
         if not GUID.match(object_id):
             raise TokenRejected("the token names no user (oid)")
         upn = claims.get("upn") or claims.get("preferred_username") or claims.get("unique_name")
-        client = claims.get("azp") or claims.get("appid")
-        return Caller(
-            object_id,
-            str(upn)[:256] if upn else None,
-            str(client)[:64] if client else None,
-        )
+        return Caller(object_id, str(upn)[:256] if upn else None)
 
 
 def unverified_header(token: str) -> dict[str, Any]:
