@@ -45,6 +45,7 @@ $(DIST): $(STAMP) $(SOURCES)
 	  --distpath dist --workpath build/pyinstaller --specpath build \
 	  --collect-data dgprov --collect-submodules dgprov \
 	  --exclude-module dgprov_sandbox --exclude-module uvicorn --exclude-module starlette \
+	  --exclude-module prometheus_client --exclude-module uvloop --exclude-module httptools \
 	  --copy-metadata msal --hidden-import dns.resolver packaging/dgprov_entry.py
 
 test: lint test-tools dist
@@ -73,6 +74,7 @@ test-msal-floor: $(FLOOR_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/generate_tokens.py
+	$(BIN)/python bench/broker.py
 
 clean:
 	rm -rf $(VENV) $(FLOOR_VENV) .pytest_cache .mypy_cache .ruff_cache build dist

@@ -83,32 +83,74 @@ def test_the_two_commands_load_the_sandbox_lazily() -> None:
         assert not [n for n in top if n.startswith("dgprov_sandbox")], relative
 
 
-def test_importing_the_product_loads_no_sandbox_and_no_web_server() -> None:
-    """Every product module imported in a fresh interpreter: nothing of the emulators comes in."""
-    modules = sorted(
-        "dgprov." + ".".join(p.relative_to(PRODUCT).with_suffix("").parts)
-        for p in PRODUCT.rglob("*.py")
-        if p.name not in ("__init__.py", "__main__.py")
-    )
+def web_server_modules_after_importing(modules: list[str]) -> list[str]:
+    """What of the emulators and web servers a fresh interpreter holds after ``modules``."""
     code = (
         "import importlib, sys\n"
         f"for name in {modules!r}: importlib.import_module(name)\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('dgprov_sandbox', 'starlette', 'uvicorn', 'jsonschema')))"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in "
+        f"{WEB_SERVER_PACKAGES!r}}}))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
-    assert result.stdout.strip() == "[]"
+    found: list[str] = ast.literal_eval(result.stdout.strip())
+    return found
+
+
+WEB_SERVER_PACKAGES = ("dgprov_sandbox", "starlette", "uvicorn", "jsonschema", "prometheus_client")
+BROKER = PRODUCT / "broker"
+
+
+def test_importing_the_product_loads_no_sandbox_and_no_web_server() -> None:
+    """Every product module but the broker's (``dgprov`` itself, ``cli`` with every command,
+    ``commands/broker.py`` included) imported in a fresh interpreter: no emulator, no web
+    server."""
+    modules = sorted(
+        "dgprov." + ".".join(p.relative_to(PRODUCT).with_suffix("").parts)
+        for p in PRODUCT.rglob("*.py")
+        if p.name not in ("__init__.py", "__main__.py") and BROKER not in p.parents
+    )
+    assert "dgprov.commands.broker" in modules and "dgprov.cli" in modules
+    assert web_server_modules_after_importing(["dgprov", *modules]) == []
     assert len(modules) > 20  # the walk found the product
+
+
+def test_the_broker_is_loaded_only_by_its_command_and_lazily() -> None:
+    """``dgprov.broker`` needs the ``broker`` extra: only ``commands/broker.py`` names it, and
+    not at import time; importing it does load the web server (so the check above can fail)."""
+    naming = sorted(
+        path.relative_to(PRODUCT).as_posix()
+        for path in PRODUCT.rglob("*.py")
+        if BROKER not in path.parents
+        and any(
+            n == "dgprov.broker" or n.startswith("dgprov.broker.")
+            for n in imported_modules(path, PRODUCT)
+        )
+    )
+    assert naming == []  # the command loads it through importlib, by name
+    command = PRODUCT / "commands" / "broker.py"
+    assert '"dgprov.broker"' in command.read_text("utf-8")
+    top = imported_modules(command, PRODUCT, top_level_only=True)
+    assert not [n for n in top if n.split(".")[0] in WEB_SERVER_PACKAGES]
+    assert {"starlette", "uvicorn", "prometheus_client"} <= set(
+        web_server_modules_after_importing(["dgprov.broker"])
+    )
 
 
 def test_the_product_distribution_depends_on_no_emulator_library() -> None:
     requirements = metadata.requires("dgprov") or []
     runtime = [r for r in requirements if "extra ==" not in r]
     names = {re.split(r"[;<>=!~\[ ]", r, maxsplit=1)[0].lower() for r in runtime}
-    assert names.isdisjoint({"starlette", "uvicorn", "jsonschema", "dgprov-sandbox"})
+    assert names.isdisjoint(
+        {"starlette", "uvicorn", "jsonschema", "dgprov-sandbox", "prometheus-client"}
+    )
     assert {"httpx", "msal"} <= names  # the metadata read is the product's
+    broker_extra = [r for r in requirements if 'extra == "broker"' in r]
+    assert {re.split(r"[;<>=!~\[ ]", r, maxsplit=1)[0].lower() for r in broker_extra} >= {
+        "starlette",
+        "uvicorn",
+    }
 
 
 def test_the_checker_sees_relative_imports() -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from . import client_files, join
+from . import client_files, fetch, join
 from .account_rules import check_phone
 from .defguard import DefguardClient
 from .directory import Directory
@@ -46,17 +46,15 @@ from .errors import (
     Cancelled,
     NotJoined,
     UsageError,
-    WrongAccount,
 )
-from .fetch import fetch_from_ad, fetch_from_entra
 from .graph import EntraDirectory, GraphClient
-from .ldap_directory import LdapDirectory, LdapSettings, base_dn_for, discover_ldap_url
+from .ldap_directory import LdapDirectory, LdapSettings
 from .plan import EnrolledPolicy, Outcome, PlannedMember, summary
 from .provision import ProvisionConfig, Provisioner, utc_iso
 from .report import LiveReport, ReportFile, check_destination, member_row, resume_from
 from .stored_value import ProvisioningConfig
 from .tls import tls_context
-from .urls import check_ldap_url, check_service_url
+from .urls import check_service_url
 
 __all__ = [
     "ADMIN_SCOPES",
@@ -328,16 +326,18 @@ class FetchResult:
 
     path: Path | None  # None: the machine is joined to nothing, nothing was written
     user: str
-    source: Literal["entra", "ad", "none"]
+    source: Literal["entra", "ad", "broker", "none"]
     join_evidence: str = ""
 
 
 def fetch_config(
     *,
-    source: Literal["auto", "entra", "ad"] = "auto",
+    source: Literal["auto", "entra", "ad", "broker"] = "auto",
     strict: bool = False,
     attribute_set_name: str = "Defguard",
     entra: EntraSettings | None = None,
+    broker_url: str | None = None,
+    broker_scope: str | None = None,
     ldap_url: str | None = None,
     base_dn: str | None = None,
     ad_attribute: str = "defguardProvisioningConfig",
@@ -350,39 +350,48 @@ def fetch_config(
     notify: Notify = _quiet,
     detect_join: Callable[[], join.JoinState] = join.detect,
 ) -> FetchResult:
-    """Read the user's enrollment URL and token from Entra ID or AD and write
+    """Read the user's enrollment URL and token from Entra ID or AD, or have ``dgprov broker``
+    at ``broker_url`` mint one for the user signed in for ``broker_scope``, and write
     ``provisioning.json`` where the Defguard desktop client reads it.
 
-    Raises ``NothingFound`` (exit 1) when the directory holds nothing usable for the user and
-    ``NotJoined`` (exit 3) for ``strict`` on a machine joined to nothing.
+    ``source="auto"`` uses the broker when ``broker_url`` is given, else detects the join.
+    Raises ``NothingFound`` (exit 1) when the directory holds nothing usable for the user (or
+    the broker will not provision them) and ``NotJoined`` (exit 3) for ``strict`` on a machine
+    joined to nothing.
     """
     target = client_files.resolve_target(for_user, output is not None, notify)
-    state = join.JoinState("none")
-    if source == "auto":
-        state = detect_join()
+    chosen, state = fetch.chosen_source(source, broker_url, detect_join)
+    if source == "auto" and chosen != "broker":
         log.info(f"join detection: {state.kind} ({state.evidence})")
-        if not state.joined:
-            message = (
-                "this machine is joined neither to Active Directory nor to Entra ID "
-                f"({state.evidence}); nothing to do"
-            )
-            if strict:
-                raise NotJoined(message)
-            notify(message)
-            return FetchResult(None, target.name, "none", state.evidence)
-        chosen: Literal["entra", "ad"] = "ad" if state.kind == "ad" else "entra"
-    else:
-        chosen = source
+    if chosen is None:
+        message = (
+            "this machine is joined neither to Active Directory nor to Entra ID "
+            f"({state.evidence}); nothing to do"
+        )
+        if strict:
+            raise NotJoined(message)
+        notify(message)
+        return FetchResult(None, target.name, "none", state.evidence)
     log.info(f"source: {chosen}; user: {target.name}")
-    if chosen == "entra":
-        if entra is None:
-            raise UsageError("no Entra tenant: pass --tenant or set DGPROV_TENANT")
-        for_user = target.name if target.someone_else else None
-        config = asyncio.run(fetch_from_entra(entra, attribute_set_name, notify, for_user))
+    broker = None
+    if chosen == "broker":  # checked before anyone is asked to sign in
+        auth = entra.auth if entra is not None else "auto"
+        broker = fetch.broker_settings(broker_url, broker_scope, auth)
+    someone_else = target.name if target.someone_else else None
+    if chosen in ("entra", "broker") and entra is None:
+        raise UsageError("no Entra tenant: pass --tenant or set DGPROV_TENANT")
+    if broker is not None:
+        assert entra is not None
+        config = asyncio.run(fetch.fetch_from_broker(entra, *broker, notify, someone_else))
+    elif chosen == "entra":
+        assert entra is not None
+        config = asyncio.run(
+            fetch.fetch_from_entra(entra, attribute_set_name, notify, someone_else)
+        )
     else:
-        account = _ad_account(target, sam_account_name)
-        config = fetch_from_ad(
-            _client_ldap_settings(
+        account = fetch.ad_account(target, sam_account_name)
+        config = fetch.fetch_from_ad(
+            fetch.client_ldap_settings(
                 ldap_url, base_dn, ad_attribute, bind_dn, bind_password, ca_bundle, state.domain
             ),
             account,
@@ -392,50 +401,6 @@ def fetch_config(
     client_files.write(path, config, owner=target.owner, home=target.home)
     log.info(f"wrote {path}")
     return FetchResult(path, target.name, chosen, state.evidence)
-
-
-def _ad_account(target: client_files.TargetUser, sam_account_name: str | None) -> str:
-    """The AD account whose value is read; for someone else, only that user's own account."""
-    if sam_account_name is None:
-        return client_files.account_name(target.name)
-    if target.someone_else and not client_files.is_account_of(sam_account_name, target.name):
-        raise WrongAccount(
-            f"--sam-account-name is {sam_account_name}, but --for-user is {target.name}: one "
-            "user's token is never written into another user's profile; omit --sam-account-name "
-            f"or pass --for-user with the login name of {sam_account_name}"
-        )
-    return sam_account_name
-
-
-def _client_ldap_settings(
-    ldap_url: str | None,
-    base_dn: str | None,
-    attribute: str,
-    bind_dn: str | None,
-    password: str | None,
-    ca_bundle: str | None,
-    domain: str | None,
-) -> LdapSettings:
-    """The client job's LDAP settings, completed from the joined domain where not given."""
-    if not ldap_url:
-        ldap_url = discover_ldap_url(domain) if domain else None
-        if ldap_url is None:
-            raise UsageError(
-                "no --ldap-url and no domain controller found through DNS SRV; pass --ldap-url"
-            )
-        log.info(f"domain controller from DNS SRV: {ldap_url}")
-    if not base_dn and domain:
-        base_dn = base_dn_for(domain)
-    if not base_dn:
-        raise UsageError("--source ad needs --base-dn (no joined domain to derive it from)")
-    return LdapSettings(
-        url=check_ldap_url(ldap_url),
-        base_dn=base_dn,
-        attribute=attribute,
-        bind_dn=bind_dn,
-        password=password,
-        ca_bundle=ca_bundle,
-    )
 
 
 # --------------------------------------------------------------------------------------- enroll

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from . import __version__
+from .commands.broker import broker_command
 from .commands.demo import demo_command
 from .commands.enroll import enroll_command
 from .commands.fetch_config import fetch_config_command
@@ -40,6 +41,7 @@ def main() -> None:
     """Zero-touch provisioning of Defguard VPN clients from Entra ID and Active Directory."""
 
 
+main.add_command(broker_command)
 main.add_command(demo_command)
 main.add_command(enroll_command)
 main.add_command(fetch_config_command)

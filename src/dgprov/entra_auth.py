@@ -1,7 +1,8 @@
 """Signing in to Entra ID with MSAL, and keeping the sign-in across runs.
 
-Interactive sign-in (``auto``: a browser when one can be opened, otherwise the device code) and
-app-only sign-in (client secret) produce one thing: a callable that returns a current Graph
+Interactive sign-in (``auto``: a browser when one can be opened, otherwise the device code; for
+the broker's scope on Windows, the platform broker WAM first where msal can use it) and app-only
+sign-in (client secret) produce one thing: a callable that returns a current Graph
 access token. The MSAL token cache is kept per user, encrypted by the OS where msal-extensions
 can (DPAPI, Keychain, libsecret), else in a 0600 file after a warning, so a second run does not
 prompt again.
@@ -9,6 +10,7 @@ prompt again.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
@@ -49,6 +51,7 @@ SOVEREIGN_GRAPH_HOSTS = {
     "microsoftgraph.chinacloudapi.cn",
 }
 INTERACTIVE_TIMEOUT_SECONDS = 300
+WAM_MINIMUM_MSAL = (1, 25)  # msal's ``enable_broker_on_windows`` is new in 1.25.0
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,35 @@ def _failure(result: dict[str, Any], what: str) -> AuthenticationError:
     return AuthenticationError(f"{what} failed: {result.get('error', 'no answer')}: {description}")
 
 
+def msal_version(text: str) -> tuple[int, int]:
+    """``1.29.0`` or ``1.30.0b1`` -> ``(1, 29)``/``(1, 30)``; unreadable -> ``(0, 0)``."""
+    found = re.match(r"(\d+)\.(\d+)", text)
+    return (int(found.group(1)), int(found.group(2))) if found else (0, 0)
+
+
+def platform_broker_options(
+    platform: str, installed_msal: str, runtime_installed: bool, auth: AuthMode
+) -> dict[str, Any]:
+    """MSAL's opt-in to the Windows platform broker (WAM), or nothing where it cannot work.
+
+    WAM signs in with the account already on the machine (and satisfies device-based Conditional
+    Access), so on Windows it is the first interactive choice. msal errors out, rather than
+    falling back, when asked for it without ``pymsalruntime`` (``msal[broker]``) installed, and
+    msal before 1.25 has no such option; an explicit ``--auth device-code`` or an app-only
+    sign-in never uses it. Decided from plain values, so every branch is tested on any OS.
+    """
+    if platform != "win32" or auth not in ("auto", "browser") or not runtime_installed:
+        return {}
+    if msal_version(installed_msal) < WAM_MINIMUM_MSAL:
+        return {}
+    return {"enable_broker_on_windows": True}
+
+
+def _platform_broker(auth: AuthMode) -> dict[str, Any]:
+    runtime = importlib.util.find_spec("pymsalruntime") is not None
+    return platform_broker_options(sys.platform, str(msal.__version__), runtime, auth)
+
+
 @dataclass(frozen=True)
 class AccountRule:
     """Whose sign-in may be used when dgprov acts for someone else: that person's only."""
@@ -221,6 +253,7 @@ class EntraSignIn:
         notify: Callable[[str], None],
         cache_name: str,
         account: AccountRule | None = None,
+        platform_broker: bool = False,
     ) -> None:
         """``cache_name`` separates the admin's sign-in from the end user's on one machine.
 
@@ -228,6 +261,9 @@ class EntraSignIn:
         account of anyone else is never picked; an interactive sign-in as anyone else is removed
         from the cache and refused (``WrongAccount``) before its token is used. The cache is then
         kept under the running account's own home, not where the environment points.
+
+        ``platform_broker``: try the Windows platform broker (WAM) where msal can use it
+        (``platform_broker_options``); the browser and the device code remain the fallbacks.
         """
         settings.check()
         self.settings = settings
@@ -246,6 +282,7 @@ class EntraSignIn:
             "instance_discovery": host in MICROSOFT_AUTHORITY_HOSTS,
             "token_cache": cache,
         }
+        self._wam = False
         try:
             if settings.auth == "certificate":
                 self._app: Any = msal.ConfidentialClientApplication(
@@ -261,7 +298,9 @@ class EntraSignIn:
                     settings.client_id, client_credential=settings.client_secret, **common
                 )
             else:
-                self._app = msal.PublicClientApplication(settings.client_id, **common)
+                wam = _platform_broker(settings.auth) if platform_broker else {}
+                self._app = msal.PublicClientApplication(settings.client_id, **common, **wam)
+                self._wam = bool(wam)
         except ValueError as exc:
             raise UsageError(
                 f"the Entra authority {settings.authority_url} is not usable: {exc}"
@@ -288,8 +327,19 @@ class EntraSignIn:
 
     def _interactive_sign_in(self) -> dict[str, Any]:
         mode = self.settings.auth
-        if mode == "browser" or (mode == "auto" and browser_available()):
+        if self._wam:
             result: dict[str, Any] = self._app.acquire_token_interactive(
+                self.scopes,
+                parent_window_handle=self._app.CONSOLE_WINDOW_HANDLE,
+                timeout=INTERACTIVE_TIMEOUT_SECONDS,
+                prompt="select_account",
+            )
+            if "access_token" in result:
+                return result
+            # msal now sends every interactive sign-in to the broker; the device code remains.
+            log.info("no sign-in through the platform broker (%s)", result.get("error"))
+        elif mode == "browser" or (mode == "auto" and browser_available()):
+            result = self._app.acquire_token_interactive(
                 self.scopes, timeout=INTERACTIVE_TIMEOUT_SECONDS, prompt="select_account"
             )
             if "access_token" in result or mode == "browser":

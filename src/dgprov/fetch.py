@@ -1,4 +1,4 @@
-"""The client job's readers: the signed-in user's enrollment token from Entra ID or AD.
+"""The client job's readers: the signed-in user's enrollment token from Entra ID, AD or a broker.
 
 Messages explain what an end user or an installer log reader can do; none contains the token or
 the raw attribute value.
@@ -7,15 +7,24 @@ the raw attribute value.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
-from .client_files import is_account_of
-from .entra_auth import AccountRule, EntraSettings, EntraSignIn
-from .errors import InvalidProvisioningValue, NothingFound
+from .broker_client import check_broker_scope, check_broker_url, fetch_provisioning
+from .client_files import TargetUser, account_name, is_account_of
+from .entra_auth import APP_ONLY_MODES, AccountRule, AuthMode, EntraSettings, EntraSignIn
+from .errors import (
+    AuthenticationError,
+    InvalidProvisioningValue,
+    NothingFound,
+    UsageError,
+    WrongAccount,
+)
 from .graph import GraphClient
-from .ldap_directory import LdapDirectory, LdapSettings
+from .join import JoinState
+from .ldap_directory import LdapDirectory, LdapSettings, base_dn_for, discover_ldap_url
 from .stored_value import (
     AD_EXPECTED_SHAPE,
     ENTRA_TOKEN_ATTRIBUTE,
@@ -25,6 +34,9 @@ from .stored_value import (
     from_entra_attributes,
 )
 from .tls import tls_context
+from .urls import check_ldap_url
+
+log = logging.getLogger("dgprov")
 
 USER_SCOPES = ["User.Read", "CustomSecAttributeAssignment.Read.All"]
 USER_CACHE = "msal_cache_user.bin"
@@ -92,18 +104,45 @@ def from_ad_value(raw: str | None, attribute: str, account: str) -> Provisioning
     return _checked(config, f"the attribute {attribute!r}")
 
 
-async def fetch_from_entra(
+Source = Literal["entra", "ad", "broker"]
+
+
+def chosen_source(
+    source: Literal["auto", "entra", "ad", "broker"],
+    broker_url: str | None,
+    join_state: Callable[[], JoinState],
+) -> tuple[Source | None, JoinState]:
+    """Where ``--source`` reads from; None: auto on a machine joined to nothing.
+
+    ``auto`` prefers a configured broker (``--broker-url`` or ``DGPROV_BROKER_URL``) over the
+    directories: an organisation that runs one wants no user to need a directory role, and the
+    broker works whatever the machine is joined to, so the join is not even detected then.
+    """
+    if source != "auto":
+        return source, JoinState("none")
+    if broker_url:
+        return "broker", JoinState("none")
+    state = join_state()
+    if not state.joined:
+        return None, state
+    return ("ad" if state.kind == "ad" else "entra"), state
+
+
+async def user_sign_in(
     settings: EntraSettings,
-    set_name: str,
+    scopes: list[str],
     notify: Callable[[str], None],
-    for_user: str | None = None,
-) -> ProvisioningConfig:
-    """The signed-in user's value; with ``for_user`` (acting for someone else) only a sign-in
-    as that user is accepted, from a cache of that user's own.
+    for_user: str | None,
+    platform_broker: bool = False,
+) -> EntraSignIn:
+    """The user signed in for ``scopes``; with ``for_user`` (acting for someone else) only a
+    sign-in as that user is accepted, from a cache of that user's own.
 
     A user running the job for themselves is not checked: the token lands in their own profile,
     readable by them only, so signing in as someone else gains nothing the credentials did not
-    already give; and on machines joined to nothing a local login rarely equals the UPN.
+    already give; and on machines joined to nothing a local login rarely equals the UPN. Entra
+    and broker sources share the cache, so one sign-in serves both (refresh tokens are good for
+    any resource the app may ask for).
     """
     if for_user is None:
         cache, rule = USER_CACHE, None
@@ -111,8 +150,69 @@ async def fetch_from_entra(
         target = for_user
         cache = user_cache_name(target)
         rule = AccountRule(target, lambda name: is_account_of(name, target))
-    sign_in = await asyncio.to_thread(EntraSignIn, settings, USER_SCOPES, notify, cache, rule)
+    sign_in = await asyncio.to_thread(
+        EntraSignIn, settings, scopes, notify, cache, rule, platform_broker
+    )
     await asyncio.to_thread(sign_in.token)
+    return sign_in
+
+
+def broker_settings(
+    broker_url: str | None, broker_scope: str | None, auth: AuthMode
+) -> tuple[str, str]:
+    """``--broker-url``, ``--broker-scope`` and ``--auth`` checked before any sign-in."""
+    if auth in APP_ONLY_MODES:
+        raise UsageError(
+            f"--source broker signs a person in; --auth {auth} signs in the app, whose token "
+            "the broker refuses: use --auth auto, browser or device-code"
+        )
+    if not broker_url:
+        raise UsageError("--source broker needs --broker-url URL (or set DGPROV_BROKER_URL)")
+    url = check_broker_url(broker_url)
+    if not broker_scope:
+        raise UsageError(
+            "--source broker needs --broker-scope, the broker's scope such as "
+            "api://<broker app id>/Provision (ask your administrator)"
+        )
+    return url, check_broker_scope(broker_scope)
+
+
+async def fetch_from_broker(
+    settings: EntraSettings,
+    broker_url: str,
+    broker_scope: str,
+    notify: Callable[[str], None],
+    for_user: str | None = None,
+) -> ProvisioningConfig:
+    """A fresh token minted for the signed-in user by ``dgprov broker`` (the URL and scope
+    checked by ``broker_settings``); nothing is read from a
+    directory, so the user needs no directory role. The platform broker (WAM) is tried first
+    on Windows: the sign-in is for the broker's own API, which WAM serves from the machine's
+    account without a prompt."""
+    sign_in = await user_sign_in(settings, [broker_scope], notify, for_user, platform_broker=True)
+    verify = tls_context(settings.ca_bundle)
+    try:
+        return await fetch_provisioning(
+            broker_url, await asyncio.to_thread(sign_in.token), verify=verify
+        )
+    except AuthenticationError:
+        # A cached token the broker refuses (signed with a key the authority has since rotated
+        # out, or revoked) would be refused until it expires: one fresh token, through the
+        # refresh token and without a prompt, then the broker's verdict stands. A refused token
+        # never reaches Defguard, so asking again rotates nothing.
+        log.info("the broker refused the access token; asking for a fresh one")
+        fresh = await asyncio.to_thread(sign_in.token, True)
+        return await fetch_provisioning(broker_url, fresh, verify=verify)
+
+
+async def fetch_from_entra(
+    settings: EntraSettings,
+    set_name: str,
+    notify: Callable[[str], None],
+    for_user: str | None = None,
+) -> ProvisioningConfig:
+    """The signed-in user's value from their own attribute set."""
+    sign_in = await user_sign_in(settings, USER_SCOPES, notify, for_user)
     graph = GraphClient(settings.graph_url, sign_in.token, verify=tls_context(settings.ca_bundle))
     try:
         upn, values = await graph.my_attribute_set(set_name)
@@ -133,3 +233,47 @@ def fetch_from_ad(settings: LdapSettings, account: str) -> ProvisioningConfig:
             "check --base-dn or pass --for-user with the right login name"
         )
     return from_ad_value(raw, settings.attribute, account)
+
+
+def ad_account(target: TargetUser, sam_account_name: str | None) -> str:
+    """The AD account whose value is read; for someone else, only that user's own account."""
+    if sam_account_name is None:
+        return account_name(target.name)
+    if target.someone_else and not is_account_of(sam_account_name, target.name):
+        raise WrongAccount(
+            f"--sam-account-name is {sam_account_name}, but --for-user is {target.name}: one "
+            "user's token is never written into another user's profile; omit --sam-account-name "
+            f"or pass --for-user with the login name of {sam_account_name}"
+        )
+    return sam_account_name
+
+
+def client_ldap_settings(
+    ldap_url: str | None,
+    base_dn: str | None,
+    attribute: str,
+    bind_dn: str | None,
+    password: str | None,
+    ca_bundle: str | None,
+    domain: str | None,
+) -> LdapSettings:
+    """The client job's LDAP settings, completed from the joined domain where not given."""
+    if not ldap_url:
+        ldap_url = discover_ldap_url(domain) if domain else None
+        if ldap_url is None:
+            raise UsageError(
+                "no --ldap-url and no domain controller found through DNS SRV; pass --ldap-url"
+            )
+        log.info(f"domain controller from DNS SRV: {ldap_url}")
+    if not base_dn and domain:
+        base_dn = base_dn_for(domain)
+    if not base_dn:
+        raise UsageError("--source ad needs --base-dn (no joined domain to derive it from)")
+    return LdapSettings(
+        url=check_ldap_url(ldap_url),
+        base_dn=base_dn,
+        attribute=attribute,
+        bind_dn=bind_dn,
+        password=password,
+        ca_bundle=ca_bundle,
+    )

@@ -232,12 +232,7 @@ class GraphClient:
                 items.append({"id": str(index), "method": "GET", "url": f"/users?{query}"})
             for answer in (await self._batch(items)).values():
                 for value in await self._all_values(answer):
-                    user = DirectoryUser(
-                        value["id"],
-                        value.get("userPrincipalName"),
-                        value.get("mail"),
-                        enabled=value.get("accountEnabled") is not False,
-                    )
+                    user = directory_user(value)
                     for address in key(value):
                         if address.lower() in wanted:
                             found.setdefault(address.lower(), []).append(user)
@@ -306,6 +301,23 @@ class GraphClient:
             [("mail", by_mail), ("userPrincipalName", by_upn), ("otherMails", by_other)],
             unsearchable=too_long,
         )
+
+    async def user_by_id(self, object_id: str) -> tuple[DirectoryUser, list[str]] | None:
+        """One user and the addresses members match it by (mail, UPN, otherMails, lower-cased),
+        or None when Graph has no such user; for the broker, which knows the object id."""
+        response = await self._request(
+            "GET", f"/users/{quote(object_id, safe='')}", params={"$select": SELECT}
+        )
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            _, message = graph_error(error_body(response), response.reason_phrase)
+            raise RemoteError(SERVICE, response.status_code, message)
+        value = user_value(Answer.of(response, SERVICE))
+        user = directory_user(value)
+        addresses = [value.get("mail") or "", value.get("userPrincipalName") or ""]
+        addresses += value.get("otherMails") or []
+        return user, list(dict.fromkeys(a.lower() for a in addresses if a))
 
     # ------------------------------------------------------------------------- the user's own
 
@@ -407,6 +419,16 @@ def user_value(item: Answer) -> dict[str, Any]:
     item.texts("otherMails")
     value: dict[str, Any] = item.value
     return value
+
+
+def directory_user(value: dict[str, Any]) -> DirectoryUser:
+    """A checked user object (``user_value``) as the planning logic sees it."""
+    return DirectoryUser(
+        value["id"],
+        value.get("userPrincipalName"),
+        value.get("mail"),
+        enabled=value.get("accountEnabled") is not False,
+    )
 
 
 def batch_answers(batch: Answer, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:

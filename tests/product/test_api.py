@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 
 from dgprov import api
+from dgprov.client_files import read
 from dgprov.errors import Cancelled, DgprovError, UsageError
 
 from ..conftest import REPO, Running, StartSandbox, example_tenant
+from .hostile import hostile, replying
 from .test_generate_tokens import token_hashes
 
 
@@ -140,3 +142,29 @@ def test_errors_carry_the_exit_status_the_cli_would_use() -> None:
     assert caught.value.exit_status == 2 and "use https" in str(caught.value)
     with pytest.raises(DgprovError, match="no Entra tenant"):
         api.fetch_config(source="entra", output=Path("/nonexistent/p.json"))
+
+
+def test_fetch_config_asks_a_broker(start_sandbox: StartSandbox, tmp_path: Path) -> None:
+    """``source="broker"``, and ``auto`` with a broker given, without detecting the join."""
+    running = start_sandbox(example_tenant())
+    answer = {"enrollment_url": "https://enroll.contoso.example/", "enrollment_token": "T0ken"}
+
+    def never() -> Any:
+        raise AssertionError("the join was detected although a broker was given")
+
+    with hostile(replying(200, answer)) as broker:
+        for source in ("broker", "auto"):
+            fetched = api.fetch_config(
+                source=source,
+                entra=settings_for(running, "jdoe@contoso.example"),
+                broker_url=broker.url,
+                broker_scope=running.info["broker_scope"],
+                output=tmp_path / f"{source}.json",
+                detect_join=never,
+            )
+            assert fetched.source == "broker" and fetched.path == tmp_path / f"{source}.json"
+            assert read(fetched.path).enrollment_token == "T0ken"
+    assert len(broker.received) == 2
+    with pytest.raises(UsageError, match="needs --broker-url") as caught:
+        api.fetch_config(source="broker", output=tmp_path / "none.json")
+    assert caught.value.exit_status == 2 and not (tmp_path / "none.json").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -24,3 +25,20 @@ def test_demo_runs_both_jobs_without_showing_a_token(line: str, tmp_path: Path) 
     assert not re.search(r"(?<![A-Za-z0-9])[A-Za-z0-9]{32}(?![A-Za-z0-9])", result.output)
     assert "PrivateKey" not in result.output
     assert not list(tmp_path.iterdir())  # the demo keeps its sign-in in memory only
+
+
+def test_demo_broker_reaches_client_ready_with_no_stored_token(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["demo", "--broker"], env={"DGPROV_CACHE_DIR": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    assert "dgprov broker --url" in result.output
+    assert "fetch-config --source broker" in result.output and "no directory role" in result.output
+    assert "generate-tokens" not in result.output  # nothing is issued ahead, nothing stored
+    assert "keys enrollment_url, enrollment_token (mode 600)" in result.output
+    assert "Client Ready: jdoe is enrolled at Contoso VPN" in result.output
+    (audit,) = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert audit["outcome"] == "provisioned" and audit["defguard_username"] == "jdoe"
+    shown = result.output.replace(audit["request_id"], "")  # 32 hex digits, but no secret
+    assert not re.search(r"(?<![A-Za-z0-9])[A-Za-z0-9]{32}(?![A-Za-z0-9])", shown)
+    assert "eyJ" not in result.output  # no access token (a JWT) either
+    assert "PrivateKey" not in result.output
+    assert not list(tmp_path.iterdir())

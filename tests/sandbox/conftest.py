@@ -30,6 +30,7 @@ from ..conftest import (
     StartSandbox,
     example_tenant,
     graph_client,
+    msal_http_client,
     sign_in,
     trust,
 )
@@ -85,6 +86,11 @@ def jwt_claims(token: str) -> dict[str, Any]:
         base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
     )
     return claims
+
+
+def jwt_header(token: str) -> dict[str, Any]:
+    header: dict[str, Any] = json.loads(_unpad(token.split(".")[0]))
+    return header
 
 
 @pytest.fixture
@@ -192,3 +198,54 @@ def sandbox_process(*args: str) -> Iterator[dict[str, Any]]:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=20)
     assert process.returncode == 0
+
+
+def verify_with_jwks(running: Running, token: str) -> dict[str, Any]:
+    """The claims of ``token`` once its RS256 signature verifies against the key the authority
+    publishes (found through its OpenID configuration), as a relying party checks it."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    verify = trust(running.info)
+    config = httpx.get(
+        f"{running.info['authority_url']}/v2.0/.well-known/openid-configuration", verify=verify
+    ).json()
+    keys = httpx.get(config["jwks_uri"], verify=verify).json()["keys"]
+    header_part, claims_part, signature_part = token.split(".")
+    header = json.loads(_unpad(header_part))
+    (jwk,) = [k for k in keys if k["kid"] == header["kid"]]
+    public_key = rsa.RSAPublicNumbers(
+        int.from_bytes(_unpad(jwk["e"]), "big"), int.from_bytes(_unpad(jwk["n"]), "big")
+    ).public_key()
+    public_key.verify(
+        _unpad(signature_part),
+        f"{header_part}.{claims_part}".encode(),
+        padding.PKCS1v15(),
+        hashes.SHA256(),
+    )
+    assert header["alg"] == "RS256"
+    return jwt_claims(token)
+
+
+def _unpad(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def broker_app_only_token(running: Running) -> str:
+    """Client credentials of the tenant's confidential client for ``api://{broker}/.default``:
+    an app-only token for the broker, through the real msal."""
+    import msal
+
+    info = running.info
+    app = msal.ConfidentialClientApplication(
+        info["confidential_client_id"],
+        client_credential=info["client_secret"],
+        authority=info["authority_url"],
+        instance_discovery=False,
+        http_client=msal_http_client(info["ca_bundle"]),
+    )
+    resource = info["broker_scope"].rsplit("/", 1)[0]
+    result = app.acquire_token_for_client([f"{resource}/.default"])
+    assert "access_token" in result, result
+    token: str = result["access_token"]
+    return token

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import httpx
 
-from ..conftest import Running, public_client, trust
-from .conftest import control
+from ..conftest import Running, graph_client, public_client, sign_in, trust
+from .conftest import control, jwt_header, verify_with_jwks
 
 
 def test_discovery_document(entra: Running) -> None:
@@ -60,3 +60,25 @@ def test_auto_approve_can_be_switched_while_running(entra: Running) -> None:
     result = app.acquire_token_by_device_flow(app.initiate_device_flow(scopes=["User.Read"]))
     assert result["id_token_claims"]["preferred_username"] == target
     assert control(entra, "auto-approve", {"upn": "nobody@example.com"}).status_code == 404
+
+
+def test_rotate_keys_publishes_only_the_new_key(entra: Running) -> None:
+    """``POST /_sandbox/rotate-keys``: a new ``kid`` signs from now on, the old one leaves the
+    JWKS; Graph (Microsoft's own service) still takes a token signed before the rotation."""
+    info = entra.info
+    before = sign_in(entra, info["user_upns"][0], [info["broker_scope"]])
+    old_kid = httpx.get(f"{info['authority_url']}/discovery/v2.0/keys", verify=trust(info)).json()[
+        "keys"
+    ][0]["kid"]
+    assert jwt_header(before)["kid"] == old_kid
+    rotated = control(entra, "rotate-keys")
+    assert rotated.status_code == 200
+    new_kid = rotated.json()["kid"]
+    keys = httpx.get(f"{info['authority_url']}/discovery/v2.0/keys", verify=trust(info)).json()
+    assert [k["kid"] for k in keys["keys"]] == [new_kid] and new_kid != old_kid
+    after = sign_in(entra, info["user_upns"][0], [info["broker_scope"]])
+    assert jwt_header(after)["kid"] == new_kid
+    assert verify_with_jwks(entra, after)["scp"] == "Provision"
+    graph_token = sign_in(entra, info["admin_upn"], ["User.Read"])
+    control(entra, "rotate-keys")
+    assert graph_client(info, graph_token).get("/me").status_code == 200

@@ -69,6 +69,20 @@ def test_example_tenant_is_valid_and_uses_every_field() -> None:
         ),
         (lambda t: t["users"][3].update(username="jdoe"), "username 'jdoe' is used twice"),
         (lambda t: t.pop("api_tokens"), "'api_tokens' is a required property"),
+        (
+            lambda t: t["entra"]["applications"][0]["api_permissions"][0].update(
+                resource="c0000000-0000-4000-8000-000000000002"
+            ),
+            "$.entra.applications[0].api_permissions[0].resource",
+        ),
+        (
+            lambda t: t["entra"]["applications"][0]["api_permissions"][0].update(scopes=["Admin"]),
+            "exposes no 'Admin' in its api.scopes",
+        ),
+        (
+            lambda t: t["entra"]["applications"][1]["api_permissions"][0].update(roles=["Root"]),
+            "$.entra.applications[1].api_permissions[0].roles",
+        ),
     ],
 )
 def test_invalid_tenant_names_the_field(mutate: Any, named: str) -> None:

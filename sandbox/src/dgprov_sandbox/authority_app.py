@@ -287,6 +287,11 @@ class AuthorityHandlers:
         self.state.auto_approve_upn = upn
         return JSONResponse({"auto_approve_as": upn})
 
+    async def rotate_keys(self, request: Request) -> Response:
+        """Roll the signing key: tokens signed from now on carry a ``kid`` the JWKS did not
+        publish before, and the old key disappears from it."""
+        return JSONResponse({"kid": self.state.signer.rotate()})
+
     async def device_codes(self, request: Request) -> Response:
         return JSONResponse(
             {
@@ -331,6 +336,7 @@ def build_authority_app(state: EntraState, counts: Counter[str]) -> RequestCount
         Route("/{tenant}/oauth2/v2.0/token", handlers.token, methods=["POST"]),
         Route("/devicelogin", handlers.devicelogin, methods=["GET", "POST"]),
         Route("/_sandbox/auto-approve", handlers.auto_approve, methods=["POST"]),
+        Route("/_sandbox/rotate-keys", handlers.rotate_keys, methods=["POST"]),
         Route("/_sandbox/device-codes", handlers.device_codes, methods=["GET"]),
         Route("/_sandbox/device-codes/{user_code}/approve", handlers.approve, methods=["POST"]),
         Route("/_sandbox/device-codes/{user_code}/decline", handlers.decline, methods=["POST"]),

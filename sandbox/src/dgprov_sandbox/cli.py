@@ -202,7 +202,8 @@ def main(
 
     When ready, prints one JSON object on one line to stdout (defguard_url, proxy_url,
     api_token, defguard_version, authority_url, graph_url, tenant_id, client_id, ca_bundle,
-    admin_upn, user_upns, and group_name for --users). Logs go to stderr.
+    admin_upn, user_upns, confidential_client_id, client_secret, broker_client_id,
+    broker_client_secret, broker_scope, and group_name for --users). Logs go to stderr.
     """
     if tenant_file is not None and users is not None:
         raise click.UsageError("--tenant and --users conflict; give one of them")

@@ -71,6 +71,13 @@ class Application:
     application_permissions: set[str]
     service_principal_id: str
     certificates: list[x509.Certificate] = field(default_factory=list)
+    # As a web API ("Expose an API"): its App ID URI, delegated scopes and app roles.
+    identifier_uri: str | None = None
+    exposed_scopes: set[str] = field(default_factory=set)
+    app_roles: set[str] = field(default_factory=set)
+    # As a client of other web APIs: resource client id -> consented scopes / granted roles.
+    api_scopes: dict[str, set[str]] = field(default_factory=dict)
+    api_roles: dict[str, set[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -100,6 +107,15 @@ def graph_scope(scope: str) -> str | None:
         if scope.lower().startswith(prefix.lower()):
             return scope[len(prefix) :]
     return None if "/" in scope or scope.startswith("api:") else scope
+
+
+def _unknown_api_scope(scope: str) -> OAuthError:
+    return OAuthError(
+        "invalid_scope",
+        f"The provided value for scope {scope} is not valid; the resource exposes no such "
+        "scope, and the sandbox serves only Microsoft Graph and the tenant's own web APIs.",
+        70011,
+    )
 
 
 class EntraDirectory:
@@ -147,9 +163,47 @@ class EntraDirectory:
             )
         return app
 
+    def api_scope(self, scope: str) -> tuple[Application, str] | None:
+        """The tenant's web API and scope name a scope string names (``{App ID URI}/{name}`` or
+        ``{client id}/{name}``), or None for Graph and reserved scopes."""
+        prefix, _, name = scope.rpartition("/")
+        if not prefix or not name:
+            return None
+        lowered = prefix.lower()
+        for app in self.applications.values():
+            if app.identifier_uri is not None and lowered in (
+                app.identifier_uri.lower(),
+                app.client_id,
+            ):
+                return app, name
+        return None
+
+    def _api_scopes(self, app: Application, resource: Application, name: str) -> list[str]:
+        """Full scope strings granted to ``app`` on a web API of the tenant."""
+        consented = app.api_scopes.get(resource.client_id, set())
+        if name == ".default":
+            return [f"{resource.identifier_uri}/{n}" for n in sorted(consented)]
+        if name not in resource.exposed_scopes:
+            raise _unknown_api_scope(f"{resource.identifier_uri}/{name}")
+        if name not in consented:
+            raise OAuthError(
+                "invalid_grant",
+                f"The user or administrator has not consented to use the application with "
+                f"ID '{app.client_id}' named '{app.display_name}'. Send an interactive "
+                f"authorization request for this user and resource. Missing: {name} of "
+                f"{resource.identifier_uri}.",
+                65001,
+            )
+        return [f"{resource.identifier_uri}/{name}"]
+
     def delegated_scopes(self, app: Application, scope_text: str) -> list[str]:
-        """Validate requested scopes; return the Graph permissions granted, reserved ones kept."""
+        """Validate requested scopes; return the permissions granted, reserved ones kept.
+
+        Graph permissions come back as bare names (``User.Read``), a web API's as full scope
+        strings (``api://{client id}/Provision``); one request names one resource, as in Entra.
+        """
         granted: list[str] = []
+        resources: set[str] = set()
         requested = [s for s in scope_text.split() if s not in RESERVED_SCOPES]
         if len(requested) > 1 and any(graph_scope(s) == ".default" for s in requested):
             # Learn Q&A 886876 (audit G6): /.default cannot be mixed with named scopes.
@@ -164,14 +218,15 @@ class EntraDirectory:
             if scope in RESERVED_SCOPES:
                 granted.append(scope)
                 continue
+            api = self.api_scope(scope)
+            if api is not None:
+                resources.add(api[0].client_id)
+                granted.extend(self._api_scopes(app, *api))
+                continue
             permission = graph_scope(scope)
             if permission is None:
-                raise OAuthError(
-                    "invalid_scope",
-                    f"The provided value for scope {scope} is not valid; the sandbox serves only "
-                    "Microsoft Graph.",
-                    70011,
-                )
+                raise _unknown_api_scope(scope)
+            resources.add(GRAPH_APP_ID)
             if permission == ".default":
                 granted.extend(sorted(app.delegated_permissions))
                 continue
@@ -184,4 +239,12 @@ class EntraDirectory:
                     65001,
                 )
             granted.append(permission)
+        if len(resources) > 1:
+            # Entra issues a token for one resource at a time (AADSTS28000).
+            raise OAuthError(
+                "invalid_scope",
+                f"Provided value for the input parameter scope '{scope_text}' is not valid "
+                "because it contains more than one resource. Scope is not valid.",
+                28000,
+            )
         return list(dict.fromkeys(granted))

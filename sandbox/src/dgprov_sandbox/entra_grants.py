@@ -324,11 +324,15 @@ class EntraGrants(EntraTokens):
                 401,
             )
         scopes = scope_text.split()
+        api = self.api_scope(scopes[0]) if len(scopes) == 1 else None
+        if api is not None and api[1] == ".default":
+            return self.issue_app_token(app, api[0])
         if len(scopes) != 1 or graph_scope(scopes[0]) != ".default":
             raise OAuthError(
                 "invalid_scope",
                 f"The provided value for the input parameter 'scope' is not valid. The scope "
-                f"{scope_text} is not valid; use {GRAPH_AUDIENCE}/.default.",
+                f"{scope_text} is not valid; use {GRAPH_AUDIENCE}/.default or "
+                "{App ID URI}/.default.",
                 1002012,
             )
         return self.issue_app_token(app)

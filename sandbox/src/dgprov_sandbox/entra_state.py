@@ -82,8 +82,10 @@ class EntraState(EntraGrants):
                 self.groups[object_id] = EntraGroup(object_id, group["name"], members)
         self.applications: dict[str, Application] = {}
         for app in entra.get("applications", []):
-            self.applications[app["client_id"].lower()] = Application(
-                client_id=app["client_id"].lower(),
+            client_id = app["client_id"].lower()
+            api = app.get("api")
+            self.applications[client_id] = Application(
+                client_id=client_id,
                 display_name=app.get("display_name", "app"),
                 public_client=app.get("public_client", True),
                 redirect_uris=list(app.get("redirect_uris", ["http://localhost"])),
@@ -95,6 +97,17 @@ class EntraState(EntraGrants):
                     x509.load_pem_x509_certificate(pem.encode())
                     for pem in app.get("certificates", [])
                 ],
+                identifier_uri=api.get("identifier_uri", f"api://{client_id}") if api else None,
+                exposed_scopes=set(api.get("scopes", [])) if api else set(),
+                app_roles=set(api.get("app_roles", [])) if api else set(),
+                api_scopes={
+                    grant["resource"].lower(): set(grant.get("scopes", []))
+                    for grant in app.get("api_permissions", [])
+                },
+                api_roles={
+                    grant["resource"].lower(): set(grant.get("roles", []))
+                    for grant in app.get("api_permissions", [])
+                },
             )
         self.attribute_sets: dict[str, AttributeSet] = {}
         self.definitions: dict[tuple[str, str], AttributeDefinition] = {}

@@ -98,16 +98,26 @@ class EntraTokens(EntraDirectory):
     ) -> dict[str, Any]:
         if not user.account_enabled:
             raise OAuthError("invalid_grant", "The user account is disabled.", 50057)
-        graph_scopes = [s for s in scopes if s not in RESERVED_SCOPES]
-        access = self._claims_base(app, self.access_token_lifetime) | {
-            "idtyp": "user",
-            "oid": user.object_id,
-            "sub": user.object_id,
-            "upn": user.user_principal_name,
-            "unique_name": user.user_principal_name,
-            "name": user.display_name,
-            "scp": " ".join(graph_scopes),
-        }
+        granted = [s for s in scopes if s not in RESERVED_SCOPES]
+        resource = self._resource(granted)
+        if resource is None:
+            access = self._claims_base(app, self.access_token_lifetime) | {
+                "idtyp": "user",
+                "oid": user.object_id,
+                "sub": user.object_id,
+                "upn": user.user_principal_name,
+                "unique_name": user.user_principal_name,
+                "name": user.display_name,
+                "scp": " ".join(granted),
+            }
+        else:
+            access = self._api_claims(app, resource, user.object_id) | {
+                "idtyp": "user",
+                "name": user.display_name,
+                "preferred_username": user.user_principal_name,
+                "upn": user.user_principal_name,
+                "scp": " ".join(s.rpartition("/")[2] for s in granted),
+            }
         now = unix_seconds(self.clock.now())
         response: dict[str, Any] = {
             "token_type": "Bearer",
@@ -146,13 +156,50 @@ class EntraTokens(EntraDirectory):
         )
         return response
 
-    def issue_app_token(self, app: Application) -> dict[str, Any]:
-        claims = self._claims_base(app, self.access_token_lifetime) | {
-            "idtyp": "app",
-            "oid": app.service_principal_id,
-            "sub": app.service_principal_id,
-            "roles": sorted(app.application_permissions),
+    def _resource(self, granted: list[str]) -> Application | None:
+        """The tenant's web API the granted scopes are for; None for Graph."""
+        for scope in granted:
+            api = self.api_scope(scope)
+            if api is not None:
+                return api[0]
+        return None
+
+    def _api_claims(self, app: Application, resource: Application, subject: str) -> dict[str, Any]:
+        """A v2.0 access token for one of the tenant's web APIs (accessTokenAcceptedVersion 2):
+        ``aud`` its client id, ``iss`` the v2.0 issuer, ``azp`` the calling client."""
+        now = unix_seconds(self.clock.now())
+        return {
+            "aud": resource.client_id,
+            "iss": f"{self.authority_origin}/{self.tenant_id}/v2.0",
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.access_token_lifetime,
+            "azp": app.client_id,
+            "azpacr": "0" if app.public_client else "1",
+            "oid": subject,
+            "sub": b64url(hashlib.sha256(f"{subject}:{resource.client_id}".encode()).digest()),
+            "tid": self.tenant_id,
+            "uti": random_text(self._rng, 22),
+            "ver": "2.0",
         }
+
+    def issue_app_token(
+        self, app: Application, resource: Application | None = None
+    ) -> dict[str, Any]:
+        """App-only: Graph's application permissions, or the app roles granted on a web API."""
+        if resource is None:
+            claims = self._claims_base(app, self.access_token_lifetime) | {
+                "idtyp": "app",
+                "oid": app.service_principal_id,
+                "sub": app.service_principal_id,
+                "roles": sorted(app.application_permissions),
+            }
+        else:
+            claims = self._api_claims(app, resource, app.service_principal_id) | {"idtyp": "app"}
+            claims["sub"] = app.service_principal_id
+            roles = app.api_roles.get(resource.client_id, set()) & resource.app_roles
+            if roles:  # Entra leaves the claim out when no role is granted
+                claims["roles"] = sorted(roles)
         return {
             "token_type": "Bearer",
             "expires_in": self.access_token_lifetime,

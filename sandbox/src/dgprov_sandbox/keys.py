@@ -121,11 +121,25 @@ class TokenInvalid(ValueError):
 
 
 class JwtSigner:
-    """RS256 signing and verification with one key pair, published as a JWKS."""
+    """RS256 signing and verification with one current key pair, published as a JWKS.
+
+    ``rotate`` replaces the key (new ``kid``) and stops publishing the old one, the way a
+    relying party sees Entra roll its keys; the emulators' own services still verify tokens
+    signed before the rotation (they are Microsoft's, and know every key).
+    """
 
     def __init__(self) -> None:
         self._private_key: rsa.RSAPrivateKey | None = None
         self.key_id = uuid.uuid4().hex
+        self._retired: dict[str, rsa.RSAPublicKey] = {}
+
+    def rotate(self) -> str:
+        """A new signing key; return its ``kid``."""
+        if self._private_key is not None:
+            self._retired[self.key_id] = self._private_key.public_key()
+        self._private_key = None
+        self.key_id = uuid.uuid4().hex
+        return self.key_id
 
     @property
     def _key(self) -> rsa.RSAPrivateKey:
@@ -147,9 +161,11 @@ class JwtSigner:
         try:
             header_part, claims_part, signature_part = token.split(".")
             header = json.loads(b64url_decode(header_part))
-            if header.get("alg") != "RS256" or header.get("kid") != self.key_id:
+            kid = header.get("kid")
+            key = self._key.public_key() if kid == self.key_id else self._retired.get(str(kid))
+            if header.get("alg") != "RS256" or key is None:
                 raise TokenInvalid("unknown signing key")
-            self._key.public_key().verify(
+            key.verify(
                 b64url_decode(signature_part),
                 f"{header_part}.{claims_part}".encode(),
                 padding.PKCS1v15(),

@@ -293,7 +293,11 @@ class Sandbox:
         api_tokens = self.tenant["api_tokens"]
         apps = list(entra.applications.values())
         public = next((a for a in apps if a.public_client), None)
-        confidential = next((a for a in apps if not a.public_client and a.client_secret), None)
+        confidential = next(
+            (a for a in apps if not a.public_client and a.client_secret and not a.exposed_scopes),
+            None,
+        )
+        broker = next((a for a in apps if a.exposed_scopes and a.client_secret), None)
         admin = entra.admin_user()
         member_names = [
             m
@@ -324,6 +328,11 @@ class Sandbox:
             ),
             "confidential_client_id": confidential.client_id if confidential else None,
             "client_secret": confidential.client_secret if confidential else None,
+            "broker_client_id": broker.client_id if broker else None,
+            "broker_client_secret": broker.client_secret if broker else None,
+            "broker_scope": (
+                f"{broker.identifier_uri}/{sorted(broker.exposed_scopes)[0]}" if broker else None
+            ),
         }
         if self.options.synthetic_group:
             info["group_name"] = SYNTHETIC_GROUP

@@ -107,6 +107,7 @@ def _check_references(document: Tenant) -> None:
             raise TenantError(
                 f"tenant field $.api_tokens[{ti}].owner: no user named {token['owner']!r}"
             )
+    _check_api_permissions(document.get("entra", {}).get("applications", []))
     for li, location in enumerate(document.get("locations", [])):
         try:
             ipaddress.ip_interface(location["address"])
@@ -123,9 +124,31 @@ def _check_references(document: Tenant) -> None:
                 )
 
 
+def _check_api_permissions(applications: list[dict[str, Any]]) -> None:
+    """Each permission on a web API names an app of the tenant that exposes what is granted."""
+    apis = {a["client_id"].lower(): a.get("api") for a in applications}
+    for ai, app in enumerate(applications):
+        for pi, grant in enumerate(app.get("api_permissions", [])):
+            where = f"tenant field $.entra.applications[{ai}].api_permissions[{pi}]"
+            api = apis.get(grant["resource"].lower())
+            if api is None:
+                raise TenantError(
+                    f"{where}.resource: no application {grant['resource']} with an api in the "
+                    "tenant"
+                )
+            for kind, offered in (("scopes", "scopes"), ("roles", "app_roles")):
+                for name in grant.get(kind, []):
+                    if name not in api.get(offered, []):
+                        raise TenantError(
+                            f"{where}.{kind}: {grant['resource']} exposes no {name!r} in its "
+                            f"api.{offered}"
+                        )
+
+
 SYNTHETIC_GROUP = "vpn-users"
 SYNTHETIC_ADMIN = "admin"
 SYNTHETIC_ATTRIBUTE_SET = "Defguard"
+SYNTHETIC_BROKER_SCOPE = "Provision"
 SYNTHETIC_DELEGATED_PERMISSIONS = [
     "User.Read",
     "User.Read.All",
@@ -158,6 +181,10 @@ def synthetic_tenant(users: int, seed: int) -> Tenant:
 
     domain = "example.com"
     public_client_id = new_uuid()
+    # The broker's registration draws from its own stream, so the rest stays as it was.
+    broker_rng = random.Random(f"{seed}:broker")
+    broker_client_id = str(uuid.UUID(int=broker_rng.getrandbits(128), version=4))
+    broker_secret = "".join(broker_rng.choices(alphabet, k=40))
     people: list[dict[str, Any]] = [
         {
             "username": SYNTHETIC_ADMIN,
@@ -207,6 +234,9 @@ def synthetic_tenant(users: int, seed: int) -> Tenant:
                         "public_client": True,
                         "redirect_uris": ["http://localhost"],
                         "delegated_permissions": SYNTHETIC_DELEGATED_PERMISSIONS,
+                        "api_permissions": [
+                            {"resource": broker_client_id, "scopes": [SYNTHETIC_BROKER_SCOPE]}
+                        ],
                     },
                     {
                         "client_id": new_uuid(),
@@ -215,6 +245,15 @@ def synthetic_tenant(users: int, seed: int) -> Tenant:
                         "redirect_uris": [],
                         "client_secret": "".join(rng.choices(alphabet, k=40)),
                         "application_permissions": SYNTHETIC_APPLICATION_PERMISSIONS,
+                    },
+                    {
+                        "client_id": broker_client_id,
+                        "display_name": "dgprov broker",
+                        "public_client": False,
+                        "redirect_uris": [],
+                        "client_secret": broker_secret,
+                        "application_permissions": ["User.Read.All"],
+                        "api": {"scopes": [SYNTHETIC_BROKER_SCOPE]},
                     },
                 ],
                 "attribute_sets": [

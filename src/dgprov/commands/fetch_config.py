@@ -1,4 +1,5 @@
-"""``dgprov fetch-config``: read the user's token from Entra ID or AD, write provisioning.json."""
+"""``dgprov fetch-config``: read the user's token from Entra ID or AD, or have a broker mint one,
+and write provisioning.json."""
 
 from __future__ import annotations
 
@@ -6,13 +7,21 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 import click
 
-from .. import api
+from .. import api, environment
 from ..private_files import open_private_log
 from .options import AdOptions, EntraOptions, ad_options, ca_bundle_option, entra_options
 from .render import echo_err
+
+SOURCES: dict[str, Literal["auto", "entra", "ad", "broker"]] = {
+    "auto": "auto",
+    "entra": "entra",
+    "ad": "ad",
+    "broker": "broker",
+}
 
 
 @contextmanager
@@ -47,10 +56,19 @@ def _log_to(path: Path | None) -> None:
 @click.command("fetch-config")
 @click.option(
     "--source",
-    type=click.Choice(["auto", "entra", "ad"]),
+    type=click.Choice(["auto", "entra", "ad", "broker"]),
     default="auto",
     show_default=True,
-    help="Where the token is stored; auto detects how this machine is joined.",
+    help="Where the token comes from; auto: the broker when one is configured, else how this "
+    "machine is joined.",
+)
+@click.option(
+    "--broker-url",
+    help=f"The dgprov broker, https://… [env {environment.BROKER_URL}].",
+)
+@click.option(
+    "--broker-scope",
+    help="The broker's scope to sign in for, e.g. api://<broker app id>/Provision.",
 )
 @click.option(
     "--strict", is_flag=True, help="Exit 3 (not 0) when the machine is joined to nothing."
@@ -77,6 +95,8 @@ def _log_to(path: Path | None) -> None:
 def fetch_config_command(
     *,
     source: str,
+    broker_url: str | None,
+    broker_scope: str | None,
     strict: bool,
     attribute_set_name: str,
     entra: EntraOptions,
@@ -87,18 +107,21 @@ def fetch_config_command(
     sam_account_name: str | None,
     log_file: Path | None,
 ) -> None:
-    """Read this user's Defguard enrollment token from Entra ID or Active Directory and write
-    provisioning.json where the Defguard desktop client reads it.
+    """Read this user's Defguard enrollment token from Entra ID or Active Directory, or have a
+    dgprov broker mint one for the signed-in user, and write provisioning.json where the
+    Defguard desktop client reads it.
 
-    Exit status: 0 written (or nothing to do), 1 nothing found for the user, 2 usage or sign-in
-    error, 3 not joined with --strict.
+    Exit status: 0 written (or nothing to do), 1 nothing found for the user (or the broker
+    refused), 2 usage or sign-in error, 3 not joined with --strict.
     """
     _log_to(log_file)
     result = api.fetch_config(
-        source="ad" if source == "ad" else "entra" if source == "entra" else "auto",
+        source=SOURCES[source],
         strict=strict,
         attribute_set_name=attribute_set_name,
         entra=entra.settings(ca_bundle),
+        broker_url=broker_url or environment.get(environment.BROKER_URL),
+        broker_scope=broker_scope,
         ldap_url=ad.ldap_url,
         base_dn=ad.base_dn,
         ad_attribute=ad.ad_attribute or "defguardProvisioningConfig",
@@ -111,4 +134,5 @@ def fetch_config_command(
         notify=echo_err,
     )
     if result.path is not None:
-        echo_err(f"wrote {result.path} (enrollment_url, enrollment_token) for {result.user}")
+        via = " from the broker" if result.source == "broker" else ""
+        echo_err(f"wrote {result.path} (enrollment_url, enrollment_token) for {result.user}{via}")

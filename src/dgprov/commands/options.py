@@ -47,9 +47,36 @@ def terminal_prompt() -> Prompt | None:
     return lambda question: str(click.prompt(question, hide_input=True, err=True))
 
 
-_ENTRA_OPTIONS: list[Decorator] = [
-    click.option("--tenant", help=f"Entra tenant id or domain [env {environment.TENANT}]."),
-    click.option("--client-id", help=f"Public client app id [env {environment.CLIENT_ID}]."),
+def _entra_option_list(client_id_help: str, auth: Decorator) -> list[Decorator]:
+    """The Entra options; ``--client-id`` and ``--auth`` differ between the jobs and the broker."""
+    return [
+        click.option("--tenant", help=f"Entra tenant id or domain [env {environment.TENANT}]."),
+        click.option("--client-id", help=f"{client_id_help} [env {environment.CLIENT_ID}]."),
+        auth,
+        click.option(
+            "--client-secret-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help=f"For --auth client-secret (or set {environment.CLIENT_SECRET}).",
+        ),
+        click.option(
+            "--client-certificate",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="For --auth certificate: PEM with the private key and the certificate "
+            f"[env {environment.CLIENT_CERTIFICATE}] (password, if any, in "
+            f"{environment.CLIENT_CERTIFICATE_PASSWORD}).",
+        ),
+        click.option(
+            "--authority",
+            help="Full authority URL (default https://login.microsoftonline.com/<tenant>).",
+        ),
+        click.option(
+            "--graph-url", default=DEFAULT_GRAPH_URL, show_default=True, help="Graph base URL."
+        ),
+    ]
+
+
+_ENTRA_OPTIONS = _entra_option_list(
+    "Public client app id",
     click.option(
         "--auth",
         type=click.Choice(["auto", "browser", "device-code", "client-secret", "certificate"]),
@@ -57,26 +84,17 @@ _ENTRA_OPTIONS: list[Decorator] = [
         show_default=True,
         help="auto = browser, or device code when no browser can open.",
     ),
+)
+_BROKER_ENTRA_OPTIONS = _entra_option_list(
+    "The broker's app registration: the audience it accepts and its identity for Graph",
     click.option(
-        "--client-secret-file",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help=f"For --auth client-secret (or set {environment.CLIENT_SECRET}).",
+        "--auth",
+        type=click.Choice(["client-secret", "certificate"]),
+        default="client-secret",
+        show_default=True,
+        help="How the broker signs in to Graph (application permission User.Read.All).",
     ),
-    click.option(
-        "--client-certificate",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="For --auth certificate: PEM with the private key and the certificate "
-        f"[env {environment.CLIENT_CERTIFICATE}] (password, if any, in "
-        f"{environment.CLIENT_CERTIFICATE_PASSWORD}).",
-    ),
-    click.option(
-        "--authority",
-        help="Full authority URL (default https://login.microsoftonline.com/<tenant>).",
-    ),
-    click.option(
-        "--graph-url", default=DEFAULT_GRAPH_URL, show_default=True, help="Graph base URL."
-    ),
-]
+)
 
 
 ca_bundle_option = click.option(
@@ -149,6 +167,8 @@ class EntraOptions:
 
 entra_options = _grouped(_ENTRA_OPTIONS, EntraOptions, "entra")
 """The Entra sign-in options shared by the admin and client jobs, as ``entra: EntraOptions``."""
+broker_entra_options = _grouped(_BROKER_ENTRA_OPTIONS, EntraOptions, "entra")
+"""The same for ``dgprov broker``: its own registration, app-only credentials only."""
 
 
 @dataclass(frozen=True)
