@@ -4,16 +4,20 @@ with which status, the rate limit, the operations endpoints and what the broker 
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
 from dgprov_sandbox.http_common import FaultSettings
+
+from dgprov import api
 
 from ..broker_fixtures import BrokerProcess, broker_command, broker_process, broker_token
 from ..conftest import Running, StartSandbox, example_tenant, trust
@@ -120,6 +124,38 @@ def test_enrolled_users_get_a_desktop_token_or_403(start_sandbox: StartSandbox) 
         response = provision(broker, broker_token(running, "ed@contoso.example"))
         assert (response.status_code, response.json()["error"]) == (403, "enrolled")
     assert len(running.tokens("enrolled")) == 1
+
+
+@pytest.mark.parametrize("policy", ["desktop", "refuse"])
+def test_a_user_who_enrolled_since_the_mapping_was_cached(
+    start_sandbox: StartSandbox, tmp_path: Path, policy: str
+) -> None:
+    """The cached mapping still says "not enrolled"; Defguard refuses a second activation, and
+    the user gets what an enrolled user gets instead of a 503."""
+    tenant = example_tenant()
+    tenant["instance"]["mfa_required"] = False  # MFA setup at activation needs the desktop app
+    running = start_sandbox(tenant)
+    with broker_process(running, "--rate-window", "0", "--enrolled-users", policy) as broker:
+        token = broker_token(running, "jdoe@contoso.example")
+        first = provision(broker, token)
+        assert first.status_code == 200, first.text
+        provisioning = tmp_path / "provisioning.json"
+        provisioning.write_text(json.dumps(first.json()), "utf-8")
+        api.enroll(
+            provisioning_file=provisioning,
+            output_dir=tmp_path / "wg",
+            device_name="laptop",
+            password=lambda: "Broker-Passw0rd!",
+            ca_bundle=running.info["ca_bundle"],
+        )
+        again = provision(broker, token)
+    issued = [t["issued_by"] for t in running.tokens("jdoe")]
+    if policy == "desktop":
+        assert again.status_code == 200, again.text
+        assert issued[-1] == "start_desktop"
+    else:
+        assert (again.status_code, again.json()["error"]) == (403, "enrolled")
+        assert "start_desktop" not in issued
 
 
 def test_a_user_asking_again_within_the_window_gets_429(

@@ -144,9 +144,10 @@ def decide(
     if not entra_user.enabled:
         raise Refusal(403, "account_disabled", f"the Entra account {who} is disabled")
     if entry.action is Action.START_DESKTOP and refuse_enrolled:
-        raise Refusal(
-            403,
-            "enrolled",
-            f"{who} is already enrolled; this broker issues no tokens to enrolled users",
-        )
+        raise enrolled_refusal(who)
     return Grant(entry.username, entry.action)
+
+
+def enrolled_refusal(who: str) -> Refusal:
+    message = f"{who} is already enrolled; this broker issues no tokens to enrolled users"
+    return Refusal(403, "enrolled", message)

@@ -22,14 +22,15 @@ from typing import Any
 
 from ..defguard import DefguardClient
 from ..entra_auth import EntraSignIn
-from ..errors import AuthenticationError, DgprovError
+from ..errors import AuthenticationError, DgprovError, RemoteError
 from ..graph import GraphClient
 from ..plan import Action
+from ..provision import ALREADY_ACTIVATED
 from ..retry import RetryPolicy
 from ..stored_value import FILE_TOKEN_KEY, FILE_URL_KEY, ProvisioningConfig
 from ..tls import tls_context
 from .config import BrokerConfig
-from .decisions import Refusal
+from .decisions import Grant, Refusal, enrolled_refusal
 from .limits import RateLimiter
 from .mapping import Mapper, guarded
 from .metrics import BrokerMetrics
@@ -230,22 +231,42 @@ class Broker:
             self.limiter.forget(caller.object_id)
             raise
         record.username, record.action = grant.username, grant.action.value
-        config = await guarded(
-            "defguard_unavailable", lambda: self._issue(caller, grant.username, grant.action)
-        )
+        config, action = await guarded("defguard_unavailable", lambda: self._issue(caller, grant))
+        record.action = action.value
         return {FILE_URL_KEY: config.enrollment_url, FILE_TOKEN_KEY: config.enrollment_token}
 
-    async def _issue(self, caller: Caller, username: str, action: Action) -> ProvisioningConfig:
+    async def _issue(self, caller: Caller, grant: Grant) -> tuple[ProvisioningConfig, Action]:
+        """The token ``grant`` says, and the kind actually issued."""
         try:
-            with self.metrics.timed("defguard", action.value):
-                if action is Action.START_DESKTOP:
-                    issued = await self.defguard.start_desktop(username)
-                else:
-                    issued = await self.defguard.start_enrollment(username, self.lifetime)
-            return issued.validated()
+            try:
+                return await self._ask_defguard(grant.username, grant.action), grant.action
+            except RemoteError as exc:
+                # The mapping (cached up to its TTL) said "not enrolled", but the user has
+                # enrolled since and Defguard refuses a second activation: they get what an
+                # enrolled user gets, as with generate-tokens.
+                if not (
+                    grant.action is Action.START_ENROLLMENT
+                    and exc.status == 400
+                    and exc.message == ALREADY_ACTIVATED
+                ):
+                    raise
+            self.mapper.forget(caller)
+            if self.config.enrolled_users == "refuse":
+                self.limiter.forget(caller.object_id)  # nothing was issued
+                raise enrolled_refusal(caller.upn or caller.object_id)
+            desktop = Action.START_DESKTOP
+            return await self._ask_defguard(grant.username, desktop), desktop
         except DgprovError:
             self.mapper.forget(caller)
             raise
+
+    async def _ask_defguard(self, username: str, action: Action) -> ProvisioningConfig:
+        with self.metrics.timed("defguard", action.value):
+            if action is Action.START_DESKTOP:
+                issued = await self.defguard.start_desktop(username)
+            else:
+                issued = await self.defguard.start_enrollment(username, self.lifetime)
+        return issued.validated()
 
 
 def new_request_id() -> str:
