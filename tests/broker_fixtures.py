@@ -79,6 +79,8 @@ def broker_command(running: Running, *extra: str) -> list[str]:
         info["ca_bundle"],
         "--listen",
         "127.0.0.1:0",
+        "--allowed-client-id",
+        info["client_id"],
         *extra,
     ]
 

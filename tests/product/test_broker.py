@@ -268,6 +268,7 @@ def test_no_secret_in_any_output_and_no_graph_write(
         "outcome",
         "status",
         "latency_ms",
+        "detail",
     }
     assert [(line["upn"], line["outcome"]) for line in lines[:2]] == [
         ("jdoe@contoso.example", "provisioned"),

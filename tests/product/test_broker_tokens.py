@@ -111,6 +111,8 @@ CASES: dict[str, Callable[[Running, str], str]] = {
     "missing scope": lambda r, t: resigned(r, t, scp=None),
     "another scope only": lambda r, t: resigned(r, t, scp="Provision.Read"),
     "app-only token": lambda r, t: broker_app_only_token(r),
+    # A token for the broker's scope that another app (a consent-phishing one) obtained.
+    "another client app": lambda r, t: resigned(r, t, azp=str(uuid.uuid4()), appid=None),
     "not a JWT": lambda r, t: "not-a-jwt",
 }
 
@@ -146,8 +148,9 @@ def test_reasons_name_the_problem(served: tuple[Running, BrokerProcess]) -> None
         "not yet valid": "not valid yet",
         "wrong audience (a Graph token)": "another audience",
         "other tenant": "another tenant",
-        "alg none": "algorithm 'none'",
-        "HMAC signed with the public key": "algorithm 'HS256'",
+        "alg none": "signing algorithm",
+        "HMAC signed with the public key": "signing algorithm",
+        "another client app": "client app",
         "missing scope": "Provision",
         "app-only token": "app-only",
         "unknown kid": "unknown kid",

@@ -24,6 +24,14 @@ from .service import AuditRecord, Broker, new_request_id
 
 log = logging.getLogger("dgprov.broker")
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# What a caller hears when a service behind the broker fails; what the service said (hosts,
+# its own messages) goes to the audit line only.
+UNAVAILABLE = {
+    "defguard_unavailable": "Defguard did not give the broker a token for you now; try again "
+    "later, or give your administrator the request id",
+    "entra_unavailable": "the broker cannot reach Entra ID now; try again later, or give your "
+    "administrator the request id",
+}
 
 
 def _refusal_response(refusal: Refusal) -> JSONResponse:
@@ -51,6 +59,9 @@ def build_app(broker: Broker) -> Starlette:
             response: Response = JSONResponse(body)
         except Refusal as refusal:
             record.outcome, record.status = refusal.code, refusal.status
+            if refusal.code in UNAVAILABLE:
+                record.detail = refusal.message
+                refusal = Refusal(refusal.status, refusal.code, UNAVAILABLE[refusal.code])
             response = _refusal_response(refusal)
         except Exception as exc:  # a bug: answer, log its kind, never the request
             log.error("request %s failed: %s", record.request_id, type(exc).__name__)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,6 +24,7 @@ DEFAULT_TOKEN_LIFETIME = "1h"
 RATE_WINDOW_SECONDS = 60.0
 MAPPING_TTL_SECONDS = 30.0
 JWKS_REFETCH_FLOOR_SECONDS = 30.0
+GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,9 @@ class BrokerConfig:
     enrolled_users: EnrolledUsers = "desktop"
     workers: int = 1
     ca_bundle: str | None = None
+    # The client apps whose tokens are accepted (``azp`` in v2 tokens, ``appid`` in v1); empty:
+    # any app the user consented to the broker's scope for.
+    allowed_client_ids: tuple[str, ...] = ()
     # Policies with defaults that suit a service; tests shorten them.
     rate_window_seconds: float = RATE_WINDOW_SECONDS
     mapping_ttl_seconds: float = MAPPING_TTL_SECONDS
@@ -104,6 +109,12 @@ class BrokerConfig:
                 "tenant id or domain"
             )
         self.entra.check()
+        for client_id in self.allowed_client_ids:
+            if not GUID.fullmatch(client_id.strip().lower()):
+                raise UsageError(
+                    f"--allowed-client-id {client_id!r}: give the client app's application "
+                    "(client) id, a GUID"
+                )
         if self.workers < 1:
             raise UsageError("--workers must be 1 or more")
         if not (math.isfinite(self.rate_window_seconds) and self.rate_window_seconds >= 0):

@@ -34,6 +34,9 @@ GRACE_SECONDS = 10
 # Longer than the idle timeout of common load balancers (60 s), so the broker never closes a
 # kept-alive connection at the moment the balancer sends a request on it (a 502 there).
 KEEP_ALIVE_SECONDS = 75
+# Connections and requests at once; beyond it uvicorn answers 503 instead of holding sockets
+# (and file descriptors) for whoever opens the most.
+MAX_CONCURRENCY = 512
 READY_TIMEOUT_SECONDS = 30.0
 
 
@@ -66,6 +69,10 @@ def _server(config: BrokerConfig) -> uvicorn.Server:
         uvicorn.Config(
             create_app(config),
             lifespan="on",
+            # h11 refuses a request whose unfinished head passes 16 KiB; httptools buffers
+            # headers without a bound, so a few slow connections could fill the memory.
+            http="h11",
+            limit_concurrency=MAX_CONCURRENCY,
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=GRACE_SECONDS,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sys
 import time
 import uuid
@@ -43,6 +44,8 @@ DEFGUARD_CONNECTIONS = 64
 GRAPH_SIGN_IN_SECONDS = 15.0
 GRAPH_TOKEN_REUSE_SECONDS = 300.0
 
+log = logging.getLogger("dgprov.broker")
+
 
 def audit_to_stderr(line: str) -> None:
     sys.stderr.write(line + "\n")
@@ -60,6 +63,7 @@ class AuditRecord:
     action: str | None = None
     outcome: str = ""
     status: int = 0
+    detail: str | None = None  # what a remote service said, for the operator only
 
     def line(self, latency: float) -> str:
         return json.dumps(
@@ -73,6 +77,7 @@ class AuditRecord:
                 "outcome": self.outcome,
                 "status": self.status,
                 "latency_ms": round(latency * 1000, 2),
+                "detail": self.detail,
             }
         )
 
@@ -103,6 +108,7 @@ class Broker:
         self._warm_up: list[asyncio.Task[Any]] = []
         self._ready_at = float("-inf")
         self._ready_reason: str | None = "starting"
+        self._ready_lock = asyncio.Lock()
 
     async def start(self) -> None:
         config = self.config
@@ -123,7 +129,9 @@ class Broker:
             refetch_floor=config.jwks_refetch_floor_seconds,
             timer=self.metrics.timed,
         )
-        self.validator = TokenValidator(self.keys, config.entra.client_id)
+        self.validator = TokenValidator(
+            self.keys, config.entra.client_id, config.allowed_client_ids
+        )
         self.mapper = Mapper(
             self.defguard,
             self.graph,
@@ -189,18 +197,28 @@ class Broker:
         return self._graph_token_value
 
     async def readiness(self) -> str | None:
-        """None when ready; else why not. Probes are answered from a 5-second memory."""
-        if time.monotonic() - self._ready_at < READY_CACHE_SECONDS:
-            return self._ready_reason
-        reason = None
-        try:
-            if not self.keys.loaded:
-                await self.keys.refresh()
-            await self.defguard.group(self.config.group_name)
-        except (DgprovError, KeysUnavailable) as exc:
-            reason = str(exc)
-        self._ready_at, self._ready_reason = time.monotonic(), reason
-        return reason
+        """None when ready; else why not, in words that name no host (anyone may probe).
+
+        Probes are answered from a 5-second memory, and one check at a time: a crowd of
+        probes arriving together costs Defguard one request, not one each.
+        """
+        async with self._ready_lock:
+            if time.monotonic() - self._ready_at < READY_CACHE_SECONDS:
+                return self._ready_reason
+            reason = None
+            try:
+                if not self.keys.loaded:
+                    await self.keys.refresh()
+            except KeysUnavailable as exc:
+                log.warning("not ready: %s", exc)
+                reason = "the tenant's signing keys are not loaded"
+            try:
+                await self.defguard.group(self.config.group_name)
+            except DgprovError as exc:
+                log.warning("not ready: %s", exc)
+                reason = reason or "Defguard does not answer the broker"
+            self._ready_at, self._ready_reason = time.monotonic(), reason
+            return reason
 
     async def provision(self, authorization: str | None, record: AuditRecord) -> dict[str, str]:
         token = bearer_token(authorization)

@@ -17,9 +17,8 @@ import asyncio
 import base64
 import binascii
 import json
-import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from ..errors import DgprovError
 from ..retry import RetryPolicy
 from ..tls import tls_context
 from ..transport import ServiceConnection
+from .config import GUID
 
 SERVICE = "the Entra authority"
 ALGORITHMS = ["RS256"]  # what Entra signs access tokens with
@@ -40,7 +40,6 @@ MAX_TOKEN_BYTES = 16 * 1024  # Entra tokens are a few KB; anything larger is not
 MAX_KEYS = 64
 KEYS_MAX_AGE_SECONDS = 24 * 3600  # Microsoft: check the key set at least daily
 AUTHORITY_POLICY = RetryPolicy(attempts=2, max_delay=0.5, deadline=10.0, max_retry_after=2.0)
-GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 class TokenRejected(Exception):
@@ -86,6 +85,8 @@ class KeySet:
         self.fetches = 0
         self._fetched_at = float("-inf")
         self._unknown_kid_at = float("-inf")
+        self._failed_at = float("-inf")
+        self._failure = ""
         self._lock = asyncio.Lock()
 
     @property
@@ -98,13 +99,19 @@ class KeySet:
     async def key(self, kid: str) -> Any:
         """The key with ``kid``; an unknown one refetches the set, at most once per floor."""
         if not self.loaded or time.monotonic() - self._fetched_at > KEYS_MAX_AGE_SECONDS:
-            await self.refresh(stale_at=self._fetched_at)
+            try:
+                await self.refresh(stale_at=self._fetched_at)
+            except KeysUnavailable:
+                if not self.loaded:
+                    raise
+                # A day-old set is still the tenant's (Entra rolls keys over weeks): keep
+                # using it while the authority is away; the next try waits the floor.
         if kid not in self.keys:
             async with self._lock:
                 due = time.monotonic() - self._unknown_kid_at >= self.refetch_floor
                 if kid not in self.keys and due:
                     self._unknown_kid_at = time.monotonic()
-                    await self._fetch()
+                    await self._fetch_guarded()
         if kid not in self.keys:
             raise TokenRejected(
                 "the token is signed with a key the tenant does not publish (unknown kid)"
@@ -115,7 +122,18 @@ class KeySet:
         """Fetch now, unless another request refreshed since ``stale_at``."""
         async with self._lock:
             if stale_at is None or self._fetched_at == stale_at:
-                await self._fetch()
+                await self._fetch_guarded()
+
+    async def _fetch_guarded(self) -> None:
+        """A fetch, unless one failed within the floor: anonymous requests arrive faster than
+        the authority should be asked, and each would otherwise try again."""
+        if time.monotonic() - self._failed_at < self.refetch_floor:
+            raise KeysUnavailable(self._failure)
+        try:
+            await self._fetch()
+        except KeysUnavailable as exc:
+            self._failed_at, self._failure = time.monotonic(), str(exc)
+            raise
 
     async def _get(self, url: str) -> Answer:
         try:
@@ -165,9 +183,10 @@ class KeySet:
 class TokenValidator:
     """Turns a bearer token into a ``Caller``, or refuses it with the reason."""
 
-    def __init__(self, keys: KeySet, client_id: str) -> None:
+    def __init__(self, keys: KeySet, client_id: str, allowed_clients: Sequence[str] = ()) -> None:
         self.keys = keys
         self.audiences = [client_id, f"api://{client_id}"]
+        self.allowed_clients = frozenset(c.strip().lower() for c in allowed_clients)
 
     async def validate(self, token: str) -> Caller:
         if len(token) > MAX_TOKEN_BYTES:
@@ -175,14 +194,22 @@ class TokenValidator:
         header = unverified_header(token)
         algorithm = header.get("alg")
         if algorithm not in ALGORITHMS:
-            raise TokenRejected(
-                f"the token's algorithm {str(algorithm)[:16]!r} is not accepted (RS256 only)"
-            )
+            raise TokenRejected("the token's signing algorithm is not accepted (RS256 only)")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise TokenRejected("the token names no signing key (kid)")
         claims = self._decode(token, await self.keys.key(kid))
-        return self._caller(claims)
+        caller = self._caller(claims)
+        if self.allowed_clients:
+            # The app the user signed in to: azp in v2.0 tokens, appid in v1.0 ones. Without
+            # this, a token any consented app obtained for the user (a phishing app too) works.
+            client = str(claims.get("azp") or claims.get("appid") or "").lower()
+            if client not in self.allowed_clients:
+                raise TokenRejected(
+                    "the token was requested by a client app this broker does not accept; "
+                    "sign in with dgprov fetch-config"
+                )
+        return caller
 
     def _decode(self, token: str, key: Any) -> dict[str, Any]:
         try:

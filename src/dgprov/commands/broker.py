@@ -91,6 +91,14 @@ def load_broker() -> ModuleType:
     help="A user who got a token is refused (429) until this many seconds have passed.",
 )
 @click.option(
+    "--allowed-client-id",
+    "allowed_client_ids",
+    multiple=True,
+    metavar="APP_ID",
+    help="Accept only tokens requested by this client app (azp / appid), e.g. the dgprov public "
+    "client's application id; repeatable. Without it, any app the user consented to.",
+)
+@click.option(
     "--workers",
     type=click.IntRange(1, 64),
     default=1,
@@ -110,6 +118,7 @@ def broker_command(
     token_lifetime: str,
     enrolled_users: str,
     rate_window: float,
+    allowed_client_ids: tuple[str, ...],
     workers: int,
 ) -> None:
     """Serve POST /v1/provisioning: for an Entra access token issued for the broker, the
@@ -142,6 +151,7 @@ def broker_command(
         workers=workers,
         ca_bundle=ca_bundle,
         rate_window_seconds=rate_window,
+        allowed_client_ids=allowed_client_ids,
     )
     config.check()
     sys.exit(broker.serve(config))

@@ -107,6 +107,7 @@ def sandbox_broker(info: dict[str, Any], **overrides: Any) -> Iterator[str]:
         ),
         "listen": broker.config.parse_listen("127.0.0.1:0"),
         "ca_bundle": info["ca_bundle"],
+        "allowed_client_ids": (info["client_id"],),  # dgprov's public client only
     }
     running = broker.start_in_thread(broker.BrokerConfig(**{**settings, **overrides}))
     try:
