@@ -49,6 +49,10 @@ class DefguardUser:
     email: str | None
     is_active: bool
     enrolled: bool
+    id: int = 0
+    # User devices, where the answer lists them (2.0's UserInfo does, 1.6's does not: see
+    # ``device_counts``); sync reads a used token from them.
+    devices: int | None = None
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,17 @@ class DefguardClient:
                 found[name] = user
         return found
 
+    async def device_counts(self) -> dict[int, int]:
+        """User devices per user id, from ``GET /device`` (both lines, one unpaginated answer;
+        v1.6.6 crates/defguard_core/src/handlers/wireguard.rs:1266): for 1.6, whose user list
+        carries no devices, one request instead of one per member."""
+        counts: dict[int, int] = {}
+        for device in (await self._get_json("/api/v1/device")).items():
+            if _is_user_device(device):
+                owner = device.integer("user_id")
+                counts[owner] = counts.get(owner, 0) + 1
+        return counts
+
     async def user(self, username: str) -> DefguardUser | None:
         """One user's record (``GET /user/{username}``, both lines), None when Defguard has none."""
         response = await self._request("GET", f"/api/v1/user/{quote(username, safe='')}")
@@ -247,12 +262,22 @@ class DefguardClient:
 
 def user_record(item: Answer) -> DefguardUser:
     """A user of a list page or of ``GET /user/{username}``, reduced to what dgprov needs."""
+    devices = None
+    if item.has("devices"):
+        devices = sum(1 for d in item.items("devices") if _is_user_device(d))
     return DefguardUser(
         username=item.text("username"),
         email=item.optional_text("email") or None,
         is_active=item.flag("is_active"),
         enrolled=item.flag("enrolled"),
+        id=item.optional_integer("id") or 0,
+        devices=devices,
     )
+
+
+def _is_user_device(device: Answer) -> bool:
+    """A person's device (``device_type`` ``user``), not a network device."""
+    return device.optional_text("device_type") in (None, "user")
 
 
 def page_count(pagination: Answer) -> int:

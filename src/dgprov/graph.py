@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -21,10 +21,17 @@ import httpx
 
 from . import __version__
 from .answers import Answer
-from .directory import DirectoryUser, Matches, MatchKey, WriteResult, unmatched
+from .directory import DirectoryUser, Matches, Stored, WriteResult, unmatched
 from .errors import AuthenticationError, InvalidAnswer, PreflightError, RemoteError
 from .retry import AdaptiveLimit, RetryPolicy, retry_after_seconds
-from .stored_value import ENTRA_ATTRIBUTES, ProvisioningConfig, to_entra_attributes
+from .stored_value import (
+    ENTRA_ATTRIBUTES,
+    ENTRA_EXPIRY_ATTRIBUTE,
+    ENTRA_TOKEN_ATTRIBUTE,
+    ProvisioningConfig,
+    to_entra_attributes,
+    token_digest,
+)
 from .transport import ServiceConnection
 
 SERVICE = "Microsoft Graph"
@@ -41,6 +48,8 @@ RETRYABLE_ITEM_STATUSES = frozenset({429, 500, 502, 503, 504})
 ITEM_ERROR_ATTEMPTS = 8  # for 5xx items; throttled items wait as long as Graph asks
 MAX_THROTTLED_SECONDS = 900.0
 BATCHES_IN_FLIGHT = 4
+CSA_PROPERTY = "customSecurityAttributes"
+MAX_LISTING_PAGES = 100_000  # of 999 users: far beyond any tenant
 MAX_LOOKUP_PAGES = 100  # pages of one 15-address filter: a few users each is all there can be
 
 TokenProvider = Callable[[bool], str]
@@ -109,37 +118,41 @@ class GraphClient:
     async def check_attribute_set(self, set_name: str) -> None:
         """Both attributes must be defined, Available, single-valued Strings."""
         for attribute in ENTRA_ATTRIBUTES:
-            response = await self._request(
-                "GET",
-                "/directory/customSecurityAttributeDefinitions/"
-                + quote(f"{set_name}_{attribute}", safe=""),
+            await self.defines(set_name, attribute, required=True)
+
+    async def defines(self, set_name: str, attribute: str, *, required: bool = False) -> bool:
+        """Whether ``set_name.attribute`` is an Available single-valued String attribute; an
+        undefined one is False (a ``PreflightError`` when ``required``), a wrong one an error."""
+        response = await self._request(
+            "GET",
+            "/directory/customSecurityAttributeDefinitions/"
+            + quote(f"{set_name}_{attribute}", safe=""),
+        )
+        if response.status_code == 403:
+            raise PreflightError(
+                "the signed-in account cannot read custom security attribute definitions; it "
+                "needs the Attribute Assignment Administrator role and consent to "
+                "CustomSecAttributeDefinition.Read.All"
             )
-            if response.status_code == 403:
-                raise PreflightError(
-                    "the signed-in account cannot read custom security attribute definitions; it "
-                    "needs the Attribute Assignment Administrator role and consent to "
-                    "CustomSecAttributeDefinition.Read.All"
-                )
-            if response.status_code == 404:
-                raise PreflightError(
-                    f"Entra has no custom security attribute {set_name}.{attribute}; an Attribute "
-                    f"Definition Administrator must define the set {set_name!r} with the String "
-                    f"attributes {' and '.join(ENTRA_ATTRIBUTES)} (see the README)"
-                )
-            if response.status_code != 200:
-                _, message = graph_error(error_body(response), response.reason_phrase)
-                raise PreflightError(
-                    f"reading {set_name}.{attribute} failed ({response.status_code}: {message})"
-                )
-            definition = Answer.of(response, SERVICE)
-            if definition.optional_text("type") != "String" or definition.flag("isCollection"):
-                raise PreflightError(
-                    f"{set_name}.{attribute} must be a single-valued String attribute"
-                )
-            if definition.optional_text("status") != "Available":
-                raise PreflightError(
-                    f"{set_name}.{attribute} is deactivated; reactivate it in Entra"
-                )
+        if response.status_code == 404 and not required:
+            return False
+        if response.status_code == 404:
+            raise PreflightError(
+                f"Entra has no custom security attribute {set_name}.{attribute}; an Attribute "
+                f"Definition Administrator must define the set {set_name!r} with the String "
+                f"attributes {' and '.join(ENTRA_ATTRIBUTES)} (see the README)"
+            )
+        if response.status_code != 200:
+            _, message = graph_error(error_body(response), response.reason_phrase)
+            raise PreflightError(
+                f"reading {set_name}.{attribute} failed ({response.status_code}: {message})"
+            )
+        definition = Answer.of(response, SERVICE)
+        if definition.optional_text("type") != "String" or definition.flag("isCollection"):
+            raise PreflightError(f"{set_name}.{attribute} must be a single-valued String attribute")
+        if definition.optional_text("status") != "Available":
+            raise PreflightError(f"{set_name}.{attribute} is deactivated; reactivate it in Entra")
+        return True
 
     # -------------------------------------------------------------------------------- batch
 
@@ -334,9 +347,33 @@ class GraphClient:
     # -------------------------------------------------------------------------------- writes
 
     async def write_attributes(
-        self, set_name: str, assignments: Sequence[tuple[str, ProvisioningConfig]]
+        self,
+        set_name: str,
+        assignments: Sequence[tuple[str, ProvisioningConfig]],
+        expiries: Mapping[str, str] | None = None,
     ) -> dict[str, WriteResult]:
-        """``(user_id, config)`` pairs -> result per user id."""
+        """``(user_id, config)`` pairs -> result per user id; with ``expiries`` (sync, where the
+        set defines it) ``EnrollmentTokenExpiresAt`` is written in the same PATCH."""
+        return await self._patch_attributes(
+            set_name,
+            [
+                (user_id, to_entra_attributes(config, (expiries or {}).get(user_id)))
+                for user_id, config in assignments
+            ],
+        )
+
+    async def clear_attributes(
+        self, set_name: str, user_ids: Sequence[str], attributes: Sequence[str]
+    ) -> dict[str, WriteResult]:
+        """Remove the assignments: Graph removes a custom security attribute value set to null
+        ("Remove a single-valued custom security attribute assignment from a user", Microsoft
+        Learn, customsecurityattributes-examples)."""
+        nulls: dict[str, str | None] = dict.fromkeys(attributes)
+        return await self._patch_attributes(set_name, [(user_id, nulls) for user_id in user_ids])
+
+    async def _patch_attributes(
+        self, set_name: str, changes: Sequence[tuple[str, Mapping[str, str | None]]]
+    ) -> dict[str, WriteResult]:
         items = [
             {
                 "id": str(index),
@@ -344,59 +381,55 @@ class GraphClient:
                 "url": f"/users/{quote(user_id, safe='')}",
                 "headers": {"Content-Type": "application/json"},
                 "body": {
-                    "customSecurityAttributes": {
-                        set_name: {"@odata.type": CSA_TYPE, **to_entra_attributes(config)}
-                    }
+                    "customSecurityAttributes": {set_name: {"@odata.type": CSA_TYPE, **values}}
                 },
             }
-            for index, (user_id, config) in enumerate(assignments)
+            for index, (user_id, values) in enumerate(changes)
         ]
         answers = await self._batch(items)
         results: dict[str, WriteResult] = {}
-        for index, (user_id, _) in enumerate(assignments):
+        for index, (user_id, _) in enumerate(changes):
             answer = answers[str(index)]
             _, message = graph_error(answer.get("body"), "")
             status = answer["status"]
             results[user_id] = WriteResult(status == 204, f"{status}: {message}", status == 403)
         return results
 
+    # ------------------------------------------------------------------------- stored values
 
-class EntraDirectory:
-    """Custom security attributes of Entra users, through Graph."""
+    async def read_stored(self, set_name: str) -> dict[str, Stored]:
+        """Every user holding a token in ``set_name``, keyed by lower-cased object id.
 
-    name = "Entra ID"
-    match_key: MatchKey = "email"
-    max_value_length: int | None = 64  # custom security attribute values
-    write_permission = (
-        "the signed-in account may not assign custom security attributes; it needs the "
-        "Attribute Assignment Administrator role (for the set or the tenant) and consent to "
-        "CustomSecAttributeAssignment.ReadWrite.All"
-    )
-
-    def __init__(self, graph: GraphClient, attribute_set: str) -> None:
-        self.graph = graph
-        self.attribute_set = attribute_set
-
-    async def preflight(self) -> None:
-        await self.graph.check_attribute_set(self.attribute_set)
-
-    async def find_users(self, emails: Iterable[str]) -> Matches:
-        return await self.graph.find_users(emails)
-
-    async def check_can_write(self, user: DirectoryUser) -> None:
-        """Nothing: Graph documents no write that changes nothing and is checked like a real one
-        (an empty attribute-set PATCH may be refused or pass unchecked), so the engine's canary,
-        one member written alone first, is the proof; a refusal stops the run there."""
-
-    async def write(
-        self, assignments: Sequence[tuple[DirectoryUser, ProvisioningConfig]]
-    ) -> dict[str, WriteResult]:
-        return await self.graph.write_attributes(
-            self.attribute_set, [(user.id, config) for user, config in assignments]
+        One listing of all users with their custom security attributes ("List all users with a
+        custom security attribute assignment", customsecurityattributes-examples), 999 a page:
+        Graph cannot filter on "has a value" outside advanced queries, and the holders include
+        users who have left the Defguard group, whom no member lookup would find. Only holders
+        are kept, each reduced to a digest of the token, so 100,000 users cost little memory.
+        """
+        query = urlencode(
+            {"$select": f"id,userPrincipalName,{CSA_PROPERTY}", "$top": "999"}, quote_via=quote
         )
-
-    async def aclose(self) -> None:
-        await self.graph.aclose()
+        link: str | None = f"/users?{query}"
+        seen: set[str] = set()
+        held: dict[str, Stored] = {}
+        while link is not None:
+            response = await self._request("GET", link)
+            if response.status_code != 200:
+                _, message = graph_error(error_body(response), response.reason_phrase)
+                raise PreflightError(
+                    f"{SERVICE} answered {response.status_code} to the listing of stored tokens "
+                    f"({message}); nothing was changed, run again later"
+                )
+            page = Answer.of(response, SERVICE)
+            for item in page.items("value"):
+                stored = stored_in(item, set_name)
+                if stored is not None:
+                    held[stored.object_id.lower()] = stored
+            link = page.optional_text("@odata.nextLink")
+            if link is not None and (link in seen or len(seen) >= MAX_LISTING_PAGES):
+                raise page.invalid("'@odata.nextLink' repeats an earlier page or never ends")
+            seen.add(link or "")
+        return held
 
 
 def user_value(item: Answer) -> dict[str, Any]:
@@ -424,3 +457,23 @@ def batch_answers(batch: Answer, chunk: list[dict[str, Any]]) -> list[dict[str, 
             SERVICE, batch.status, f"the $batch answer has no response for request {min(missing)}"
         )
     return answers
+
+
+def stored_in(item: Answer, set_name: str) -> Stored | None:
+    """The token a listed user holds in ``set_name`` (as a digest) and sync's expiry beside it."""
+    if not item.has(CSA_PROPERTY):
+        return None
+    sets = item.child(CSA_PROPERTY)
+    name = next((k for k in sets.value if k.lower() == set_name.lower()), None)
+    if name is None:
+        return None
+    values = sets.child(name)
+    token = values.optional_text(ENTRA_TOKEN_ATTRIBUTE)
+    if not token:
+        return None
+    return Stored(
+        item.text("id"),
+        item.optional_text("userPrincipalName"),
+        token_digest(token),
+        values.optional_text(ENTRA_EXPIRY_ATTRIBUTE),
+    )

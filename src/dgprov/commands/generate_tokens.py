@@ -7,112 +7,29 @@ from pathlib import Path
 
 import click
 
-from .. import api, environment
-from ..credentials import read_secret
+from .. import api
 from ..plan import EnrolledPolicy
-from .options import (
-    AdOptions,
-    EntraOptions,
-    ad_options,
-    ca_bundle_option,
-    entra_options,
-    match_by_option,
-    terminal_prompt,
-    warn,
-)
+from .options import AdOptions, EntraOptions, admin_job_options, admin_job_settings
 from .render import Progress, echo_err, show_members, show_summary
 
 
-def _confirm(pending: int, directory_name: str) -> bool:
-    """Ask on a terminal only; installers and schedulers pass --yes or have no terminal."""
-    if not sys.stdin.isatty():
-        return True
+def _confirm(pending: int, directory_name: str, replacing: int) -> bool:
+    """Asked on a terminal only; installers and schedulers pass --yes or have no terminal."""
     return click.confirm(
-        f"Issue {pending} enrollment tokens and store them in {directory_name}?", err=True
+        f"Issue {pending} enrollment tokens and store them in {directory_name}? {replacing} "
+        "members hold an unused token that this run will replace.",
+        err=True,
     )
 
 
 @click.command("generate-tokens")
-@click.option("--url", required=True, help="Defguard core URL (https; http only on loopback).")
-@click.option(
-    "--group-name", required=True, help="Defguard group whose members get tokens (case-sensitive)."
-)
-@click.option(
-    "--api-token-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help=f"File holding the Defguard API token (or set {environment.DEFGUARD_API_TOKEN}).",
-)
-@click.option("--api-token", help="The API token itself; discouraged, visible in the process list.")
-@click.option(
-    "--attribute-set-name", default="Defguard", show_default=True, help="Entra attribute set."
-)
-@click.option(
-    "--enrollment-token-expiration-time",
-    "expiration",
-    metavar="DURATION",
-    help="Token lifetime such as 24h, 1d, 2w or '1h 30m', from 1m to 10y (default: the "
-    "server's, 24h).",
-)
-@click.option(
-    "--directory",
-    type=click.Choice(["entra", "ad"]),
-    default="entra",
-    show_default=True,
-    help="Where tokens are stored: Entra ID custom security attributes, or an AD attribute.",
-)
-@entra_options
-@ca_bundle_option
-@ad_options(attribute_default=None)
-@match_by_option
-@click.option(
-    "--enrolled-users",
-    type=click.Choice(["desktop", "skip"]),
-    default="desktop",
-    show_default=True,
-    help="For users Defguard counts as enrolled: a start_desktop token (ignores a custom "
-    "expiry), or skip.",
-)
-@click.option(
-    "--include-disabled-directory-users",
-    is_flag=True,
-    help="Also issue tokens for members whose Entra or AD account is disabled (skipped otherwise).",
-)
-@click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation on a terminal.")
-@click.option(
-    "--concurrency",
-    type=click.IntRange(1, 256),
-    default=32,
-    show_default=True,
-    help="Tokens issued in parallel.",
-)
-@click.option(
-    "--report",
-    "report_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Report file (.json or .csv), kept current while the run goes; must not exist yet.",
-)
-@click.option(
-    "--overwrite-report",
-    is_flag=True,
-    help="Replace the --report file if it exists.",
-)
-@click.option(
-    "--include-tokens-in-report",
-    is_flag=True,
-    help="Put the tokens in the report (file mode 0600).",
-)
+@admin_job_options
 @click.option(
     "--resume",
     "resume_path",
     type=click.Path(dir_okay=False, path_type=Path),
     help="A previous JSON report of the same Defguard URL and group: skip the members it shows "
     "provisioned (also those it carried forward from earlier runs).",
-)
-@click.option(
-    "--enrollment-url",
-    help="The enrollment URL Defguard hands out: its length is checked before any token is "
-    "issued, and the run stops if the first token's URL differs.",
 )
 def generate_tokens_command(
     *,
@@ -145,31 +62,23 @@ def generate_tokens_command(
     Exit status: 0 all members provisioned or deliberately skipped, 1 some failed, 2 usage,
     preflight or sign-in error (nothing changed).
     """
-    entra_settings = None
-    ad_settings = None
-    if directory == "ad":
-        ad_settings = ad.settings(match_by, ca_bundle)
-    else:
-        entra_settings = entra.settings(ca_bundle)
-        entra_settings.check()
-    token = read_secret(
-        what="Defguard API token",
-        env_var=environment.DEFGUARD_API_TOKEN,
-        file=api_token_file,
-        file_option="--api-token-file",
-        command_line=api_token,
-        command_line_option="--api-token",
-        prompt=terminal_prompt(),
-        warn=warn,
+    job = admin_job_settings(
+        directory=directory,
+        entra=entra,
+        ad=ad,
+        match_by=match_by,
+        ca_bundle=ca_bundle,
+        api_token_file=api_token_file,
+        api_token=api_token,
     )
     record = api.generate_tokens(
         url=url,
         group_name=group_name,
-        api_token=token,
-        directory="ad" if directory == "ad" else "entra",
-        entra=entra_settings,
+        api_token=job.api_token,
+        directory=job.directory,
+        entra=job.entra,
         attribute_set_name=attribute_set_name,
-        ad=ad_settings,
+        ad=job.ad,
         enrollment_token_expiration_time=expiration,
         enrolled_users=EnrolledPolicy(enrolled_users),
         include_disabled_directory_users=include_disabled_directory_users,
@@ -183,7 +92,7 @@ def generate_tokens_command(
         ca_bundle=ca_bundle,
         notify=echo_err,
         progress=Progress(),
-        confirm=None if yes else _confirm,
+        confirm_replacing=None if yes or not sys.stdin.isatty() else _confirm,
     )
     if record.dry_run:
         show_members(record.members)

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import click
 
@@ -227,4 +227,132 @@ def bind_password(bind_dn: str | None, bind_password_file: Path | None) -> str |
         file=bind_password_file,
         file_option="--bind-password-file",
         prompt=terminal_prompt(),
+    )
+
+
+# The options of the admin jobs, generate-tokens and sync: one list, so both take the same.
+_ADMIN_JOB_OPTIONS: list[Decorator] = [
+    click.option("--url", required=True, help="Defguard core URL (https; http only on loopback)."),
+    click.option(
+        "--group-name",
+        required=True,
+        help="Defguard group whose members get tokens (case-sensitive).",
+    ),
+    click.option(
+        "--api-token-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"File holding the Defguard API token (or set {environment.DEFGUARD_API_TOKEN}).",
+    ),
+    click.option(
+        "--api-token", help="The API token itself; discouraged, visible in the process list."
+    ),
+    click.option(
+        "--attribute-set-name", default="Defguard", show_default=True, help="Entra attribute set."
+    ),
+    click.option(
+        "--enrollment-token-expiration-time",
+        "expiration",
+        metavar="DURATION",
+        help="Token lifetime such as 24h, 1d, 2w or '1h 30m', from 1m to 10y (default: the "
+        "server's, 24h).",
+    ),
+    click.option(
+        "--directory",
+        type=click.Choice(["entra", "ad"]),
+        default="entra",
+        show_default=True,
+        help="Where tokens are stored: Entra ID custom security attributes, or an AD attribute.",
+    ),
+    entra_options,
+    ca_bundle_option,
+    ad_options(attribute_default=None),
+    match_by_option,
+    click.option(
+        "--enrolled-users",
+        type=click.Choice(["desktop", "skip"]),
+        default="desktop",
+        show_default=True,
+        help="For users Defguard counts as enrolled: a start_desktop token (ignores a custom "
+        "expiry), or skip.",
+    ),
+    click.option(
+        "--include-disabled-directory-users",
+        is_flag=True,
+        help="Also issue tokens for members whose Entra or AD account is disabled (skipped "
+        "otherwise).",
+    ),
+    click.option("--dry-run", is_flag=True, help="Print the plan and change nothing."),
+    click.option("--yes", is_flag=True, help="Do not ask for confirmation on a terminal."),
+    click.option(
+        "--concurrency",
+        type=click.IntRange(1, 256),
+        default=32,
+        show_default=True,
+        help="Tokens issued in parallel.",
+    ),
+    click.option(
+        "--report",
+        "report_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Report file (.json or .csv), kept current while the run goes; must not exist yet.",
+    ),
+    click.option(
+        "--overwrite-report",
+        is_flag=True,
+        help="Replace the --report file if it exists.",
+    ),
+    click.option(
+        "--include-tokens-in-report",
+        is_flag=True,
+        help="Put the tokens in the report (file mode 0600).",
+    ),
+    click.option(
+        "--enrollment-url",
+        help="The enrollment URL Defguard hands out: its length is checked before any token is "
+        "issued, and the run stops if the first token's URL differs.",
+    ),
+]
+admin_job_options = _stack(_ADMIN_JOB_OPTIONS)
+
+
+@dataclass(frozen=True)
+class AdminJobSettings:
+    """Where an admin job stores tokens and the Defguard API token it calls with."""
+
+    directory: Literal["entra", "ad"]
+    entra: EntraSettings | None
+    ad: LdapSettings | None
+    api_token: str
+
+
+def admin_job_settings(
+    *,
+    directory: str,
+    entra: EntraOptions,
+    ad: AdOptions,
+    match_by: str,
+    ca_bundle: str | None,
+    api_token_file: Path | None,
+    api_token: str | None,
+) -> AdminJobSettings:
+    """The directory settings (checked) and the API token, from the options of an admin job."""
+    entra_settings = None
+    ad_settings = None
+    if directory == "ad":
+        ad_settings = ad.settings(match_by, ca_bundle)
+    else:
+        entra_settings = entra.settings(ca_bundle)
+        entra_settings.check()
+    token = read_secret(
+        what="Defguard API token",
+        env_var=environment.DEFGUARD_API_TOKEN,
+        file=api_token_file,
+        file_option="--api-token-file",
+        command_line=api_token,
+        command_line_option="--api-token",
+        prompt=terminal_prompt(),
+        warn=warn,
+    )
+    return AdminJobSettings(
+        "ad" if directory == "ad" else "entra", entra_settings, ad_settings, token
     )
