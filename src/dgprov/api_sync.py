@@ -113,9 +113,7 @@ async def sync_async(
     """``sync`` for callers that already run an event loop."""
     lifetime = enrollment_token_expiration_time or DEFAULT_LIFETIME
     url = _check_job(url, lifetime, include_tokens_in_report, report, directory, entra, ad)
-    moment = Moment(
-        now or datetime.datetime.now(datetime.timezone.utc), _renew_window(renew_before, lifetime)
-    )
+    window = _renew_window(renew_before, lifetime)
     report_file = ReportFile(report) if report is not None else None
     if report_file is not None:
         check_destination(report_file, overwrite=overwrite_report)
@@ -137,6 +135,9 @@ async def sync_async(
         try:
             version = await defguard.server_version()
             group = await defguard.group(group_name)
+            offset = datetime.timedelta(seconds=defguard.clock_offset)
+            moment = Moment(now or datetime.datetime.now(datetime.timezone.utc) + offset, window)
+            config.clock_offset = defguard.clock_offset
             notify(f"Defguard {version} at {url}")
             opened = await _open_directory(directory, entra, attribute_set_name, ad, notify)
             stop = asyncio.Event()

@@ -9,6 +9,8 @@ is sent as a header and never appears in a message.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import math
 import ssl
 from collections.abc import Sequence
@@ -35,6 +37,7 @@ from .transport import ServiceConnection
 SERVICE = "Defguard"
 PAGE_SIZE = 100
 LIST_PASSES = 3  # readings of 2.0's unordered list before members are asked for one by one
+MAX_CLOCK_OFFSET = 10 * 365 * 86_400.0  # beyond this the Date header is not believed
 MAX_PAGES = 100_000  # 10 million users: far beyond any Defguard instance
 PREFLIGHT_POLICY = RetryPolicy(
     attempts=2, max_delay=1.0, deadline=4.0, max_retry_after=2.0, max_throttled=4.0
@@ -92,6 +95,7 @@ class DefguardClient:
                 "DEFGUARD_API_TOKEN or --api-token-file"
             )
         self.base_url = base_url.rstrip("/")
+        self.clock_offset = 0.0  # seconds Defguard's clock is ahead of this host's
         # Defguard 2.0 may rate-limit per client address; fewer requests in flight while it
         # refuses keeps every worker's retries for real failures.
         self.limit = AdaptiveLimit(max_connections)
@@ -152,8 +156,10 @@ class DefguardClient:
         return response
 
     async def server_version(self) -> str:
-        """The component version, e.g. ``2.0.1``; also proves the token works."""
+        """The component version, e.g. ``2.0.1``; also proves the token works, and notes how
+        far Defguard's clock (its ``Date``) is from this host's (``clock_offset``)."""
         response = await self._preflight_get("/api/v1/info")
+        self.clock_offset = clock_offset(response.headers.get("date"))
         header = response.headers.get("defguard-component-version")
         if header:
             return str(header)
@@ -278,6 +284,21 @@ def user_record(item: Answer) -> DefguardUser:
 def _is_user_device(device: Answer) -> bool:
     """A person's device (``device_type`` ``user``), not a network device."""
     return device.optional_text("device_type") in (None, "user")
+
+
+def clock_offset(date: str | None) -> float:
+    """Seconds from this host's clock to the server's ``Date`` (hyper sends it on every answer);
+    0 without a usable one. Token expiry is Defguard's clock, so sync judges it by that."""
+    if not date:
+        return 0.0
+    try:
+        moment = email.utils.parsedate_to_datetime(date)
+    except (TypeError, ValueError):
+        return 0.0
+    if moment.tzinfo is None:
+        return 0.0
+    offset = (moment - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    return offset if abs(offset) > 2 and abs(offset) < MAX_CLOCK_OFFSET else 0.0
 
 
 def page_count(pagination: Answer) -> int:

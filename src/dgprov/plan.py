@@ -223,6 +223,6 @@ def summary(planned: Iterable[PlannedMember]) -> dict[str, int]:
     """Members per outcome of ``generate-tokens`` (sync's summary is ``reconcile.summary``)."""
     counts = {outcome.value: 0 for outcome in GENERATE_OUTCOMES}
     for entry in planned:
-        if entry.outcome is not None:
+        if entry.outcome is not None and entry.outcome.value in counts:
             counts[entry.outcome.value] += 1
     return counts

@@ -44,6 +44,7 @@ class ProvisionConfig:
     # sync: store each token's expiry beside it (a start_desktop token's as "unknown"), and
     # look up the directory objects of members disabled in Defguard too (to clear them).
     stamp: bool = False
+    clock_offset: float = 0.0  # seconds Defguard's clock is ahead of this host's
 
 
 @dataclass
@@ -229,7 +230,9 @@ class Provisioner:
 
     async def _issue(self, member: PlannedMember) -> ProvisioningConfig | None:
         """A token for ``member``; None when issuing settled the member another way."""
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
+            seconds=self.config.clock_offset
+        )
         if member.action is Action.START_ENROLLMENT:
             try:
                 token = await self.defguard.start_enrollment(

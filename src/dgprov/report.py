@@ -110,10 +110,9 @@ def write_report(
 
     def chunks() -> Iterator[str]:
         if report.kind == "json":
-            counts: dict[str, Any] = summary(members)
-            counts[Outcome.FAILED.value] += sum(1 for member in members if member.pending)
-            if is_sync:
-                counts = sync_summary(members)
+            counts: dict[str, Any] = sync_summary(members) if is_sync else summary(members)
+            if not is_sync:  # sync's summary counts members not settled as failed itself
+                counts[Outcome.FAILED.value] += sum(1 for member in members if member.pending)
             head = {"summary": counts, "run": run}
             yield json.dumps(head, indent=2, ensure_ascii=False)[:-2] + ',\n  "members": ['
             for index, row in enumerate(rows()):

@@ -57,6 +57,22 @@ def device_view(state: DefguardState, device: Device) -> dict[str, Any]:
     }
 
 
+def device_record(device: Device) -> dict[str, Any]:
+    """``Device`` as ``GET /device`` serialises it: the table's columns, no networks (v1.6.6
+    crates/defguard_core/src/db/models/device.rs:82-97, v2.0.1
+    crates/defguard_common/src/db/models/device.rs:78)."""
+    return {
+        "configured": True,
+        "created": naive_iso(device.created),
+        "description": None,
+        "device_type": "user",
+        "id": device.id,
+        "name": device.name,
+        "user_id": device.user_id,
+        "wireguard_pubkey": device.pubkey,
+    }
+
+
 def user_info(state: DefguardState, user: User) -> dict[str, Any]:
     """``UserInfo`` in the shape of the running server line."""
     info: dict[str, Any] = {

@@ -1,0 +1,280 @@
+"""``dgprov sync`` end to end on both Defguard lines: the real CLI, real HTTP, real MSAL, the
+Entra and Graph emulators, and real enrollment through the sandbox proxy."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+from dgprov_sandbox.tenant import synthetic_tenant
+
+from dgprov import client_files
+from dgprov.cli import main
+from dgprov.host_lock import host_lock
+
+from ..conftest import Running, StartSandbox, graph_client, sign_in, trust
+
+MEMBERS = [f"user000{n}" for n in range(1, 6)]
+U1, U2, U3, U4, U5 = MEMBERS
+PASSWORD = "Str0ng-Passw0rd!"
+HOUR = 3600.0
+
+
+def sha(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def tenant() -> dict[str, Any]:
+    """Five active members, none enrolled, each with an Entra account; the fifth not yet in the
+    group (tests add it later)."""
+    document: dict[str, Any] = synthetic_tenant(5, seed=12)
+    group = next(g for g in document["groups"] if g["name"] == "vpn-users")
+    group["members"] = MEMBERS[:4]
+    return document
+
+
+def entra_args(running: Running, command: str, *extra: str) -> list[str]:
+    info = running.info
+    return [
+        command,
+        "--url", info["defguard_url"],
+        "--group-name", "vpn-users",
+        "--authority", info["authority_url"],
+        "--graph-url", info["graph_url"],
+        "--ca-bundle", info["ca_bundle"],
+        "--tenant", info["tenant_id"],
+        "--client-id", info["confidential_client_id"],
+        "--auth", "client-secret",
+        "--yes",
+        *extra,
+    ]  # fmt: skip
+
+
+class Sync:
+    """Runs ``dgprov sync`` in-process against one sandbox, unattended (client secret)."""
+
+    def __init__(self, running: Running, tmp_path: Path) -> None:
+        self.running = running
+        self.tmp_path = tmp_path
+        self.runs = 0
+
+    def env(self) -> dict[str, str]:
+        return {
+            "DEFGUARD_API_TOKEN": self.running.info["api_token"],
+            "DGPROV_CLIENT_SECRET": self.running.info["client_secret"],
+            "DGPROV_CACHE_DIR": str(self.tmp_path / "cache"),
+            "DGPROV_LOCK_FILE": str(self.tmp_path / "sync.lock"),
+        }
+
+    def __call__(self, *extra: str, command: str = "sync") -> Result:
+        return CliRunner().invoke(main, entra_args(self.running, command, *extra), env=self.env())
+
+    def report(self, *extra: str) -> dict[str, Any]:
+        """One run with a JSON report; the report."""
+        self.runs += 1
+        path = self.tmp_path / f"report{self.runs}.json"
+        result = self(*extra, "--report", str(path))
+        assert result.exit_code == 0, result.output
+        document: dict[str, Any] = json.loads(path.read_text())
+        return document
+
+
+def rows(report: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """(decision, outcome) per username, or per directory object for a row without one."""
+    return {
+        r["username"] or r["upn"]: (r["decision"], r["outcome"]) for r in report["members"]
+    }
+
+
+def token_hashes(running: Running) -> dict[str, set[str]]:
+    hashes: dict[str, set[str]] = {}
+    for token in running.anonymous.get("/_sandbox/tokens").json()["tokens"]:
+        hashes.setdefault(token["username"], set()).add(token["token_sha256"])
+    return hashes
+
+
+def graph_writes(running: Running) -> int:
+    """PATCHes Graph has answered, alone or inside $batch: every write is one."""
+    root = running.info["graph_url"].removesuffix("/v1.0")
+    counts = httpx.get(f"{root}/_sandbox/requests", verify=trust(running.info)).json()["requests"]
+    return sum(count for route, count in counts.items() if "PATCH" in route)
+
+
+def stored(running: Running, username: str) -> dict[str, Any]:
+    admin = graph_client(running.info, sign_in(running, running.info["admin_upn"]))
+    upn = f"{username}@example.com"
+    values = admin.get(f"/users/{upn}", params={"$select": "customSecurityAttributes"}).json()
+    found: dict[str, Any] = (values["customSecurityAttributes"] or {}).get("Defguard", {})
+    return found
+
+
+def enroll(running: Running, tmp_path: Path, url: str, token: str) -> None:
+    """The member enrolls with the stored value, as dgprov's client job does (through the
+    sandbox proxy: activation, a device, its configuration)."""
+    where = tmp_path / "enroll"
+    where.mkdir(exist_ok=True)
+    path = where / "provisioning.json"
+    client_files.write(path, client_files.ProvisioningConfig(url, token))
+    (where / "password").write_text(PASSWORD + "\n")
+    args = ["enroll", "--provisioning-file", str(path), "--output-dir", str(where / "wg")]
+    result = CliRunner().invoke(main, [*args, "--password-file", str(where / "password")])
+    assert result.exit_code == 0, result.output
+
+
+def move_group(running: Running, username: str, *, add: bool) -> None:
+    if add:
+        response = running.anonymous.post(
+            "/_sandbox/groups/vpn-users/members", json={"username": username}
+        )
+    else:
+        response = running.anonymous.delete(f"/_sandbox/groups/vpn-users/members/{username}")
+    assert response.status_code == 200, response.text
+
+
+def test_sync_lifecycle_entra(start_sandbox: StartSandbox, line: str, tmp_path: Path) -> None:
+    running = start_sandbox(tenant(), line=line)
+    sync = Sync(running, tmp_path)
+
+    # First run: a token for everyone, its expiry stored beside it.
+    first = sync.report()
+    assert rows(first) == {name: ("issue", "provisioned") for name in MEMBERS[:4]}
+    assert first["summary"]["decision"]["issue"] == 4
+    assert first["summary"]["outcome"]["provisioned"] == 4
+    issued = token_hashes(running)
+    assert {name: len(h) for name, h in issued.items()} == dict.fromkeys(MEMBERS[:4], 1)
+    values = stored(running, U1)
+    assert sha(values["EnrollmentToken"]) in issued[U1]
+    expires = datetime.datetime.fromisoformat(values["EnrollmentTokenExpiresAt"])
+    token = running.tokens(U1)[0]
+    real = datetime.datetime.fromisoformat(token["expires_at"])
+    # Taken just before the request, to the second: never later than the server's expiry.
+    assert datetime.timedelta(0) <= real - expires.replace(tzinfo=None) < datetime.timedelta(5)
+    assert first["members"][0]["expires_at"] == values["EnrollmentTokenExpiresAt"]
+
+    # Second run: nothing issued, nothing written.
+    writes = graph_writes(running)
+    second = sync.report()
+    assert rows(second) == {name: ("keep", "kept") for name in MEMBERS[:4]}
+    assert token_hashes(running) == issued
+    assert graph_writes(running) == writes
+
+    # user1 enrolls with the stored token: the next run clears it and issues nothing.
+    enroll(running, tmp_path, values["EnrollmentUrl"], values["EnrollmentToken"])
+    third = sync.report()
+    assert rows(third)[U1] == ("clear", "cleared")
+    assert stored(running, U1) == {}
+    assert token_hashes(running) == issued
+    assert rows(sync.report())[U1] == ("skip", "skipped")  # enrolled, with a device
+
+    # user2 leaves the group: its stored value is cleared, nobody gets a token.
+    move_group(running, U2, add=False)
+    fourth = sync.report()
+    assert rows(fourth)[f"{U2}@example.com"] == ("clear", "cleared")
+    assert stored(running, U2) == {}
+    assert token_hashes(running) == issued
+
+    # Half a day later user5 joins and gets a token; after 11 more hours user3's and user4's
+    # tokens expire within --renew-before (2h): they are renewed, user5's is not.
+    running.advance_clock(12 * HOUR)
+    move_group(running, U5, add=True)
+    assert rows(sync.report())[U5] == ("issue", "provisioned")
+    user5_token = token_hashes(running)[U5]
+    running.advance_clock(11 * HOUR)
+    renewal = sync.report()
+    assert rows(renewal) == {
+        U1: ("skip", "skipped"),
+        U3: ("renew", "provisioned"),
+        U4: ("renew", "provisioned"),
+        U5: ("keep", "kept"),
+    }
+    after = token_hashes(running)
+    assert after[U5] == user5_token
+    assert len(after[U3]) == 1 and after[U3] != issued[U3]
+    assert sha(stored(running, U3)["EnrollmentToken"]) in after[U3]
+
+
+def test_concurrent_runs_are_refused(start_sandbox: StartSandbox, tmp_path: Path) -> None:
+    running = start_sandbox(tenant())
+    sync = Sync(running, tmp_path)
+    with host_lock(tmp_path / "sync.lock"):
+        result = sync()
+    assert result.exit_code == 2
+    assert "another dgprov sync is running on this host" in result.output
+    assert "pid" in result.output and "sync.lock" in result.output
+    assert token_hashes(running) == {}  # the refused run did nothing
+    assert sync().exit_code == 0  # once the lock is free
+
+
+def test_state_file_when_the_set_has_no_expiry_attribute(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    document = tenant()
+    attribute_set = document["entra"]["attribute_sets"][0]
+    attribute_set["attributes"] = attribute_set["attributes"][:2]
+    running = start_sandbox(document)
+    sync = Sync(running, tmp_path)
+    refused = sync()
+    assert refused.exit_code == 2 and "--state FILE" in refused.output
+    assert token_hashes(running) == {}
+    state = tmp_path / "state.json"
+    assert rows(sync.report("--state", str(state))) == {
+        name: ("issue", "provisioned") for name in MEMBERS[:4]
+    }
+    assert state.stat().st_mode & 0o777 == 0o600
+    text = state.read_text()
+    assert stored(running, U1)["EnrollmentToken"] not in text
+    before = state.stat().st_mtime_ns
+    assert rows(sync.report("--state", str(state))) == {
+        name: ("keep", "kept") for name in MEMBERS[:4]
+    }
+    assert state.stat().st_mtime_ns == before  # nothing changed, nothing rewritten
+
+
+def test_dry_run_and_generate_tokens_count_what_would_be_replaced(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    running = start_sandbox(tenant())
+    sync = Sync(running, tmp_path)
+    dry = sync("--dry-run")
+    assert dry.exit_code == 0 and "4 issue, 0 renew, 0 clear" in dry.output
+    assert token_hashes(running) == {}
+    assert sync().exit_code == 0
+    plan = sync("--dry-run", command="generate-tokens")
+    assert plan.exit_code == 0
+    assert "replacing the unused token 4 members hold" in plan.output
+
+
+def test_sync_has_the_options_of_generate_tokens() -> None:
+    from dgprov.commands.generate_tokens import generate_tokens_command
+    from dgprov.commands.sync import sync_command
+
+    def names(command: Any) -> set[str]:
+        return {option for param in command.params for option in param.opts}
+
+    assert names(sync_command) == (names(generate_tokens_command) - {"--resume"}) | {
+        "--renew-before",
+        "--state",
+    }
+
+
+@pytest.mark.parametrize(
+    ("renew_before", "expected"),
+    [("1d", "not shorter than the token lifetime"), ("soon", "--renew-before 'soon'")],
+)
+def test_bad_renew_before(tmp_path: Path, renew_before: str, expected: str) -> None:
+    result = CliRunner().invoke(
+        main,
+        [
+            "sync", "--url", "http://127.0.0.1:9", "--group-name", "g", "--directory", "ad",
+            "--ldap-url", "ldap://127.0.0.1:9", "--base-dn", "dc=x", "--ad-attribute", "a",
+            "--bind-dn", "cn=x", "--renew-before", renew_before,
+        ],  # fmt: skip
+        env={"DEFGUARD_API_TOKEN": "dg-x", "DGPROV_BIND_PASSWORD": "p"},
+    )
+    assert result.exit_code == 2 and expected in result.output
