@@ -87,9 +87,7 @@ class Sync:
 
 def rows(report: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """(decision, outcome) per username, or per directory object for a row without one."""
-    return {
-        r["username"] or r["upn"]: (r["decision"], r["outcome"]) for r in report["members"]
-    }
+    return {r["username"] or r["upn"]: (r["decision"], r["outcome"]) for r in report["members"]}
 
 
 def token_hashes(running: Running) -> dict[str, set[str]]:
@@ -268,13 +266,11 @@ def test_sync_has_the_options_of_generate_tokens() -> None:
     [("1d", "not shorter than the token lifetime"), ("soon", "--renew-before 'soon'")],
 )
 def test_bad_renew_before(tmp_path: Path, renew_before: str, expected: str) -> None:
-    result = CliRunner().invoke(
-        main,
-        [
-            "sync", "--url", "http://127.0.0.1:9", "--group-name", "g", "--directory", "ad",
-            "--ldap-url", "ldap://127.0.0.1:9", "--base-dn", "dc=x", "--ad-attribute", "a",
-            "--bind-dn", "cn=x", "--renew-before", renew_before,
-        ],  # fmt: skip
-        env={"DEFGUARD_API_TOKEN": "dg-x", "DGPROV_BIND_PASSWORD": "p"},
-    )
+    args = [
+        "sync", "--url", "http://127.0.0.1:9", "--group-name", "g", "--directory", "ad",
+        "--ldap-url", "ldap://127.0.0.1:9", "--base-dn", "dc=x", "--ad-attribute", "a",
+        "--bind-dn", "cn=x", "--renew-before", renew_before,
+    ]  # fmt: skip
+    env = {"DEFGUARD_API_TOKEN": "dg-x", "DGPROV_BIND_PASSWORD": "p"}
+    result = CliRunner().invoke(main, args, env=env)
     assert result.exit_code == 2 and expected in result.output
