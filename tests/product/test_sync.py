@@ -274,3 +274,23 @@ def test_bad_renew_before(tmp_path: Path, renew_before: str, expected: str) -> N
     env = {"DEFGUARD_API_TOKEN": "dg-x", "DGPROV_BIND_PASSWORD": "p"}
     result = CliRunner().invoke(main, args, env=env)
     assert result.exit_code == 2 and expected in result.output
+
+
+def test_members_disabled_in_defguard_are_cleared(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    running = start_sandbox(tenant())
+    sync = Sync(running, tmp_path)
+    assert sync().exit_code == 0
+    assert stored(running, U3) != {}
+    response = running.anonymous.post(f"/_sandbox/users/{U3}", json={"active": False})
+    assert response.status_code == 200
+    issued = token_hashes(running)
+    report = sync.report()
+    assert rows(report)[U3] == ("clear", "cleared")
+    assert (
+        "disabled in Defguard"
+        in next(r for r in report["members"] if r["username"] == U3)["reason"]
+    )
+    assert stored(running, U3) == {}
+    assert token_hashes(running) == issued
