@@ -300,7 +300,7 @@ class ExtraHeaders:
 
 class ClockDate:
     """ASGI middleware adding ``Date`` from the sandbox clock, as hyper adds it to every answer
-    of core (hyper-v1.x src/proto/h1/role.rs: ``Date`` unless the service set one), so a client
+    of core (hyper-v1 src/proto/h1/role.rs: ``Date`` unless the service set one), so a client
     reading the server's time sees the clock tests move. The server's own ``Date`` is off."""
 
     def __init__(self, app: ASGIApp, now: Callable[[], datetime.datetime]) -> None:
