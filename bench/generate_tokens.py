@@ -145,14 +145,24 @@ def run_dgprov(info: dict[str, Any], *extra: str) -> tuple[float, float, dict[st
             "--graph-url", info["graph_url"], "--ca-bundle", info["ca_bundle"],
             "--auth", "device-code", "--yes", "--report", report, *extra,
         ]  # fmt: skip
+        return measure(command, env, report)
+
+
+def measure(
+    command: list[str], env: dict[str, str], report: str
+) -> tuple[float, float, dict[str, Any]]:
+    """Run one dgprov process: wall seconds, its peak RSS in MB (``wait4``) and its report."""
+    with tempfile.TemporaryFile() as stderr:  # a pipe could fill up and stall the child
         started = time.perf_counter()
-        process = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
         _, _, usage = os.wait4(process.pid, 0)
         elapsed = time.perf_counter() - started
-        with open(report, encoding="utf-8") as handle:
-            document = json.load(handle)
+        stderr.seek(0)
+        errors = stderr.read().decode(errors="replace")
+    if not os.path.exists(report):
+        raise SystemExit(f"{command[3]} wrote no report: {errors[-2000:]}")
+    with open(report, encoding="utf-8") as handle:
+        document: dict[str, Any] = json.load(handle)
     return elapsed, usage.ru_maxrss / 1024, document
 
 

@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +33,7 @@ from typing import Any
 
 import httpx
 import ldap3
-from generate_tokens import PYTHON, line, sandbox
+from generate_tokens import PYTHON, line, measure, sandbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.slapd import PROVISIONER_DN, PROVISIONER_PASSWORD, USERS_DN, running_slapd
@@ -85,17 +84,7 @@ def run_sync(info: dict[str, Any], directory: str) -> tuple[float, float, dict[s
         "--graph-url", info["graph_url"], "--ca-bundle", info["ca_bundle"],
         "--auth", "client-secret", "--yes", "--report", report,
     ]  # fmt: skip
-    started = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, _, usage = os.wait4(process.pid, 0)
-    elapsed = time.perf_counter() - started
-    assert process.stderr is not None
-    errors = process.stderr.read().decode()
-    if not os.path.exists(report):
-        raise SystemExit(f"sync wrote no report: {errors}")
-    with open(report, encoding="utf-8") as handle:
-        document: dict[str, Any] = json.load(handle)
-    return elapsed, usage.ru_maxrss / 1024, document
+    return measure(command, env, report)
 
 
 def decisions(report: dict[str, Any]) -> str:
@@ -201,15 +190,7 @@ def run_ad(info: dict[str, Any], url: str) -> tuple[float, float, dict[str, Any]
             "--base-dn", USERS_DN, "--ad-attribute", AD_ATTRIBUTE, "--bind-dn", PROVISIONER_DN,
             "--yes", "--report", report,
         ]  # fmt: skip
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        _, _, usage = os.wait4(process.pid, 0)
-        elapsed = time.perf_counter() - started
-        with open(report, encoding="utf-8") as handle:
-            document: dict[str, Any] = json.load(handle)
-    return elapsed, usage.ru_maxrss / 1024, document
+        return measure(command, env, report)
 
 
 def ad_scenario(args: argparse.Namespace) -> None:

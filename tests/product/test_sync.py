@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -162,39 +163,58 @@ def test_sync_lifecycle_entra(start_sandbox: StartSandbox, line: str, tmp_path: 
     assert token_hashes(running) == issued
     assert graph_writes(running) == writes
 
-    # user1 enrolls with the stored token: the next run clears it and issues nothing.
-    enroll(running, tmp_path, values["EnrollmentUrl"], values["EnrollmentToken"])
-    third = sync.report()
-    assert rows(third)[U1] == ("clear", "cleared")
-    assert stored(running, U1) == {}
-    assert token_hashes(running) == issued
-    assert rows(sync.report())[U1] == ("skip", "skipped")  # enrolled, with a device
+    used_enrolls_moves_and_expires(
+        running,
+        tmp_path,
+        sync.report,
+        (values["EnrollmentUrl"], values["EnrollmentToken"]),
+        lambda name: bool(stored(running, name)),
+        f"{U2}@example.com",
+    )
+    assert sha(stored(running, U3)["EnrollmentToken"]) in token_hashes(running)[U3]
 
-    # user2 leaves the group: its stored value is cleared, nobody gets a token.
+
+def used_enrolls_moves_and_expires(
+    running: Running,
+    tmp_path: Path,
+    report: Callable[[], dict[str, Any]],
+    first_value: tuple[str, str],
+    holds: Callable[[str], bool],
+    left_row: str,
+) -> None:
+    """After a first run that issued to the first four members: the first enrolls with its
+    stored token, the second leaves the group, time passes; what each next run decides."""
+    issued = token_hashes(running)
+    # The first member enrolls with the stored token: the next run clears it, issues nothing.
+    enroll(running, tmp_path, *first_value)
+    assert rows(report())[U1] == ("clear", "cleared")
+    assert not holds(U1)
+    assert token_hashes(running) == issued
+    assert rows(report())[U1] == ("skip", "skipped")  # enrolled, with a device
+
+    # The second leaves the group: its stored value is cleared, nobody gets a token.
     move_group(running, U2, add=False)
-    fourth = sync.report()
-    assert rows(fourth)[f"{U2}@example.com"] == ("clear", "cleared")
-    assert stored(running, U2) == {}
+    assert rows(report())[left_row] == ("clear", "cleared")
+    assert not holds(U2)
     assert token_hashes(running) == issued
 
-    # Half a day later user5 joins and gets a token; after 11 more hours user3's and user4's
-    # tokens expire within --renew-before (2h): they are renewed, user5's is not.
+    # Half a day later the fifth joins and gets a token; after 11 more hours the third's and
+    # fourth's expire within --renew-before (2h): they are renewed, the fifth's is not.
     running.advance_clock(12 * HOUR)
     move_group(running, U5, add=True)
-    assert rows(sync.report())[U5] == ("issue", "provisioned")
-    user5_token = token_hashes(running)[U5]
+    assert rows(report())[U5] == ("issue", "provisioned")
+    fifth = token_hashes(running)[U5]
     running.advance_clock(11 * HOUR)
-    renewal = sync.report()
-    assert rows(renewal) == {
+    assert rows(report()) == {
         U1: ("skip", "skipped"),
         U3: ("renew", "provisioned"),
         U4: ("renew", "provisioned"),
         U5: ("keep", "kept"),
     }
     after = token_hashes(running)
-    assert after[U5] == user5_token
-    assert len(after[U3]) == 1 and after[U3] != issued[U3]
-    assert sha(stored(running, U3)["EnrollmentToken"]) in after[U3]
+    assert after[U5] == fifth
+    assert len(after[U3]) == 1 and after[U3] != issued[U3] and after[U4] != issued[U4]
+    assert holds(U3) and holds(U5)
 
 
 def test_concurrent_runs_are_refused(start_sandbox: StartSandbox, tmp_path: Path) -> None:

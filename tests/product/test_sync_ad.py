@@ -16,20 +16,15 @@ from ..conftest import Running, StartSandbox
 from ..sandbox.upstream.test_client_provisioning_loader import read_provisioning
 from ..slapd import PROVISIONER_DN, PROVISIONER_PASSWORD, USERS_DN, Slapd, slapd
 from .test_sync import (
-    HOUR,
     MEMBERS,
     U1,
     U2,
-    U3,
-    U4,
-    U5,
-    enroll,
-    move_group,
     rows,
     sha,
     stored,
     tenant,
     token_hashes,
+    used_enrolls_moves_and_expires,
 )
 from .test_sync import Sync as EntraSync
 
@@ -111,29 +106,14 @@ def test_sync_lifecycle_ad(
     assert token_hashes(running) == issued
     assert change_stamps(slapd, dns) == stamps  # nothing written
 
-    enroll(running, tmp_path, stored_u1["enrollmentUrl"], stored_u1["enrollmentToken"])
-    assert rows(sync.report())[U1] == ("clear", "cleared")
-    assert value(slapd, dns[U1]) is None
-    assert token_hashes(running) == issued
-
-    move_group(running, U2, add=False)
-    assert rows(sync.report())[f"{U2}@corp.example"] == ("clear", "cleared")
-    assert value(slapd, dns[U2]) is None
-    assert token_hashes(running) == issued
-
-    running.advance_clock(12 * HOUR)
-    move_group(running, U5, add=True)
-    assert rows(sync.report())[U5] == ("issue", "provisioned")
-    user5_token = token_hashes(running)[U5]
-    running.advance_clock(11 * HOUR)
-    assert rows(sync.report()) == {
-        U1: ("skip", "skipped"),
-        U3: ("renew", "provisioned"),
-        U4: ("renew", "provisioned"),
-        U5: ("keep", "kept"),
-    }
-    after = token_hashes(running)
-    assert after[U5] == user5_token and after[U4] != issued[U4]
+    used_enrolls_moves_and_expires(
+        running,
+        tmp_path,
+        sync.report,
+        (stored_u1["enrollmentUrl"], stored_u1["enrollmentToken"]),
+        lambda name: value(slapd, dns[name]) is not None,
+        f"{U2}@corp.example",
+    )
 
 
 def test_the_client_and_the_scripts_ignore_what_sync_stores_beside_the_token(

@@ -44,17 +44,7 @@ def device_view(state: DefguardState, device: Device) -> dict[str, Any]:
         else:
             network["last_connected_location"] = None
         networks.append(network)
-    return {
-        "configured": True,
-        "created": naive_iso(device.created),
-        "description": None,
-        "device_type": "user",
-        "id": device.id,
-        "name": device.name,
-        "networks": networks,
-        "user_id": device.user_id,
-        "wireguard_pubkey": device.pubkey,
-    }
+    return device_record(device) | {"networks": networks}
 
 
 def device_record(device: Device) -> dict[str, Any]:

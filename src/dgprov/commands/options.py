@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import click
 
@@ -21,6 +21,7 @@ from ..credentials import Prompt, read_secret
 from ..entra_auth import AuthMode, EntraSettings
 from ..errors import UsageError
 from ..ldap_directory import LdapSettings, MatchBy
+from ..plan import EnrolledPolicy
 from ..urls import check_ldap_url, check_service_url
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -312,47 +313,74 @@ _ADMIN_JOB_OPTIONS: list[Decorator] = [
         "issued, and the run stops if the first token's URL differs.",
     ),
 ]
-admin_job_options = _stack(_ADMIN_JOB_OPTIONS)
 
 
 @dataclass(frozen=True)
-class AdminJobSettings:
-    """Where an admin job stores tokens and the Defguard API token it calls with."""
+class AdminJobOptions:
+    """The options ``generate-tokens`` and ``sync`` share, as given; ``arguments`` resolves them
+    into the keyword arguments their library functions share."""
 
-    directory: Literal["entra", "ad"]
-    entra: EntraSettings | None
-    ad: LdapSettings | None
-    api_token: str
+    url: str
+    group_name: str
+    api_token_file: Path | None
+    api_token: str | None
+    attribute_set_name: str
+    expiration: str | None
+    directory: str
+    entra: EntraOptions
+    ca_bundle: str | None
+    ad: AdOptions
+    match_by: str
+    enrolled_users: str
+    include_disabled_directory_users: bool
+    dry_run: bool
+    yes: bool
+    concurrency: int
+    report_path: Path | None
+    overwrite_report: bool
+    include_tokens_in_report: bool
+    enrollment_url: str | None
+
+    def arguments(self) -> dict[str, Any]:
+        """Keyword arguments for ``api.generate_tokens`` / ``api.sync``: the directory settings
+        checked and the API token read (from the environment, a file or a prompt)."""
+        entra_settings = None
+        ad_settings = None
+        if self.directory == "ad":
+            ad_settings = self.ad.settings(self.match_by, self.ca_bundle)
+        else:
+            entra_settings = self.entra.settings(self.ca_bundle)
+            entra_settings.check()
+        token = read_secret(
+            what="Defguard API token",
+            env_var=environment.DEFGUARD_API_TOKEN,
+            file=self.api_token_file,
+            file_option="--api-token-file",
+            command_line=self.api_token,
+            command_line_option="--api-token",
+            prompt=terminal_prompt(),
+            warn=warn,
+        )
+        return {
+            "url": self.url,
+            "group_name": self.group_name,
+            "api_token": token,
+            "directory": "ad" if self.directory == "ad" else "entra",
+            "entra": entra_settings,
+            "attribute_set_name": self.attribute_set_name,
+            "ad": ad_settings,
+            "enrollment_token_expiration_time": self.expiration,
+            "enrolled_users": EnrolledPolicy(self.enrolled_users),
+            "include_disabled_directory_users": self.include_disabled_directory_users,
+            "dry_run": self.dry_run,
+            "concurrency": self.concurrency,
+            "report": self.report_path,
+            "overwrite_report": self.overwrite_report,
+            "include_tokens_in_report": self.include_tokens_in_report,
+            "enrollment_url": self.enrollment_url,
+            "ca_bundle": self.ca_bundle,
+        }
 
 
-def admin_job_settings(
-    *,
-    directory: str,
-    entra: EntraOptions,
-    ad: AdOptions,
-    match_by: str,
-    ca_bundle: str | None,
-    api_token_file: Path | None,
-    api_token: str | None,
-) -> AdminJobSettings:
-    """The directory settings (checked) and the API token, from the options of an admin job."""
-    entra_settings = None
-    ad_settings = None
-    if directory == "ad":
-        ad_settings = ad.settings(match_by, ca_bundle)
-    else:
-        entra_settings = entra.settings(ca_bundle)
-        entra_settings.check()
-    token = read_secret(
-        what="Defguard API token",
-        env_var=environment.DEFGUARD_API_TOKEN,
-        file=api_token_file,
-        file_option="--api-token-file",
-        command_line=api_token,
-        command_line_option="--api-token",
-        prompt=terminal_prompt(),
-        warn=warn,
-    )
-    return AdminJobSettings(
-        "ad" if directory == "ad" else "entra", entra_settings, ad_settings, token
-    )
+admin_job_options = _grouped(_ADMIN_JOB_OPTIONS, AdminJobOptions, "job")
+"""The options of ``generate-tokens`` and ``sync``, handed over as ``job: AdminJobOptions``."""

@@ -9,8 +9,7 @@ from pathlib import Path
 import click
 
 from .. import api
-from ..plan import EnrolledPolicy
-from .options import AdOptions, EntraOptions, admin_job_options, admin_job_settings
+from .options import AdminJobOptions, admin_job_options
 from .render import Progress, echo_err, show_members, show_sync_summary
 
 
@@ -38,31 +37,7 @@ def _confirm(changes: dict[str, int], directory_name: str) -> bool:
     help="Local file (0600) recording each stored token's hash and expiry; needed when the "
     "Entra attribute set has no EnrollmentTokenExpiresAt attribute.",
 )
-def sync_command(
-    *,
-    url: str,
-    group_name: str,
-    api_token_file: Path | None,
-    api_token: str | None,
-    attribute_set_name: str,
-    expiration: str | None,
-    directory: str,
-    entra: EntraOptions,
-    ca_bundle: str | None,
-    ad: AdOptions,
-    match_by: str,
-    enrolled_users: str,
-    include_disabled_directory_users: bool,
-    dry_run: bool,
-    yes: bool,
-    concurrency: int,
-    report_path: Path | None,
-    overwrite_report: bool,
-    include_tokens_in_report: bool,
-    enrollment_url: str | None,
-    renew_before: str,
-    state_path: Path | None,
-) -> None:
+def sync_command(*, job: AdminJobOptions, renew_before: str, state_path: Path | None) -> None:
     """Reconcile a Defguard group with the directory, for a schedule: issue a token for members
     without one, keep valid tokens, renew those that expire within --renew-before, and clear
     stored tokens once used, of members who left the group or are disabled. One run per host.
@@ -70,38 +45,13 @@ def sync_command(
     Exit status: 0 nothing failed, 1 some members failed, 2 usage, preflight or sign-in error,
     or another sync running on this host (nothing changed).
     """
-    job = admin_job_settings(
-        directory=directory,
-        entra=entra,
-        ad=ad,
-        match_by=match_by,
-        ca_bundle=ca_bundle,
-        api_token_file=api_token_file,
-        api_token=api_token,
-    )
     record = api.sync(
-        url=url,
-        group_name=group_name,
-        api_token=job.api_token,
-        directory=job.directory,
-        entra=job.entra,
-        attribute_set_name=attribute_set_name,
-        ad=job.ad,
-        enrollment_token_expiration_time=expiration,
-        enrolled_users=EnrolledPolicy(enrolled_users),
-        include_disabled_directory_users=include_disabled_directory_users,
+        **job.arguments(),
         renew_before=renew_before,
         state=state_path,
-        dry_run=dry_run,
-        concurrency=concurrency,
-        report=report_path,
-        overwrite_report=overwrite_report,
-        include_tokens_in_report=include_tokens_in_report,
-        enrollment_url=enrollment_url,
-        ca_bundle=ca_bundle,
         notify=echo_err,
         progress=Progress(),
-        confirm=None if yes else _confirm,
+        confirm=None if job.yes else _confirm,
     )
     if record.dry_run:
         show_members(record.members)
