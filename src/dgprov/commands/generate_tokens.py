@@ -9,7 +9,7 @@ import click
 
 from .. import api
 from .options import AdminJobOptions, admin_job_options
-from .render import Progress, echo_err, show_members, show_summary
+from .render import Progress, echo_err, show_run, show_summary
 
 
 def _confirm(pending: int, directory_name: str, replacing: int) -> bool:
@@ -45,10 +45,5 @@ def generate_tokens_command(*, job: AdminJobOptions, resume_path: Path | None) -
         progress=Progress(),
         confirm_replacing=None if job.yes or not sys.stdin.isatty() else _confirm,
     )
-    if record.dry_run:
-        show_members(record.members)
-    else:
-        show_summary(record.members)
-        if record.report_path is not None:
-            echo_err(f"report: {record.report_path}")
+    show_run(record.members, record.dry_run, record.report_path, show_summary)
     sys.exit(record.exit_status)

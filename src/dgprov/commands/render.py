@@ -6,6 +6,8 @@ Only the commands use this; the library returns the same facts as data (``api.Ru
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import click
 
@@ -57,6 +59,21 @@ def _failures(members: list[PlannedMember]) -> None:
         click.echo(f"failed: {member.username or '-'}: {member.reason}", err=True)
     if len(failed) > FAILURES_SHOWN:
         click.echo(f"… and {len(failed) - FAILURES_SHOWN} more failures, see the report", err=True)
+
+
+def show_run(
+    members: list[PlannedMember],
+    dry_run: bool,
+    report_path: Path | None,
+    show: Callable[[list[PlannedMember]], None],
+) -> None:
+    """An admin job's end: the plan of a dry run, else ``show``'s counts and where the report is."""
+    if dry_run:
+        show_members(members)
+        return
+    show(members)
+    if report_path is not None:
+        echo_err(f"report: {report_path}")
 
 
 def show_enrolled(enrolled: Enrolled, headline: str, *, with_modes: bool = False) -> None:

@@ -10,7 +10,7 @@ import click
 
 from .. import api
 from .options import AdminJobOptions, admin_job_options
-from .render import Progress, echo_err, show_members, show_sync_summary
+from .render import Progress, echo_err, show_run, show_sync_summary
 
 
 def _confirm(changes: dict[str, int], directory_name: str) -> bool:
@@ -53,10 +53,5 @@ def sync_command(*, job: AdminJobOptions, renew_before: str, state_path: Path | 
         progress=Progress(),
         confirm=None if job.yes else _confirm,
     )
-    if record.dry_run:
-        show_members(record.members)
-    else:
-        show_sync_summary(record.members)
-        if record.report_path is not None:
-            echo_err(f"report: {record.report_path}")
+    show_run(record.members, record.dry_run, record.report_path, show_sync_summary)
     sys.exit(record.exit_status)
