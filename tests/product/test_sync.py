@@ -217,8 +217,10 @@ def used_enrolls_moves_and_expires(
     assert holds(U3) and holds(U5)
 
 
-def test_concurrent_runs_are_refused(start_sandbox: StartSandbox, tmp_path: Path) -> None:
-    running = start_sandbox(tenant())
+def test_concurrent_runs_are_refused(
+    start_sandbox: StartSandbox, line: str, tmp_path: Path
+) -> None:
+    running = start_sandbox(tenant(), line=line)
     sync = Sync(running, tmp_path)
     with host_lock(tmp_path / "sync.lock"):
         result = sync()
@@ -313,4 +315,83 @@ def test_members_disabled_in_defguard_are_cleared(
         in next(r for r in report["members"] if r["username"] == U3)["reason"]
     )
     assert stored(running, U3) == {}
+    assert token_hashes(running) == issued
+
+
+def test_desktop_tokens_say_their_expiry_is_unknown(
+    start_sandbox: StartSandbox, line: str, tmp_path: Path
+) -> None:
+    """pfetch is enrolled (prefetched from Entra) without a device: a start_desktop token,
+    whose lifetime is Defguard's default; the report and the attribute say "unknown", and the
+    token is kept, never replaced on a guess, even a day later."""
+    running = start_sandbox(line=line)  # the example tenant
+    sync = Sync(running, tmp_path)
+    path = tmp_path / "r.json"
+    assert sync("--report", str(path)).exit_code == 1  # its "twin" members fail
+    row = next(r for r in json.loads(path.read_text())["members"] if r["username"] == "pfetch")
+    assert (row["action"], row["decision"], row["outcome"]) == (
+        "start_desktop",
+        "issue",
+        "provisioned",
+    )
+    assert row["expires_at"] == "unknown"
+    running.sandbox.entra.auto_approve_upn = None  # type: ignore[union-attr]
+    admin = graph_client(running.info, sign_in(running, running.info["admin_upn"]))
+    values = admin.get(
+        "/users/paula@contoso.example", params={"$select": "customSecurityAttributes"}
+    ).json()["customSecurityAttributes"]["Defguard"]
+    assert values["EnrollmentTokenExpiresAt"] == "unknown"
+    issued = token_hashes(running)["pfetch"]
+    running.advance_clock(30 * HOUR)
+    later = tmp_path / "later.json"
+    assert sync("--report", str(later)).exit_code == 1
+    row = next(r for r in json.loads(later.read_text())["members"] if r["username"] == "pfetch")
+    assert (row["decision"], row["outcome"]) == ("keep", "kept")
+    assert token_hashes(running)["pfetch"] == issued
+
+
+def test_library_sync_and_the_replacement_count(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    from dgprov import api
+    from dgprov.errors import Cancelled
+
+    running = start_sandbox(tenant())
+    info = running.info
+    settings = api.EntraSettings(
+        tenant=info["tenant_id"],
+        client_id=info["confidential_client_id"],
+        authority=info["authority_url"],
+        graph_url=info["graph_url"],
+        ca_bundle=info["ca_bundle"],
+        auth="client-secret",
+        client_secret=info["client_secret"],
+        persist_cache=False,
+    )
+    common = {
+        "url": info["defguard_url"],
+        "group_name": "vpn-users",
+        "api_token": info["api_token"],
+        "entra": settings,
+    }
+    asked: list[dict[str, int]] = []
+
+    def agree(changes: dict[str, int], directory_name: str) -> bool:
+        asked.append(changes)
+        return True
+
+    record = api.sync(**common, lock_file=tmp_path / "lock", confirm=agree)
+    assert asked == [{"issue": 4, "renew": 0, "clear": 0}]
+    assert record.exit_status == 0 and record.summary["outcome"]["provisioned"] == 4
+    assert {m.decision.value for m in record.members if m.decision} == {"issue"}
+    issued = token_hashes(running)
+    replacing: list[int] = []
+
+    def decline(pending: int, directory_name: str, count: int) -> bool:
+        replacing.append(count)
+        return False
+
+    with pytest.raises(Cancelled):
+        api.generate_tokens(**common, confirm_replacing=decline)
+    assert replacing == [4]  # every member holds the unused token sync stored
     assert token_hashes(running) == issued
