@@ -81,8 +81,10 @@ def decide(
         _settle(member, Decision.SKIP, Outcome.FAILED, member.reason)
         return
     if member.outcome is not None:  # skipped by the plan
-        if member.disabled and stored is not None:
+        if stored is not None and member.disabled:
             _settle(member, Decision.CLEAR, None, f"{member.reason}: its stored token is removed")
+        elif stored is not None and user is not None and is_used(user, stored):
+            _settle(member, Decision.CLEAR, None, f"{member.reason}; enrolled since issued")
         else:
             _settle(member, Decision.SKIP, member.outcome, member.reason)
         return
@@ -97,12 +99,12 @@ def decide(
     if is_used(user, stored):
         _settle(member, Decision.CLEAR, None, "enrolled since the token was issued")
         return
-    member.expires_at = stored.expires_at
     if stored.expires_at is None:
         member.decision = Decision.RENEW
         member.reason = "no expiry stored beside the token (not written by sync, or changed)"
         return
     if stored.expires_at == UNKNOWN_EXPIRY:
+        member.expires_at = UNKNOWN_EXPIRY
         _settle(
             member,
             Decision.KEEP,
@@ -120,6 +122,7 @@ def decide(
         member.decision = Decision.RENEW
         member.reason = f"expires at {stored.expires_at}, within --renew-before"
     else:
+        member.expires_at = stored.expires_at
         _settle(member, Decision.KEEP, Outcome.KEPT, f"valid until {stored.expires_at}")
 
 

@@ -168,3 +168,14 @@ def test_parse_expiry() -> None:
     assert parse_expiry("2026-01-10T13:00:00+01:00") == NOW
     assert parse_expiry("2026-01-10T12:00:00") is None  # no zone: not what sync writes
     assert parse_expiry("unknown") is None
+
+
+def test_used_tokens_are_cleared_even_when_enrolled_members_are_skipped() -> None:
+    users = {"ed": user("ed", enrolled=True, devices=1)}
+    matches = Matches([("mail", {"ed@corp.example": [obj("ed")]})])
+    planned = plan(["ed"], users, matches, enrolled_policy=EnrolledPolicy.SKIP)
+    reconcile(planned, users, matches, {"id-ed": stored("ed", iso(5))}, MOMENT)
+    assert (planned[0].decision, planned[0].outcome) == (Decision.CLEAR, None)
+    fresh = plan(["ed"], users, matches, enrolled_policy=EnrolledPolicy.SKIP)
+    reconcile(fresh, users, matches, {}, MOMENT)
+    assert (fresh[0].decision, fresh[0].outcome) == (Decision.SKIP, Outcome.SKIPPED)
