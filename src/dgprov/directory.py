@@ -61,7 +61,7 @@ class Stored:
 
     object_id: str
     upn: str | None
-    digest: str
+    digest: bytes
     expires_at: str | None = None
 
 
@@ -104,6 +104,9 @@ class SyncDirectory(Directory, Protocol):
     """What ``sync`` needs beyond ``generate-tokens``: reading back and removing stored values."""
 
     holds_expiry: bool  # whether the expiry can be stored beside the token (else --state)
+    # Match the members from the one listing that reads the stored values, where that is
+    # cheaper than looking them up (Entra: the whole tenant is listed anyway).
+    one_listing: bool
 
     async def read_stored(self) -> dict[str, Stored]:
         """Every object holding a token, keyed by lower-cased object id."""

@@ -29,6 +29,8 @@ class EntraDirectory:
         self.graph = graph
         self.attribute_set = attribute_set
         self.holds_expiry = False
+        self.one_listing = False  # sync: members matched from the listing of stored values
+        self._held: dict[str, Stored] | None = None
 
     async def preflight(self) -> None:
         await self.graph.check_attribute_set(self.attribute_set)
@@ -36,6 +38,9 @@ class EntraDirectory:
         self.holds_expiry = await self.graph.defines(self.attribute_set, ENTRA_EXPIRY_ATTRIBUTE)
 
     async def find_users(self, emails: Iterable[str]) -> Matches:
+        if self.one_listing:
+            matches, self._held = await self.graph.list_users(self.attribute_set, emails)
+            return matches
         return await self.graph.find_users(emails)
 
     async def check_can_write(self, user: DirectoryUser) -> None:
@@ -55,7 +60,8 @@ class EntraDirectory:
         )
 
     async def read_stored(self) -> dict[str, Stored]:
-        return await self.graph.read_stored(self.attribute_set)
+        held, self._held = self._held, None  # read by find_users from the same listing
+        return held if held is not None else await self.graph.read_stored(self.attribute_set)
 
     async def clear(self, object_ids: Sequence[str]) -> dict[str, WriteResult]:
         names = [*ENTRA_ATTRIBUTES, *([ENTRA_EXPIRY_ATTRIBUTE] if self.holds_expiry else [])]

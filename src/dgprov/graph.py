@@ -398,38 +398,89 @@ class GraphClient:
     # ------------------------------------------------------------------------- stored values
 
     async def read_stored(self, set_name: str) -> dict[str, Stored]:
-        """Every user holding a token in ``set_name``, keyed by lower-cased object id.
+        """Every user holding a token in ``set_name``, keyed by lower-cased object id."""
+        return (await self.list_users(set_name, None))[1]
 
-        One listing of all users with their custom security attributes ("List all users with a
-        custom security attribute assignment", customsecurityattributes-examples), 999 a page:
-        Graph cannot filter on "has a value" outside advanced queries, and the holders include
-        users who have left the Defguard group, whom no member lookup would find. Only holders
-        are kept, each reduced to a digest of the token, so 100,000 users cost little memory.
+    async def list_users(
+        self, set_name: str, wanted: Iterable[str] | None
+    ) -> tuple[Matches, dict[str, Stored]]:
+        """One listing of every user with their custom security attributes, 999 a page ("List
+        all users with a custom security attribute assignment", customsecurityattributes-
+        examples): the holders of a token in ``set_name`` (by lower-cased object id), and with
+        ``wanted`` addresses the users they match, stage by stage as ``find_users`` finds them.
+
+        sync needs the holders, including users who left the Defguard group, whom no member
+        lookup would find, and Graph cannot filter on "has a value" outside advanced queries;
+        once the whole tenant is listed anyway, matching the members from the same pages saves
+        the lookups. Only matches and holders are kept, a holder's token only as a digest.
         """
-        query = urlencode(
-            {"$select": f"id,userPrincipalName,{CSA_PROPERTY}", "$top": "999"}, quote_via=quote
-        )
+        keys = {_lowered(k) for k in wanted} if wanted is not None else set()
+        fields = "id,userPrincipalName" + (",mail,otherMails,accountEnabled" if keys else "")
+        query = urlencode({"$select": f"{fields},{CSA_PROPERTY}", "$top": "999"}, quote_via=quote)
+        stages: list[dict[str, tuple[DirectoryUser, ...]]] = [{}, {}, {}]
+        held: dict[str, Stored] = {}
+        expiries: dict[str, str] = {}  # one string per distinct expiry
         link: str | None = f"/users?{query}"
         seen: set[str] = set()
-        held: dict[str, Stored] = {}
         while link is not None:
             response = await self._request("GET", link)
             if response.status_code != 200:
                 _, message = graph_error(error_body(response), response.reason_phrase)
                 raise PreflightError(
-                    f"{SERVICE} answered {response.status_code} to the listing of stored tokens "
+                    f"{SERVICE} answered {response.status_code} to the listing of users "
                     f"({message}); nothing was changed, run again later"
                 )
             page = Answer.of(response, SERVICE)
             for item in page.items("value"):
                 stored = stored_in(item, set_name)
                 if stored is not None:
-                    held[stored.object_id.lower()] = stored
+                    if stored.expires_at is not None:
+                        expiry = expiries.setdefault(stored.expires_at, stored.expires_at)
+                        stored = Stored(stored.object_id, stored.upn, stored.digest, expiry)
+                    held[_lowered(stored.object_id)] = stored
+                if keys:
+                    _index(user_value(item), keys, stages)
             link = page.optional_text("@odata.nextLink")
             if link is not None and (link in seen or len(seen) >= MAX_LISTING_PAGES):
                 raise page.invalid("'@odata.nextLink' repeats an earlier page or never ends")
             seen.add(link or "")
-        return held
+        names = ("mail", "userPrincipalName", "otherMails")
+        return Matches(list(zip(names, stages, strict=True))), held
+
+
+def _lowered(text: str) -> str:
+    """``text`` lower-cased, the same string object when it already is (memory at 100,000)."""
+    lowered = text.lower()
+    return text if lowered == text else lowered
+
+
+def _index(
+    value: dict[str, Any], keys: set[str], stages: list[dict[str, tuple[DirectoryUser, ...]]]
+) -> None:
+    """Add a listed user to each stage (mail, userPrincipalName, otherMails) whose address of
+    theirs is one of ``keys``."""
+    found: list[tuple[int, str]] = []
+    for stage, addresses in enumerate(
+        (
+            [value.get("mail") or ""],
+            [value.get("userPrincipalName") or ""],
+            value.get("otherMails") or [],
+        )
+    ):
+        found += [(stage, k) for a in addresses if (k := _lowered(a)) in keys]
+    if not found:
+        return
+    upn, mail = value.get("userPrincipalName"), value.get("mail")
+    user = DirectoryUser(
+        value["id"],
+        upn,
+        upn if mail == upn else mail,  # one string where both are the same (memory)
+        enabled=value.get("accountEnabled") is not False,
+    )
+    for stage, key in found:
+        if any(key in earlier for earlier in stages[:stage]):
+            continue  # an earlier stage decides this address (plan reads stages in order)
+        stages[stage][key] = (*stages[stage].get(key, ()), user)
 
 
 def user_value(item: Answer) -> dict[str, Any]:

@@ -51,6 +51,7 @@ class LdapDirectory:
     name = "Active Directory"
     max_value_length: int | None = None
     holds_expiry = True  # an extra key in the JSON, which Defguard's script ignores
+    one_listing = False  # ignored: members are found by indexed searches, holders by a paged one
 
     @property
     def write_permission(self) -> str:

@@ -57,7 +57,7 @@ class RunState:
     enrollment_url: str | None = None
     stored: int = 0  # members whose token the directory accepted
     write_denied: str | None = None  # the directory's answer to the first refused write
-    digests: dict[str, str] = field(default_factory=dict)  # sync: object id -> token digest
+    digests: dict[str, bytes] = field(default_factory=dict)  # sync: object id -> token digest
 
 
 def utc_iso(moment: datetime.datetime) -> str:

@@ -1,7 +1,8 @@
 """``--state FILE``: what ``sync`` wrote where, for an Entra attribute set without
 ``EnrollmentTokenExpiresAt`` (or wherever an administrator prefers a local record).
 
-Per directory object: the SHA-256 of the token sync stored there (never the token), its expiry
+Per directory object: the first 128 bits of the SHA-256 of the token sync stored there (never the
+token, hex in ``token_sha256_128``), its expiry
 and the member it was for. The digest is what proves that the directory still holds the value
 sync wrote: a value another tool wrote since has another digest and is treated as unknown. The
 file is created 0600 (it names people) and replaced atomically, so an interrupted run leaves the
@@ -75,14 +76,13 @@ class SyncState:
         vouched: dict[str, Stored] = {}
         for key, stored in held.items():
             entry = self.entries.get(key)
-            expiry = (
-                entry.expires_at if entry is not None and entry.digest == stored.digest else None
-            )
+            same = entry is not None and entry.digest == stored.digest.hex()
+            expiry = entry.expires_at if entry is not None and same else None
             vouched[key] = Stored(stored.object_id, stored.upn, stored.digest, expiry)
         return vouched
 
-    def record(self, object_id: str, digest: str, expires_at: str, username: str) -> None:
-        self.entries[object_id.lower()] = Entry(object_id, digest, expires_at, username)
+    def record(self, object_id: str, digest: bytes, expires_at: str, username: str) -> None:
+        self.entries[object_id.lower()] = Entry(object_id, digest.hex(), expires_at, username)
 
     def forget(self, object_id: str) -> None:
         self.entries.pop(object_id.lower(), None)
@@ -104,4 +104,4 @@ class SyncState:
         write_private_file(self.path, chunks())
 
 
-_KEYS = ("object_id", "token_sha256", "expires_at", "username")
+_KEYS = ("object_id", "token_sha256_128", "expires_at", "username")

@@ -31,7 +31,7 @@ def obj(name: str, *, enabled: bool = True) -> DirectoryUser:
 
 
 def stored(name: str, expires_at: str | None) -> Stored:
-    return Stored(f"ID-{name}", f"{name}@corp.example", "digest", expires_at)
+    return Stored(f"ID-{name}", f"{name}@corp.example", b"digest", expires_at)
 
 
 def decide(

@@ -19,15 +19,15 @@ def test_state_round_trip_is_private_and_vouches_only_for_the_same_token(tmp_pat
     path = tmp_path / "state.json"
     state = SyncState.load(path)
     assert state.entries == {}
-    state.record("OBJ-1", "aaa", "2026-01-01T00:00:00Z", "ann")
-    state.record("obj-2", "bbb", "unknown", "bob")
+    state.record("OBJ-1", b"a" * 16, "2026-01-01T00:00:00Z", "ann")
+    state.record("obj-2", b"b" * 16, "unknown", "bob")
     state.save()
     assert path.stat().st_mode & 0o777 == 0o600
     again = SyncState.load(path)
     held = {
-        "obj-1": Stored("OBJ-1", None, "aaa"),
-        "obj-2": Stored("obj-2", None, "changed"),  # someone wrote another token since
-        "obj-3": Stored("obj-3", None, "ccc", "2026-01-01T00:00:00Z"),  # not in the file
+        "obj-1": Stored("OBJ-1", None, b"a" * 16),
+        "obj-2": Stored("obj-2", None, b"c" * 16),  # someone wrote another token since
+        "obj-3": Stored("obj-3", None, b"d" * 16, "2026-01-01T00:00:00Z"),  # not in the file
     }
     vouched = again.vouch(held)
     assert vouched["obj-1"].expires_at == "2026-01-01T00:00:00Z"
@@ -51,7 +51,7 @@ def test_state_round_trip_is_private_and_vouches_only_for_the_same_token(tmp_pat
                 "objects": [
                     {
                         "object_id": "x" * 5000,
-                        "token_sha256": "a",
+                        "token_sha256_128": "a",
                         "expires_at": "b",
                         "username": "c",
                     }
