@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 
 from .defguard import DefguardClient, DefguardGroup, DefguardUser
-from .directory import Stored, SyncDirectory
+from .directory import Matches, Stored, SyncDirectory
 from .errors import DgprovError, PreflightError
 from .plan import Decision, Outcome, PlannedMember
 from .provision import ProvisionConfig, Provisioner
@@ -72,6 +72,11 @@ class Syncer:
         self.held = self.state.vouch(held) if self.state is not None else held
         orphans = reconcile(planned, users, self.provisioner.matches, self.held, self.moment)
         self.members = [*planned, *orphans]
+        # What reconcile read is not needed any more (the state file needs the holders):
+        # 100,000 members' records go before the run and its report need memory.
+        self.provisioner.users, self.provisioner.matches = {}, Matches([])
+        if self.state is None:
+            self.held = {}
         return self.members
 
     async def _with_devices(
