@@ -34,7 +34,7 @@ DEFAULT_RENEW_BEFORE = "2h"
 CHANGES = (Decision.ISSUE, Decision.RENEW, Decision.CLEAR)
 
 
-@dataclass
+@dataclass(repr=False)
 class SyncRecord:
     """What a ``sync`` run decided and did: one entry per member (and per orphaned value).
 
@@ -66,6 +66,12 @@ class SyncRecord:
 
     def rows(self) -> list[dict[str, Any]]:
         return [member_row(member, None) for member in self.members]
+
+    def __repr__(self) -> str:
+        """Short: ``asyncio.run`` formats its task's result at the end (through the SIGINT
+        handler's repr, CPython 3.11 ``runners.py`` / ``signal.getsignal``), and a dataclass
+        repr of 100,000 members would be a transient string of tens of megabytes."""
+        return f"SyncRecord({len(self.members)} members, dry_run={self.dry_run})"
 
 
 def _renew_window(renew_before: str, lifetime: str) -> datetime.timedelta:

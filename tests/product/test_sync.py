@@ -383,6 +383,7 @@ def test_library_sync_and_the_replacement_count(
     record = api.sync(**common, lock_file=tmp_path / "lock", confirm=agree)
     assert asked == [{"issue": 4, "renew": 0, "clear": 0}]
     assert record.exit_status == 0 and record.summary["outcome"]["provisioned"] == 4
+    assert repr(record) == "SyncRecord(4 members, dry_run=False)"  # never the members
     assert {m.decision.value for m in record.members if m.decision} == {"issue"}
     issued = token_hashes(running)
     replacing: list[int] = []
