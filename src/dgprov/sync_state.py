@@ -19,6 +19,7 @@ from pathlib import Path
 from .directory import Stored
 from .errors import UsageError
 from .private_files import write_private_file
+from .report import ReportFile, check_destination
 
 FORMAT = "dgprov-sync-state"
 VERSION = 1
@@ -41,7 +42,12 @@ class SyncState:
 
     @classmethod
     def load(cls, path: Path) -> SyncState:
-        """The file's entries; a file that does not exist yet is an empty state."""
+        """The file's entries; a file that does not exist yet is an empty state. Its place is
+        proved writable first (as the report's is), so a run never ends unable to record what
+        it stored."""
+        if path.suffix.lower() != ".json":
+            raise UsageError(f"--state {path}: the file name must end in .json")
+        check_destination(ReportFile(path, "--state"), overwrite=True)
         if not path.exists():
             return cls(path)
         problem = f"--state {path}: not a dgprov sync state file"

@@ -91,3 +91,21 @@ def test_a_second_process_is_refused_while_the_first_holds_the_lock(tmp_path: Pa
     after.start()
     assert queue.get(timeout=30) == "acquired"  # released when the holder ended
     after.join(30)
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("state.txt", "must end in .json"),
+        ("folder.json", "is a directory"),
+        ("plain/state.json", "is a file, not a directory"),
+    ],
+)
+def test_a_state_file_that_could_not_be_written_is_refused_first(
+    tmp_path: Path, name: str, problem: str
+) -> None:
+    (tmp_path / "folder.json").mkdir()
+    (tmp_path / "plain").touch()
+    with pytest.raises(UsageError) as refused:
+        SyncState.load(tmp_path / name)
+    assert problem in str(refused.value) and str(refused.value).startswith("--state ")
