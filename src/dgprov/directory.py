@@ -107,6 +107,9 @@ class SyncDirectory(Directory, Protocol):
     # Match the members from the one listing that reads the stored values, where that is
     # cheaper than looking them up (Entra: the whole tenant is listed anyway).
     one_listing: bool
+    # Whether read_stored computes each token's digest: only --state compares them, and
+    # 100,000 of them cost memory for nothing otherwise.
+    digests: bool
 
     async def read_stored(self) -> dict[str, Stored]:
         """Every object holding a token, keyed by lower-cased object id."""

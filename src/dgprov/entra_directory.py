@@ -30,6 +30,7 @@ class EntraDirectory:
         self.attribute_set = attribute_set
         self.holds_expiry = False
         self.one_listing = False  # sync: members matched from the listing of stored values
+        self.digests = True
         self._held: dict[str, Stored] | None = None
 
     async def preflight(self) -> None:
@@ -39,7 +40,9 @@ class EntraDirectory:
 
     async def find_users(self, emails: Iterable[str]) -> Matches:
         if self.one_listing:
-            matches, self._held = await self.graph.list_users(self.attribute_set, emails)
+            matches, self._held = await self.graph.list_users(
+                self.attribute_set, emails, digests=self.digests
+            )
             return matches
         return await self.graph.find_users(emails)
 
@@ -61,7 +64,9 @@ class EntraDirectory:
 
     async def read_stored(self) -> dict[str, Stored]:
         held, self._held = self._held, None  # read by find_users from the same listing
-        return held if held is not None else await self.graph.read_stored(self.attribute_set)
+        if held is None:
+            held = (await self.graph.list_users(self.attribute_set, None, self.digests))[1]
+        return held
 
     async def clear(self, object_ids: Sequence[str]) -> dict[str, WriteResult]:
         names = [*ENTRA_ATTRIBUTES, *([ENTRA_EXPIRY_ATTRIBUTE] if self.holds_expiry else [])]

@@ -14,7 +14,7 @@ import httpx
 from .answers import Answer
 from .directory import DirectoryUser, Matches, Stored
 from .errors import PreflightError
-from .stored_value import ENTRA_EXPIRY_ATTRIBUTE, ENTRA_TOKEN_ATTRIBUTE, token_digest
+from .stored_value import ENTRA_EXPIRY_ATTRIBUTE, ENTRA_TOKEN_ATTRIBUTE, NO_DIGEST, token_digest
 
 SERVICE = "Microsoft Graph"
 CSA_PROPERTY = "customSecurityAttributes"
@@ -43,12 +43,8 @@ class GraphListing:
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         raise NotImplementedError
 
-    async def read_stored(self, set_name: str) -> dict[str, Stored]:
-        """Every user holding a token in ``set_name``, keyed by lower-cased object id."""
-        return (await self.list_users(set_name, None))[1]
-
     async def list_users(
-        self, set_name: str, wanted: Iterable[str] | None
+        self, set_name: str, wanted: Iterable[str] | None, digests: bool = True
     ) -> tuple[Matches, dict[str, Stored]]:
         """One listing of every user with their custom security attributes, 999 a page ("List
         all users with a custom security attribute assignment", customsecurityattributes-
@@ -78,7 +74,7 @@ class GraphListing:
                 )
             page = Answer.of(response, SERVICE)
             for item in page.items("value"):
-                stored = stored_in(item, set_name)
+                stored = stored_in(item, set_name, digests)
                 if stored is not None:
                     if stored.expires_at is not None:
                         expiry = expiries.setdefault(stored.expires_at, stored.expires_at)
@@ -139,7 +135,7 @@ def user_value(item: Answer) -> dict[str, Any]:
     return value
 
 
-def stored_in(item: Answer, set_name: str) -> Stored | None:
+def stored_in(item: Answer, set_name: str, digests: bool = True) -> Stored | None:
     """The token a listed user holds in ``set_name`` (as a digest) and sync's expiry beside it."""
     if not item.has(CSA_PROPERTY):
         return None
@@ -154,6 +150,6 @@ def stored_in(item: Answer, set_name: str) -> Stored | None:
     return Stored(
         item.text("id"),
         item.optional_text("userPrincipalName"),
-        token_digest(token),
+        token_digest(token) if digests else NO_DIGEST,
         values.optional_text(ENTRA_EXPIRY_ATTRIBUTE),
     )

@@ -22,7 +22,14 @@ from ldap3.utils.conv import escape_filter_chars
 
 from .directory import DirectoryUser, Matches, MatchKey, Stored, WriteResult
 from .errors import AuthenticationError, PreflightError, UsageError
-from .stored_value import ProvisioningConfig, ad_expiry, from_ad_json, to_ad_json, token_digest
+from .stored_value import (
+    NO_DIGEST,
+    ProvisioningConfig,
+    ad_expiry,
+    from_ad_json,
+    to_ad_json,
+    token_digest,
+)
 from .tls import ldap_tls
 
 FILTER_VALUES = 50
@@ -52,6 +59,7 @@ class LdapDirectory:
     max_value_length: int | None = None
     holds_expiry = True  # an extra key in the JSON, which Defguard's script ignores
     one_listing = False  # ignored: members are found by indexed searches, holders by a paged one
+    digests = True
 
     @property
     def write_permission(self) -> str:
@@ -271,7 +279,7 @@ class LdapDirectory:
                 held[entry["dn"].lower()] = Stored(
                     entry["dn"],
                     _first(values.get("userPrincipalName")) or _first(values.get("sAMAccountName")),
-                    token_digest(config.enrollment_token),
+                    token_digest(config.enrollment_token) if self.digests else NO_DIGEST,
                     ad_expiry(text),
                 )
             controls = result.get("controls") or {}

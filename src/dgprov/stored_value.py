@@ -109,6 +109,9 @@ def ad_expiry(raw: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+NO_DIGEST = b""  # where no digest is wanted (see ``directory.SyncDirectory.digests``)
+
+
 def token_digest(token: str) -> bytes:
     """What sync remembers of a stored token: enough to recognise it (the first 128 bits of its
     SHA-256), nothing to use; 16 bytes each, as 100,000 of them are held at once."""

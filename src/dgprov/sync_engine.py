@@ -60,6 +60,7 @@ class Syncer:
     async def prepare(self, group: DefguardGroup) -> list[PlannedMember]:
         """Every member's decision, and a ``clear`` row per orphaned value; changes nothing."""
         self.directory.one_listing = True
+        self.directory.digests = self.state is not None
         planned = await self.provisioner.prepare(group)
         if self.state is None and not self.directory.holds_expiry:
             raise PreflightError(
