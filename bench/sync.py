@@ -2,7 +2,7 @@
 
 Run from the repository root (``make bench`` does): ``.venv/bin/python bench/sync.py``.
 
-Scenarios, each dgprov run a separate process (its peak RSS from ``wait4``), the sandbox another:
+Scenarios, each dgprov run a separate process (its own peak RSS), the sandbox another:
 
 1. no-op: N members (``--users``, 100,000) all issued and valid (a first sync, timed but not a
    target, issues them); the second sync must issue 0 tokens and write 0 values, with Defguard

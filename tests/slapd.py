@@ -71,6 +71,8 @@ suffix "{suffix}"
 rootdn "{root_dn}"
 rootpw {root_password}
 directory {directory}/db
+index objectClass eq
+index sAMAccountName,mail eq
 access to attrs={provisioning_attributes}
     by dn.exact="{provisioner}" write
     by self read
