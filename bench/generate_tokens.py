@@ -154,7 +154,7 @@ def measure(
     """Run one dgprov process: wall seconds, its peak RSS in MB and its report."""
     with tempfile.TemporaryFile() as stderr:  # a pipe could fill up and stall the child
         started = time.perf_counter()
-        ours = high_water_mark(os.getpid(), "VmRSS:")
+        ours = high_water_mark(os.getpid())  # the parent mm's high-water mark is what is carried
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
         sampled = 0
         while True:
