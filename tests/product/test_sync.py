@@ -396,3 +396,13 @@ def test_library_sync_and_the_replacement_count(
         api.generate_tokens(**common, confirm_replacing=decline)
     assert replacing == [4]  # every member holds the unused token sync stored
     assert token_hashes(running) == issued
+
+
+def test_csv_report_has_the_decision_column(start_sandbox: StartSandbox, tmp_path: Path) -> None:
+    running = start_sandbox(tenant())
+    path = tmp_path / "sync.csv"
+    assert Sync(running, tmp_path)("--report", str(path)).exit_code == 0
+    lines = path.read_text().splitlines()
+    assert lines[0] == "username,email,directory_id,upn,action,decision,outcome,reason,expires_at"
+    assert len(lines) == 5 and all(",issue,provisioned," in line for line in lines[1:])
+    assert path.stat().st_mode & 0o777 == 0o600
