@@ -263,6 +263,8 @@ def test_dry_run_and_generate_tokens_count_what_would_be_replaced(
     sync = Sync(running, tmp_path)
     dry = sync("--dry-run")
     assert dry.exit_code == 0 and "4 issue, 0 renew, 0 clear" in dry.output
+    header = next(line for line in dry.output.splitlines() if line.startswith("username"))
+    assert header.split()[:2] == ["username", "decision"]
     assert token_hashes(running) == {}
     assert sync().exit_code == 0
     plan = sync("--dry-run", command="generate-tokens")

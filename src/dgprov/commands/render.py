@@ -22,7 +22,8 @@ def show_members(members: list[PlannedMember]) -> None:
     """A table of members: the plan before a run, the outcomes after it (sync: the decision
     instead of the action; an object no member maps to shows ``-`` as its username)."""
     width = max([len(m.username) for m in members] + [8])
-    click.echo(f"{'username':<{width}}  {'action':<16}  {'directory user':<32}  note")
+    column = "decision" if any(m.decision is not None for m in members) else "action"
+    click.echo(f"{'username':<{width}}  {column:<16}  {'directory user':<32}  note")
     for m in members:
         upn = (m.directory_user.upn or m.directory_user.id) if m.directory_user else "-"
         note = (
