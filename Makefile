@@ -75,6 +75,7 @@ test-msal-floor: $(FLOOR_STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/generate_tokens.py
 	$(BIN)/python bench/broker.py
+	$(BIN)/python bench/sync.py
 
 clean:
 	rm -rf $(VENV) $(FLOOR_VENV) .pytest_cache .mypy_cache .ruff_cache build dist

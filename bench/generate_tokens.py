@@ -145,15 +145,47 @@ def run_dgprov(info: dict[str, Any], *extra: str) -> tuple[float, float, dict[st
             "--graph-url", info["graph_url"], "--ca-bundle", info["ca_bundle"],
             "--auth", "device-code", "--yes", "--report", report, *extra,
         ]  # fmt: skip
+        return measure(command, env, report)
+
+
+def measure(
+    command: list[str], env: dict[str, str], report: str
+) -> tuple[float, float, dict[str, Any]]:
+    """Run one dgprov process: wall seconds, its peak RSS in MB and its report."""
+    with tempfile.TemporaryFile() as stderr:  # a pipe could fill up and stall the child
         started = time.perf_counter()
-        process = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        _, _, usage = os.wait4(process.pid, 0)
+        ours = high_water_mark(os.getpid())  # the parent mm's high-water mark is what is carried
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        sampled = 0
+        while True:
+            pid, _, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            sampled = max(sampled, high_water_mark(process.pid))
+            time.sleep(0.02)
         elapsed = time.perf_counter() - started
-        with open(report, encoding="utf-8") as handle:
-            document = json.load(handle)
-    return elapsed, usage.ru_maxrss / 1024, document
+        # Linux carries this process's RSS at spawn into the child's ru_maxrss: believe it only
+        # when it is above that; else the child's own high-water mark, sampled while it ran.
+        peak = usage.ru_maxrss if usage.ru_maxrss > ours else sampled
+        stderr.seek(0)
+        errors = stderr.read().decode(errors="replace")
+    if not os.path.exists(report):
+        raise SystemExit(f"{command[3]} wrote no report: {errors[-2000:]}")
+    with open(report, encoding="utf-8") as handle:
+        document: dict[str, Any] = json.load(handle)
+    return elapsed, peak / 1024, document
+
+
+def high_water_mark(pid: int, field: str = "VmHWM:") -> int:
+    """The process's peak RSS so far in kB (``VmHWM``), or another field of its status."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for entry in status:
+                if entry.startswith(field):
+                    return int(entry.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def line(name: str, seconds: float, rss: float | None, counts: tuple[int, int], note: str) -> None:

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,8 @@ suffix "{suffix}"
 rootdn "{root_dn}"
 rootpw {root_password}
 directory {directory}/db
+index objectClass eq
+index sAMAccountName,mail eq
 access to attrs={provisioning_attributes}
     by dn.exact="{provisioner}" write
     by self read
@@ -132,7 +135,14 @@ def slapd(tmp_path: Path) -> Iterator[Slapd]:
         pytest.skip(
             "OpenLDAP slapd is not installed (make test installs it: apt-get install slapd)"
         )
-    directory = tmp_path / "slapd"
+    with running_slapd(tmp_path / "slapd", binary) as server:
+        yield server
+
+
+@contextmanager
+def running_slapd(directory: Path, binary: str = "/usr/sbin/slapd") -> Iterator[Slapd]:
+    """A slapd with the schema, the service accounts and ``ou=Users``, stopped at the end
+    (the fixture's, and ``bench/sync.py``'s)."""
     (directory / "db").mkdir(parents=True)
     (directory / "ad.schema").write_text(AD_SCHEMA)
     (directory / "slapd.conf").write_text(

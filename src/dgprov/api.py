@@ -25,12 +25,12 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import client_files, fetch, join
 from .account_rules import check_phone
 from .defguard import DefguardClient
-from .directory import Directory
+from .directory import SyncDirectory
 from .durations import parse_lifetime
 from .enrollment import (
     Enrolled,
@@ -40,6 +40,7 @@ from .enrollment import (
     retire_provisioning_file,
 )
 from .entra_auth import EntraSettings, EntraSignIn
+from .entra_directory import EntraDirectory
 from .errors import (
     EXIT_OK,
     EXIT_SOME_FAILED,
@@ -47,14 +48,18 @@ from .errors import (
     NotJoined,
     UsageError,
 )
-from .graph import EntraDirectory, GraphClient
+from .graph import GraphClient
 from .ldap_directory import LdapDirectory, LdapSettings
 from .plan import EnrolledPolicy, Outcome, PlannedMember, summary
 from .provision import ProvisionConfig, Provisioner, utc_iso
+from .reconcile import replaced
 from .report import LiveReport, ReportFile, check_destination, member_row, resume_from
 from .stored_value import ProvisioningConfig
 from .tls import tls_context
 from .urls import check_service_url
+
+if TYPE_CHECKING:
+    from .api_sync import SyncRecord
 
 __all__ = [
     "ADMIN_SCOPES",
@@ -70,6 +75,8 @@ __all__ = [
     "enroll",
     "fetch_config",
     "generate_tokens",
+    "sync",
+    "sync_async",
 ]
 
 ADMIN_SCOPES = [
@@ -103,6 +110,7 @@ class RunRecord:
     run: dict[str, Any]
     dry_run: bool = False
     report_path: Path | None = None
+    replacing: int = 0  # of the pending: members holding an unused token this run replaces
 
     @property
     def summary(self) -> dict[str, int]:
@@ -157,6 +165,30 @@ def _interruptible(stop: asyncio.Event, notify: Notify) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _check_job(
+    url: str,
+    expiration: str | None,
+    include_tokens_in_report: bool,
+    report: Path | None,
+    directory: Literal["entra", "ad"],
+    entra: EntraSettings | None,
+    ad: LdapSettings | None,
+) -> str:
+    """The checks of an admin job (``generate-tokens``, ``sync``) that need no network; the URL."""
+    url = check_service_url(url, "--url")
+    if expiration is not None:
+        parse_lifetime(expiration)
+    if include_tokens_in_report and report is None:
+        raise UsageError("--include-tokens-in-report needs --report FILE")
+    if directory == "ad" and ad is None:
+        raise UsageError("--directory ad needs --ldap-url, --base-dn and --ad-attribute")
+    if directory == "entra":
+        if entra is None:
+            raise UsageError("no Entra tenant: pass --tenant or set DGPROV_TENANT")
+        entra.check()
+    return url
+
+
 def _stored_in(
     directory: Literal["entra", "ad"], attribute_set_name: str, ad: LdapSettings | None
 ) -> dict[str, str]:
@@ -173,7 +205,7 @@ async def _open_directory(
     attribute_set_name: str,
     ad: LdapSettings | None,
     notify: Notify,
-) -> Directory:
+) -> SyncDirectory:
     """The directory, signed in or bound."""
     if directory == "ad":
         assert ad is not None
@@ -184,6 +216,14 @@ async def _open_directory(
     await asyncio.to_thread(sign_in.token)
     graph = GraphClient(entra.graph_url, sign_in.token, verify=tls_context(entra.ca_bundle))
     return EntraDirectory(graph, attribute_set_name)
+
+
+async def _replacing(provisioner: Provisioner, directory: SyncDirectory) -> int:
+    """Members this run issues for whose directory object holds a token they have not used:
+    Defguard deletes it on the new issue. One listing of the stored values (``sync`` reads the
+    same), only for a dry run or a confirmation."""
+    held = await directory.read_stored()
+    return replaced(provisioner.state.members, provisioner.users, held)
 
 
 async def generate_tokens_async(
@@ -207,21 +247,20 @@ async def generate_tokens_async(
     notify: Notify = _quiet,
     progress: Callable[[int, int], None] | None = None,
     confirm: Callable[[int, str], bool] | None = None,
+    confirm_replacing: Callable[[int, str, int], bool] | None = None,
     include_disabled_directory_users: bool = False,
     overwrite_report: bool = False,
 ) -> RunRecord:
     """``generate_tokens`` for callers that already run an event loop."""
-    url = check_service_url(url, "--url")
-    if enrollment_token_expiration_time is not None:
-        parse_lifetime(enrollment_token_expiration_time)
-    if include_tokens_in_report and report is None:
-        raise UsageError("--include-tokens-in-report needs --report FILE")
-    if directory == "ad" and ad is None:
-        raise UsageError("--directory ad needs --ldap-url, --base-dn and --ad-attribute")
-    if directory == "entra":
-        if entra is None:
-            raise UsageError("no Entra tenant: pass --tenant or set DGPROV_TENANT")
-        entra.check()
+    url = _check_job(
+        url,
+        enrollment_token_expiration_time,
+        include_tokens_in_report,
+        report,
+        directory,
+        entra,
+        ad,
+    )
     stored_in = _stored_in(directory, attribute_set_name, ad)
     already_done: dict[str, str] = {}
     if resume is not None:
@@ -250,7 +289,7 @@ async def generate_tokens_async(
     )
     stop = asyncio.Event()
     started = datetime.datetime.now(datetime.timezone.utc)
-    opened: Directory | None = None
+    opened: SyncDirectory | None = None
     live: LiveReport | None = None
 
     def settled(done: int, total: int) -> None:
@@ -282,10 +321,20 @@ async def generate_tokens_async(
         }
         record = RunRecord(members, run, dry_run=dry_run, report_path=report)
         if dry_run:
-            notify(f"dry run: {record.pending} tokens would be issued; nothing was changed")
+            record.replacing = await _replacing(provisioner, opened)
+            notify(
+                f"dry run: {record.pending} tokens would be issued, replacing the unused token "
+                f"{record.replacing} members hold; nothing was changed"
+            )
             return record
-        if confirm is not None and record.pending and not confirm(record.pending, opened.name):
-            raise Cancelled("cancelled at the confirmation; nothing was changed")
+        if (confirm_replacing or confirm) is not None and record.pending:
+            record.replacing = await _replacing(provisioner, opened)
+            if confirm_replacing is not None:
+                agreed = confirm_replacing(record.pending, opened.name, record.replacing)
+            else:
+                agreed = confirm is None or confirm(record.pending, opened.name)
+            if not agreed:
+                raise Cancelled("cancelled at the confirmation; nothing was changed")
         if report_file is not None:
             tokens = provisioner.state.tokens if include_tokens_in_report else None
             live = LiveReport(report_file, members, tokens, run, report_failed)
@@ -310,11 +359,35 @@ def generate_tokens(**options: Any) -> RunRecord:
     Entra ID (``entra`` settings) or Active Directory (``directory="ad"``, ``ad`` settings).
 
     The keyword arguments are those of ``generate_tokens_async``, named after the command's
-    options. ``confirm(pending, directory_name)`` is asked before any token is issued;
+    options. ``confirm(pending, directory_name)`` is asked before any token is issued (or
+    ``confirm_replacing(pending, directory_name, replacing)``, with how many members hold an
+    unused token the run replaces);
     ``progress(done, total)`` as members settle; ``notify`` hears status lines and the device
     code prompt. Ctrl-C (in the main thread) stops cleanly and the report is still written.
     """
     return asyncio.run(generate_tokens_async(**options))
+
+
+# ------------------------------------------------------------------------------------------ sync
+
+
+async def sync_async(**options: Any) -> SyncRecord:
+    """``sync`` for callers that already run an event loop."""
+    from .api_sync import sync_async as run
+
+    return await run(**options)
+
+
+def sync(**options: Any) -> SyncRecord:
+    """Reconcile ``group_name`` with the directory once, as a scheduler would: issue a token for
+    members without one, renew those expiring within ``renew_before``, keep valid ones, and
+    clear used and orphaned ones (``api_sync.sync_async`` lists the keyword arguments, named
+    after the command's options). ``confirm(changes, directory_name)`` is asked before anything
+    changes; another run on this host raises ``AlreadyRunning`` (exit 2).
+    """
+    from .api_sync import sync as run
+
+    return run(**options)
 
 
 # --------------------------------------------------------------------------------- fetch-config

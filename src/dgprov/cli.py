@@ -19,6 +19,7 @@ from .commands.enroll import enroll_command
 from .commands.fetch_config import fetch_config_command
 from .commands.generate_tokens import generate_tokens_command
 from .commands.sandbox import sandbox_command
+from .commands.sync import sync_command
 from .errors import DgprovError
 
 log = logging.getLogger("dgprov")
@@ -47,3 +48,4 @@ main.add_command(enroll_command)
 main.add_command(fetch_config_command)
 main.add_command(generate_tokens_command)
 main.add_command(sandbox_command)
+main.add_command(sync_command)

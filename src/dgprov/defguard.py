@@ -9,6 +9,9 @@ is sent as a header and never appears in a message.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime
+import email.utils
 import math
 import ssl
 from collections.abc import Sequence
@@ -35,6 +38,7 @@ from .transport import ServiceConnection
 SERVICE = "Defguard"
 PAGE_SIZE = 100
 LIST_PASSES = 3  # readings of 2.0's unordered list before members are asked for one by one
+MAX_CLOCK_OFFSET = 10 * 365 * 86_400.0  # beyond this the Date header is not believed
 MAX_PAGES = 100_000  # 10 million users: far beyond any Defguard instance
 PREFLIGHT_POLICY = RetryPolicy(
     attempts=2, max_delay=1.0, deadline=4.0, max_retry_after=2.0, max_throttled=4.0
@@ -49,6 +53,10 @@ class DefguardUser:
     email: str | None
     is_active: bool
     enrolled: bool
+    id: int = 0
+    # User devices, where the answer lists them (2.0's UserInfo does, 1.6's does not: see
+    # ``device_counts``); sync reads a used token from them.
+    devices: int | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,7 @@ class DefguardClient:
                 "DEFGUARD_API_TOKEN or --api-token-file"
             )
         self.base_url = base_url.rstrip("/")
+        self.clock_offset = 0.0  # seconds Defguard's clock is ahead of this host's
         # Defguard 2.0 may rate-limit per client address; fewer requests in flight while it
         # refuses keeps every worker's retries for real failures.
         self.limit = AdaptiveLimit(max_connections)
@@ -148,8 +157,10 @@ class DefguardClient:
         return response
 
     async def server_version(self) -> str:
-        """The component version, e.g. ``2.0.1``; also proves the token works."""
+        """The component version, e.g. ``2.0.1``; also proves the token works, and notes how
+        far Defguard's clock (its ``Date``) is from this host's (``clock_offset``)."""
         response = await self._preflight_get("/api/v1/info")
+        self.clock_offset = clock_offset(response.headers.get("date"))
         header = response.headers.get("defguard-component-version")
         if header:
             return str(header)
@@ -181,11 +192,14 @@ class DefguardClient:
         does not know stays absent, and the plan reports it.
         """
         found: dict[str, DefguardUser] = {}
+        # The members' own strings, so each username is held once (memory at 100,000).
+        names = {name: name for name in members}
 
         def keep(items: list[Answer]) -> None:
             for item in items:
-                username = item.text("username")
-                found[username] = user_record(item)
+                user = user_record(item)
+                username = names.get(user.username, user.username)
+                found[username] = dataclasses.replace(user, username=username)
 
         first = await self._get_json("/api/v1/user", params={"page": 1, "per_page": PAGE_SIZE})
         if isinstance(first.value, list):
@@ -210,6 +224,17 @@ class DefguardClient:
             if user is not None:
                 found[name] = user
         return found
+
+    async def device_counts(self) -> dict[int, int]:
+        """User devices per user id, from ``GET /device`` (both lines, one unpaginated answer;
+        v1.6.6 crates/defguard_core/src/handlers/wireguard.rs:1266): for 1.6, whose user list
+        carries no devices, one request instead of one per member."""
+        counts: dict[int, int] = {}
+        for device in (await self._get_json("/api/v1/device")).items():
+            if _is_user_device(device):
+                owner = device.integer("user_id")
+                counts[owner] = counts.get(owner, 0) + 1
+        return counts
 
     async def user(self, username: str) -> DefguardUser | None:
         """One user's record (``GET /user/{username}``, both lines), None when Defguard has none."""
@@ -247,12 +272,37 @@ class DefguardClient:
 
 def user_record(item: Answer) -> DefguardUser:
     """A user of a list page or of ``GET /user/{username}``, reduced to what dgprov needs."""
+    devices = None
+    if item.has("devices"):
+        devices = sum(1 for d in item.items("devices") if _is_user_device(d))
     return DefguardUser(
         username=item.text("username"),
         email=item.optional_text("email") or None,
         is_active=item.flag("is_active"),
         enrolled=item.flag("enrolled"),
+        id=item.optional_integer("id") or 0,
+        devices=devices,
     )
+
+
+def _is_user_device(device: Answer) -> bool:
+    """A person's device (``device_type`` ``user``), not a network device."""
+    return device.optional_text("device_type") in (None, "user")
+
+
+def clock_offset(date: str | None) -> float:
+    """Seconds from this host's clock to the server's ``Date`` (hyper sends it on every answer);
+    0 without a usable one. Token expiry is Defguard's clock, so sync judges it by that."""
+    if not date:
+        return 0.0
+    try:
+        moment = email.utils.parsedate_to_datetime(date)
+    except (TypeError, ValueError):
+        return 0.0
+    if moment.tzinfo is None:
+        return 0.0
+    offset = (moment - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    return offset if abs(offset) > 2 and abs(offset) < MAX_CLOCK_OFFSET else 0.0
 
 
 def page_count(pagination: Answer) -> int:

@@ -49,6 +49,22 @@ def unmatched(keys: Iterable[str], *stages: Mapping[str, Sequence[DirectoryUser]
     return [k for k in keys if not any(stage.get(k) for stage in stages)]
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A token a directory object holds, as ``sync`` reads it back.
+
+    Never the token itself: ``digest`` (``stored_value.token_digest``) recognises the value dgprov
+    wrote; ``expires_at`` is the expiry sync stored beside it (ISO 8601, or
+    ``stored_value.UNKNOWN_EXPIRY``), None when nothing was stored beside it (another tool, or
+    ``generate-tokens``, wrote the value).
+    """
+
+    object_id: str
+    upn: str | None
+    digest: bytes
+    expires_at: str | None = None
+
+
 @dataclass(frozen=True)
 class WriteResult:
     ok: bool
@@ -73,9 +89,32 @@ class Directory(Protocol):
     async def check_can_write(self, user: DirectoryUser) -> None: ...
 
     async def write(
-        self, assignments: Sequence[tuple[DirectoryUser, ProvisioningConfig]]
+        self,
+        assignments: Sequence[tuple[DirectoryUser, ProvisioningConfig]],
+        expiries: Mapping[str, str] | None = None,
     ) -> dict[str, WriteResult]:
-        """``(user, config)`` pairs -> result per ``user.id``."""
+        """``(user, config)`` pairs -> result per ``user.id``; ``expiries`` (per ``user.id``) are
+        stored beside the pair where the directory can hold them (``holds_expiry``)."""
         ...
 
     async def aclose(self) -> None: ...
+
+
+class SyncDirectory(Directory, Protocol):
+    """What ``sync`` needs beyond ``generate-tokens``: reading back and removing stored values."""
+
+    holds_expiry: bool  # whether the expiry can be stored beside the token (else --state)
+    # Match the members from the one listing that reads the stored values, where that is
+    # cheaper than looking them up (Entra: the whole tenant is listed anyway).
+    one_listing: bool
+    # Whether read_stored computes each token's digest: only --state compares them, and
+    # 100,000 of them cost memory for nothing otherwise.
+    digests: bool
+
+    async def read_stored(self) -> dict[str, Stored]:
+        """Every object holding a token, keyed by lower-cased object id."""
+        ...
+
+    async def clear(self, object_ids: Sequence[str]) -> dict[str, WriteResult]:
+        """Remove the stored values (and the expiry beside them) -> result per object id."""
+        ...

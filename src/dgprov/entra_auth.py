@@ -360,6 +360,10 @@ class EntraSignIn:
     def _token(self, fresh: bool) -> str:
         try:
             if self.settings.auth in APP_ONLY_MODES:
+                if fresh:
+                    # Graph refused the cached token (revoked, or the clocks disagree): without
+                    # this MSAL would hand the same token back until it expires by its clock.
+                    self._app.remove_tokens_for_client()
                 return self._app_only()
             account = self._account or self._cached_account()
             if account is not None:

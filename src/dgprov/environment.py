@@ -21,6 +21,7 @@ CLIENT_CERTIFICATE_PASSWORD = "DGPROV_CLIENT_CERTIFICATE_PASSWORD"
 BIND_PASSWORD = "DGPROV_BIND_PASSWORD"
 CACHE_DIR = "DGPROV_CACHE_DIR"  # where the sign-in cache is kept
 BROKER_URL = "DGPROV_BROKER_URL"  # fetch-config: the broker; --source auto then prefers it
+LOCK_FILE = "DGPROV_LOCK_FILE"  # the file `dgprov sync` locks (default: one per host)
 
 # dgprov's own variables, documented in the README; the rest below belong to the platform.
 DGPROV_VARIABLES = (
@@ -33,7 +34,9 @@ DGPROV_VARIABLES = (
     BIND_PASSWORD,
     CACHE_DIR,
     BROKER_URL,
+    LOCK_FILE,
 )
+PROGRAM_DATA = "PROGRAMDATA"  # Windows: the machine-wide data folder (sync's lock)
 SECRET_VARIABLES = (DEFGUARD_API_TOKEN, CLIENT_SECRET, CLIENT_CERTIFICATE_PASSWORD, BIND_PASSWORD)
 
 

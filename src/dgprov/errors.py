@@ -129,3 +129,8 @@ class MfaSetupRequired(DgprovError):
     the desktop app does; refused after the session started and before any device exists."""
 
     exit_status = EXIT_SOME_FAILED
+
+
+class AlreadyRunning(DgprovError):
+    """Another ``dgprov sync`` holds this host's lock; nothing was done (exit 2). The message
+    names the holder and what to do."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -21,13 +21,24 @@ import httpx
 
 from . import __version__
 from .answers import Answer
-from .directory import DirectoryUser, Matches, MatchKey, WriteResult, unmatched
+from .directory import DirectoryUser, Matches, WriteResult, unmatched
 from .errors import AuthenticationError, InvalidAnswer, PreflightError, RemoteError
+from .graph_listing import (
+    SERVICE,
+    GraphListing,
+    directory_user,
+    error_body,
+    graph_error,
+    user_value,
+)
 from .retry import AdaptiveLimit, RetryPolicy, retry_after_seconds
-from .stored_value import ENTRA_ATTRIBUTES, ProvisioningConfig, to_entra_attributes
+from .stored_value import (
+    ENTRA_ATTRIBUTES,
+    ProvisioningConfig,
+    to_entra_attributes,
+)
 from .transport import ServiceConnection
 
-SERVICE = "Microsoft Graph"
 BATCH_SIZE = 20
 FILTER_VALUES = 15  # Graph's limit on the values of `in` and the child clauses of `or`
 MAX_FILTER_VALUE = 120  # characters of one string value in a filter
@@ -51,23 +62,7 @@ def odata_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def error_body(response: httpx.Response) -> Any:
-    """The JSON of an error answer, or None: an error page need not be JSON."""
-    try:
-        return response.json() if response.content else None
-    except ValueError:
-        return None
-
-
-def graph_error(body: Any, fallback: str) -> tuple[str, str]:
-    """``(code, message)`` of a Graph error envelope."""
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        error = body["error"]
-        return str(error.get("code", "")), str(error.get("message", fallback))
-    return "", fallback
-
-
-class GraphClient:
+class GraphClient(GraphListing):
     def __init__(
         self,
         graph_url: str,
@@ -109,37 +104,41 @@ class GraphClient:
     async def check_attribute_set(self, set_name: str) -> None:
         """Both attributes must be defined, Available, single-valued Strings."""
         for attribute in ENTRA_ATTRIBUTES:
-            response = await self._request(
-                "GET",
-                "/directory/customSecurityAttributeDefinitions/"
-                + quote(f"{set_name}_{attribute}", safe=""),
+            await self.defines(set_name, attribute, required=True)
+
+    async def defines(self, set_name: str, attribute: str, *, required: bool = False) -> bool:
+        """Whether ``set_name.attribute`` is an Available single-valued String attribute; an
+        undefined one is False (a ``PreflightError`` when ``required``), a wrong one an error."""
+        response = await self._request(
+            "GET",
+            "/directory/customSecurityAttributeDefinitions/"
+            + quote(f"{set_name}_{attribute}", safe=""),
+        )
+        if response.status_code == 403:
+            raise PreflightError(
+                "the signed-in account cannot read custom security attribute definitions; it "
+                "needs the Attribute Assignment Administrator role and consent to "
+                "CustomSecAttributeDefinition.Read.All"
             )
-            if response.status_code == 403:
-                raise PreflightError(
-                    "the signed-in account cannot read custom security attribute definitions; it "
-                    "needs the Attribute Assignment Administrator role and consent to "
-                    "CustomSecAttributeDefinition.Read.All"
-                )
-            if response.status_code == 404:
-                raise PreflightError(
-                    f"Entra has no custom security attribute {set_name}.{attribute}; an Attribute "
-                    f"Definition Administrator must define the set {set_name!r} with the String "
-                    f"attributes {' and '.join(ENTRA_ATTRIBUTES)} (see the README)"
-                )
-            if response.status_code != 200:
-                _, message = graph_error(error_body(response), response.reason_phrase)
-                raise PreflightError(
-                    f"reading {set_name}.{attribute} failed ({response.status_code}: {message})"
-                )
-            definition = Answer.of(response, SERVICE)
-            if definition.optional_text("type") != "String" or definition.flag("isCollection"):
-                raise PreflightError(
-                    f"{set_name}.{attribute} must be a single-valued String attribute"
-                )
-            if definition.optional_text("status") != "Available":
-                raise PreflightError(
-                    f"{set_name}.{attribute} is deactivated; reactivate it in Entra"
-                )
+        if response.status_code == 404 and not required:
+            return False
+        if response.status_code == 404:
+            raise PreflightError(
+                f"Entra has no custom security attribute {set_name}.{attribute}; an Attribute "
+                f"Definition Administrator must define the set {set_name!r} with the String "
+                f"attributes {' and '.join(ENTRA_ATTRIBUTES)} (see the README)"
+            )
+        if response.status_code != 200:
+            _, message = graph_error(error_body(response), response.reason_phrase)
+            raise PreflightError(
+                f"reading {set_name}.{attribute} failed ({response.status_code}: {message})"
+            )
+        definition = Answer.of(response, SERVICE)
+        if definition.optional_text("type") != "String" or definition.flag("isCollection"):
+            raise PreflightError(f"{set_name}.{attribute} must be a single-valued String attribute")
+        if definition.optional_text("status") != "Available":
+            raise PreflightError(f"{set_name}.{attribute} is deactivated; reactivate it in Entra")
+        return True
 
     # -------------------------------------------------------------------------------- batch
 
@@ -346,9 +345,33 @@ class GraphClient:
     # -------------------------------------------------------------------------------- writes
 
     async def write_attributes(
-        self, set_name: str, assignments: Sequence[tuple[str, ProvisioningConfig]]
+        self,
+        set_name: str,
+        assignments: Sequence[tuple[str, ProvisioningConfig]],
+        expiries: Mapping[str, str] | None = None,
     ) -> dict[str, WriteResult]:
-        """``(user_id, config)`` pairs -> result per user id."""
+        """``(user_id, config)`` pairs -> result per user id; with ``expiries`` (sync, where the
+        set defines it) ``EnrollmentTokenExpiresAt`` is written in the same PATCH."""
+        return await self._patch_attributes(
+            set_name,
+            [
+                (user_id, to_entra_attributes(config, (expiries or {}).get(user_id)))
+                for user_id, config in assignments
+            ],
+        )
+
+    async def clear_attributes(
+        self, set_name: str, user_ids: Sequence[str], attributes: Sequence[str]
+    ) -> dict[str, WriteResult]:
+        """Remove the assignments: Graph removes a custom security attribute value set to null
+        ("Remove a single-valued custom security attribute assignment from a user", Microsoft
+        Learn, customsecurityattributes-examples)."""
+        nulls: dict[str, str | None] = dict.fromkeys(attributes)
+        return await self._patch_attributes(set_name, [(user_id, nulls) for user_id in user_ids])
+
+    async def _patch_attributes(
+        self, set_name: str, changes: Sequence[tuple[str, Mapping[str, str | None]]]
+    ) -> dict[str, WriteResult]:
         items = [
             {
                 "id": str(index),
@@ -356,79 +379,19 @@ class GraphClient:
                 "url": f"/users/{quote(user_id, safe='')}",
                 "headers": {"Content-Type": "application/json"},
                 "body": {
-                    "customSecurityAttributes": {
-                        set_name: {"@odata.type": CSA_TYPE, **to_entra_attributes(config)}
-                    }
+                    "customSecurityAttributes": {set_name: {"@odata.type": CSA_TYPE, **values}}
                 },
             }
-            for index, (user_id, config) in enumerate(assignments)
+            for index, (user_id, values) in enumerate(changes)
         ]
         answers = await self._batch(items)
         results: dict[str, WriteResult] = {}
-        for index, (user_id, _) in enumerate(assignments):
+        for index, (user_id, _) in enumerate(changes):
             answer = answers[str(index)]
             _, message = graph_error(answer.get("body"), "")
             status = answer["status"]
             results[user_id] = WriteResult(status == 204, f"{status}: {message}", status == 403)
         return results
-
-
-class EntraDirectory:
-    """Custom security attributes of Entra users, through Graph."""
-
-    name = "Entra ID"
-    match_key: MatchKey = "email"
-    max_value_length: int | None = 64  # custom security attribute values
-    write_permission = (
-        "the signed-in account may not assign custom security attributes; it needs the "
-        "Attribute Assignment Administrator role (for the set or the tenant) and consent to "
-        "CustomSecAttributeAssignment.ReadWrite.All"
-    )
-
-    def __init__(self, graph: GraphClient, attribute_set: str) -> None:
-        self.graph = graph
-        self.attribute_set = attribute_set
-
-    async def preflight(self) -> None:
-        await self.graph.check_attribute_set(self.attribute_set)
-
-    async def find_users(self, emails: Iterable[str]) -> Matches:
-        return await self.graph.find_users(emails)
-
-    async def check_can_write(self, user: DirectoryUser) -> None:
-        """Nothing: Graph documents no write that changes nothing and is checked like a real one
-        (an empty attribute-set PATCH may be refused or pass unchecked), so the engine's canary,
-        one member written alone first, is the proof; a refusal stops the run there."""
-
-    async def write(
-        self, assignments: Sequence[tuple[DirectoryUser, ProvisioningConfig]]
-    ) -> dict[str, WriteResult]:
-        return await self.graph.write_attributes(
-            self.attribute_set, [(user.id, config) for user, config in assignments]
-        )
-
-    async def aclose(self) -> None:
-        await self.graph.aclose()
-
-
-def user_value(item: Answer) -> dict[str, Any]:
-    """A user object of a lookup page, its fields of the types the lookup relies on."""
-    item.text("id")
-    item.optional_text("userPrincipalName")
-    item.optional_text("mail")
-    item.texts("otherMails")
-    value: dict[str, Any] = item.value
-    return value
-
-
-def directory_user(value: dict[str, Any]) -> DirectoryUser:
-    """A checked user object (``user_value``) as the planning logic sees it."""
-    return DirectoryUser(
-        value["id"],
-        value.get("userPrincipalName"),
-        value.get("mail"),
-        enabled=value.get("accountEnabled") is not False,
-    )
 
 
 def batch_answers(batch: Answer, chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ Filter values are escaped (RFC 4515), so names with ``*``, ``(`` or ``\\`` canno
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -20,12 +20,22 @@ import ldap3
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 
-from .directory import DirectoryUser, Matches, MatchKey, WriteResult
+from .directory import DirectoryUser, Matches, MatchKey, Stored, WriteResult
 from .errors import AuthenticationError, PreflightError, UsageError
-from .stored_value import ProvisioningConfig, to_ad_json
+from .stored_value import (
+    NO_DIGEST,
+    ProvisioningConfig,
+    ad_expiry,
+    from_ad_json,
+    to_ad_json,
+    token_digest,
+)
 from .tls import ldap_tls
 
 FILTER_VALUES = 50
+PAGE_SIZE = 500
+MAX_PAGES = 100_000
+PAGED_RESULTS = "1.2.840.113556.1.4.319"  # the simple paged results control (RFC 2696)
 ACCOUNTDISABLE = 0x2  # userAccountControl flag of a disabled AD account
 MatchBy = Literal["samaccountname", "mail"]
 
@@ -47,6 +57,9 @@ INSUFFICIENT_RIGHTS = "insufficientAccessRights"
 class LdapDirectory:
     name = "Active Directory"
     max_value_length: int | None = None
+    holds_expiry = True  # an extra key in the JSON, which Defguard's script ignores
+    one_listing = False  # ignored: members are found by indexed searches, holders by a paged one
+    digests = True
 
     @property
     def write_permission(self) -> str:
@@ -212,22 +225,71 @@ class LdapDirectory:
     async def check_can_write(self, user: DirectoryUser) -> None:
         await asyncio.to_thread(self._probe, user.id)
 
-    def _write(
-        self, assignments: Sequence[tuple[DirectoryUser, ProvisioningConfig]]
-    ) -> dict[str, WriteResult]:
+    def _write(self, values: Sequence[tuple[str, list[str]]]) -> dict[str, WriteResult]:
+        """``(dn, new values)`` -> result per DN; an empty list removes the attribute's value."""
         results: dict[str, WriteResult] = {}
-        for user, config in assignments:
+        for dn, new in values:
             try:
-                ok, detail = self._replace(user.id, [to_ad_json(config)])
+                ok, detail = self._replace(dn, new)
             except LDAPException as exc:
                 ok, detail = False, type(exc).__name__
-            results[user.id] = WriteResult(ok, detail, detail.startswith(INSUFFICIENT_RIGHTS))
+            results[dn] = WriteResult(ok, detail, detail.startswith(INSUFFICIENT_RIGHTS))
         return results
 
     async def write(
-        self, assignments: Sequence[tuple[DirectoryUser, ProvisioningConfig]]
+        self,
+        assignments: Sequence[tuple[DirectoryUser, ProvisioningConfig]],
+        expiries: Mapping[str, str] | None = None,
     ) -> dict[str, WriteResult]:
-        return await asyncio.to_thread(self._write, assignments)
+        expiry = expiries or {}
+        values = [(u.id, [to_ad_json(config, expiry.get(u.id))]) for u, config in assignments]
+        return await asyncio.to_thread(self._write, values)
+
+    async def clear(self, object_ids: Sequence[str]) -> dict[str, WriteResult]:
+        return await asyncio.to_thread(self._write, [(dn, []) for dn in object_ids])
+
+    def _read_stored(self) -> dict[str, Stored]:
+        """Every user whose attribute holds the JSON, in pages (simple paged results, RFC 2696),
+        so the requests grow like the holders divided by the page size."""
+        connection = self._connect()
+        attribute = self.settings.attribute
+        held: dict[str, Stored] = {}
+        cookie: Any = None
+        for _ in range(MAX_PAGES):
+            status, result, entries, _ = connection.search(
+                self.settings.base_dn,
+                f"(&(objectClass=user)({escape_filter_chars(attribute)}=*))",
+                attributes=[attribute, "userPrincipalName", "sAMAccountName"],
+                paged_size=PAGE_SIZE,
+                paged_cookie=cookie,
+            )
+            if not status and result.get("description") not in ("success", "noSuchObject"):
+                raise PreflightError(
+                    f"searching the directory failed ({result.get('description')})"
+                )
+            for entry in entries or []:
+                if entry.get("type") != "searchResEntry":
+                    continue
+                raw = entry["raw_attributes"].get(attribute) or []
+                text = raw[0].decode("utf-8", "replace") if raw else ""
+                config = from_ad_json(text)
+                if config is None:
+                    continue  # not dgprov's JSON: another use of the attribute, left alone
+                values = entry["attributes"]
+                held[entry["dn"].lower()] = Stored(
+                    entry["dn"],
+                    _first(values.get("userPrincipalName")) or _first(values.get("sAMAccountName")),
+                    token_digest(config.enrollment_token) if self.digests else NO_DIGEST,
+                    ad_expiry(text),
+                )
+            controls = result.get("controls") or {}
+            cookie = controls.get(PAGED_RESULTS, {}).get("value", {}).get("cookie")
+            if not cookie:
+                return held
+        raise PreflightError(f"the directory returned more than {MAX_PAGES} pages of holders")
+
+    async def read_stored(self) -> dict[str, Stored]:
+        return await asyncio.to_thread(self._read_stored)
 
     def read_value(self, account_name: str) -> tuple[bool, str | None]:
         """``(user found, the attribute's value)`` for the user with this sAMAccountName."""

@@ -27,6 +27,21 @@ class Outcome(str, enum.Enum):
     PROVISIONED = "provisioned"
     SKIPPED = "skipped"
     FAILED = "failed"
+    KEPT = "kept"  # sync only: the stored token stays
+    CLEARED = "cleared"  # sync only: the stored value was removed
+
+
+GENERATE_OUTCOMES = (Outcome.PROVISIONED, Outcome.SKIPPED, Outcome.FAILED)
+
+
+class Decision(str, enum.Enum):
+    """What ``sync`` decided for a member or a directory object (``reconcile.py``)."""
+
+    ISSUE = "issue"
+    RENEW = "renew"
+    KEEP = "keep"
+    CLEAR = "clear"
+    SKIP = "skip"
 
 
 class EnrolledPolicy(str, enum.Enum):
@@ -45,6 +60,8 @@ class PlannedMember:
     outcome: Outcome | None = None  # set now for members left alone, after execution for others
     reason: str = ""
     expires_at: str | None = None
+    decision: Decision | None = None  # sync only
+    disabled: bool = False  # skipped because Defguard or the directory disables the account
 
     @property
     def pending(self) -> bool:
@@ -113,6 +130,7 @@ def plan(
             continue
         if not user.is_active:
             entry.outcome, entry.reason = Outcome.SKIPPED, "disabled in Defguard"
+            entry.disabled = True
             continue
         if matches.key == "email" and not email:
             entry.outcome, entry.reason = Outcome.SKIPPED, "no e-mail address in Defguard"
@@ -131,6 +149,7 @@ def plan(
             entry.reason = f"no {directory_name} user with this {what}; no token issued"
             continue
         if not directory_user.enabled and not include_disabled:
+            entry.disabled = True
             entry.outcome, entry.reason = (
                 Outcome.SKIPPED,
                 f"the {directory_name} account is disabled; no token issued (pass "
@@ -150,6 +169,14 @@ def plan(
             entry.action = Action.START_ENROLLMENT
     _refuse_shared_objects(planned, directory_name, done)
     return planned
+
+
+def matched_object(user: DefguardUser, matches: Matches) -> DirectoryUser | None:
+    """The one directory object ``user`` maps to, whatever the plan decided for the member
+    (sync clears the object of a member disabled in Defguard, whom the plan never matches)."""
+    if matches.key == "email" and not user.email:
+        return None
+    return _decide_match(_key(user, matches), matches)[0]
 
 
 def _key(user: DefguardUser, matches: Matches) -> str:
@@ -200,8 +227,9 @@ def _refuse_shared_objects(
 
 
 def summary(planned: Iterable[PlannedMember]) -> dict[str, int]:
-    counts = {outcome.value: 0 for outcome in Outcome}
+    """Members per outcome of ``generate-tokens`` (sync's summary is ``reconcile.summary``)."""
+    counts = {outcome.value: 0 for outcome in GENERATE_OUTCOMES}
     for entry in planned:
-        if entry.outcome is not None:
+        if entry.outcome is not None and entry.outcome.value in counts:
             counts[entry.outcome.value] += 1
     return counts

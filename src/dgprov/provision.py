@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .defguard import DefguardClient, DefguardGroup
-from .directory import Directory
+from .defguard import DefguardClient, DefguardGroup, DefguardUser
+from .directory import Directory, Matches
 from .durations import parse_lifetime
 from .errors import DgprovError, PreflightError, RemoteError
 from .plan import Action, EnrolledPolicy, Outcome, PlannedMember, plan
-from .stored_value import ProvisioningConfig
+from .stored_value import UNKNOWN_EXPIRY, ProvisioningConfig, token_digest
 
 DEFAULT_LIFETIME_SECONDS = 24 * 3600
 WRITE_BATCH = 20
@@ -41,6 +41,10 @@ class ProvisionConfig:
     keep_tokens: bool = False
     already_done: dict[str, str] = field(default_factory=dict)
     include_disabled: bool = False
+    # sync: store each token's expiry beside it (a start_desktop token's as "unknown"), and
+    # look up the directory objects of members disabled in Defguard too (to clear them).
+    stamp: bool = False
+    clock_offset: float = 0.0  # seconds Defguard's clock is ahead of this host's
 
 
 @dataclass
@@ -53,6 +57,7 @@ class RunState:
     enrollment_url: str | None = None
     stored: int = 0  # members whose token the directory accepted
     write_denied: str | None = None  # the directory's answer to the first refused write
+    digests: dict[str, bytes] = field(default_factory=dict)  # sync: object id -> token digest
 
 
 def utc_iso(moment: datetime.datetime) -> str:
@@ -91,6 +96,8 @@ class Provisioner:
         self.stop = stop or asyncio.Event()
         self.progress = progress or (lambda done, total: None)
         self.state = RunState()
+        self.users: Mapping[str, DefguardUser] = {}
+        self.matches = Matches([])
         self._lifetime = (
             parse_lifetime(config.expiration) if config.expiration else DEFAULT_LIFETIME_SECONDS
         )
@@ -105,12 +112,17 @@ class Provisioner:
             raise PreflightError(problem)
         await self.directory.preflight()
         users = await self.defguard.users(group.members)
-        active = [u for name in group.members if (u := users.get(name)) and u.is_active]
+        looked_up = [
+            u
+            for name in group.members
+            if (u := users.get(name)) and (u.is_active or self.config.stamp)
+        ]
         if self.directory.match_key == "email":
-            keys = [u.email for u in active if u.email]
+            keys = [u.email for u in looked_up if u.email]
         else:
-            keys = [u.username for u in active]
-        matches = await self.directory.find_users(keys)
+            keys = [u.username for u in looked_up]
+        self.users = users
+        self.matches = matches = await self.directory.find_users(keys)
         self.state.members = plan(
             group.members,
             users,
@@ -218,7 +230,9 @@ class Provisioner:
 
     async def _issue(self, member: PlannedMember) -> ProvisioningConfig | None:
         """A token for ``member``; None when issuing settled the member another way."""
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(
+            seconds=self.config.clock_offset
+        )
         if member.action is Action.START_ENROLLMENT:
             try:
                 token = await self.defguard.start_enrollment(
@@ -238,7 +252,11 @@ class Provisioner:
                 member.action = Action.START_DESKTOP
                 member.reason = "enrolled for Defguard: desktop token, server default lifetime"
         token = await self.defguard.start_desktop(member.username)
-        member.expires_at = utc_iso(now + datetime.timedelta(seconds=DEFAULT_LIFETIME_SECONDS))
+        member.expires_at = (
+            UNKNOWN_EXPIRY
+            if self.config.stamp
+            else utc_iso(now + datetime.timedelta(seconds=DEFAULT_LIFETIME_SECONDS))
+        )
         return token
 
     async def _writer(
@@ -277,10 +295,16 @@ class Provisioner:
                 storable.append((member, token))
         if not storable:
             return
+        pairs = [(m.directory_user, t) for m, t in storable if m.directory_user is not None]
         try:
-            results = await self.directory.write(
-                [(m.directory_user, t) for m, t in storable]  # type: ignore[misc]
-            )
+            if self.config.stamp:
+                expiries = {
+                    u.id: m.expires_at or UNKNOWN_EXPIRY
+                    for (u, _), (m, _) in zip(pairs, storable, strict=True)
+                }
+                results = await self.directory.write(pairs, expiries)
+            else:
+                results = await self.directory.write(pairs)
         except DgprovError as exc:
             for member, _ in storable:
                 self._fail(member, f"{_reason(exc)}; the token was issued but not stored")
@@ -293,6 +317,10 @@ class Provisioner:
                 self.state.stored += 1
                 if self.config.keep_tokens:
                     self.state.tokens[member.username] = token.enrollment_token
+                if self.config.stamp:
+                    self.state.digests[member.directory_user.id] = token_digest(
+                        token.enrollment_token
+                    )
             else:
                 if result.denied and self.state.write_denied is None:
                     self.state.write_denied = result.detail

@@ -29,8 +29,10 @@ from typing import Any
 from .errors import DgprovError, ReportNotWritten, UsageError
 from .plan import ALREADY_PROVISIONED, Outcome, PlannedMember, summary
 from .private_files import write_private_file
+from .reconcile import summary as sync_summary
 
 COLUMNS = ["username", "email", "directory_id", "upn", "action", "outcome", "reason", "expires_at"]
+SYNC_COLUMNS = [*COLUMNS[:5], "decision", *COLUMNS[5:]]  # sync's rows add its decision
 TOKEN_COLUMN = "enrollment_token"
 NOT_SETTLED = (
     "in progress: the run had not settled this member when the report was written (a token may "
@@ -77,6 +79,8 @@ def member_row(
         "reason": unsettled if member.outcome is None and unsettled else member.reason,
         "expires_at": member.expires_at,
     }
+    if member.decision is not None:
+        row["decision"] = member.decision.value
     if token is not None:
         row[TOKEN_COLUMN] = token
     return row
@@ -91,8 +95,10 @@ def write_report(
     """Write the report atomically (0600), row by row; ``tokens`` only when the user asked.
 
     Members not settled are written as failed, "in progress" (see ``NOT_SETTLED``), and counted
-    so in the summary: the file never claims more than the run knows.
+    so in the summary: the file never claims more than the run knows. A ``sync`` run's report
+    (``run["command"]``) adds the ``decision`` column and counts decisions and outcomes.
     """
+    is_sync = run.get("command") == "sync"
 
     def rows() -> Iterator[dict[str, Any]]:
         for member in members:
@@ -104,8 +110,9 @@ def write_report(
 
     def chunks() -> Iterator[str]:
         if report.kind == "json":
-            counts = summary(members)
-            counts[Outcome.FAILED.value] += sum(1 for member in members if member.pending)
+            counts: dict[str, Any] = sync_summary(members) if is_sync else summary(members)
+            if not is_sync:  # sync's summary counts members not settled as failed itself
+                counts[Outcome.FAILED.value] += sum(1 for member in members if member.pending)
             head = {"summary": counts, "run": run}
             yield json.dumps(head, indent=2, ensure_ascii=False)[:-2] + ',\n  "members": ['
             for index, row in enumerate(rows()):
@@ -113,7 +120,9 @@ def write_report(
             yield "\n  ]\n}\n"
             return
         buffer = io.StringIO()
-        columns = COLUMNS + ([TOKEN_COLUMN] if tokens is not None else [])
+        columns = (SYNC_COLUMNS if is_sync else COLUMNS) + (
+            [TOKEN_COLUMN] if tokens is not None else []
+        )
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         for row in rows():
@@ -359,7 +368,14 @@ class LiveReport:
         # A copy taken on the event loop, so the file is one consistent moment of the run.
         members = [
             PlannedMember(
-                m.username, m.email, m.action, m.directory_user, m.outcome, m.reason, m.expires_at
+                m.username,
+                m.email,
+                m.action,
+                m.directory_user,
+                m.outcome,
+                m.reason,
+                m.expires_at,
+                m.decision,
             )
             for m in self.members
         ]

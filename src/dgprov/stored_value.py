@@ -11,6 +11,7 @@ reads.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,8 +24,13 @@ from .urls import check_enrollment_url
 ENTRA_URL_ATTRIBUTE = "EnrollmentUrl"
 ENTRA_TOKEN_ATTRIBUTE = "EnrollmentToken"
 ENTRA_ATTRIBUTES = (ENTRA_URL_ATTRIBUTE, ENTRA_TOKEN_ATTRIBUTE)
+ENTRA_EXPIRY_ATTRIBUTE = "EnrollmentTokenExpiresAt"
 AD_URL_KEY = "enrollmentUrl"
 AD_TOKEN_KEY = "enrollmentToken"
+AD_EXPIRY_KEY = "expiresAt"
+UNKNOWN_EXPIRY = "unknown"
+"""The stored expiry of a ``start_desktop`` token: Defguard applies its own default lifetime
+and does not say which, so ``sync`` records that it does not know rather than guess."""
 AD_EXPECTED_SHAPE = '{"enrollmentUrl": "https://…", "enrollmentToken": "…"}'
 FILE_URL_KEY = "enrollment_url"
 FILE_TOKEN_KEY = "enrollment_token"
@@ -57,11 +63,17 @@ def _pair(values: Mapping[str, Any], url_key: str, token_key: str) -> Provisioni
     return None
 
 
-def to_entra_attributes(config: ProvisioningConfig) -> dict[str, str]:
-    return {
+def to_entra_attributes(
+    config: ProvisioningConfig, expires_at: str | None = None
+) -> dict[str, str]:
+    """The attribute values; with ``expires_at`` also ``EnrollmentTokenExpiresAt`` (sync)."""
+    values = {
         ENTRA_URL_ATTRIBUTE: config.enrollment_url,
         ENTRA_TOKEN_ATTRIBUTE: config.enrollment_token,
     }
+    if expires_at is not None:
+        values[ENTRA_EXPIRY_ATTRIBUTE] = expires_at
+    return values
 
 
 def from_entra_attributes(values: Mapping[str, Any]) -> ProvisioningConfig | None:
@@ -69,12 +81,13 @@ def from_entra_attributes(values: Mapping[str, Any]) -> ProvisioningConfig | Non
     return _pair(values, ENTRA_URL_ATTRIBUTE, ENTRA_TOKEN_ATTRIBUTE)
 
 
-def to_ad_json(config: ProvisioningConfig) -> str:
-    """The JSON Defguard's client-side script parses, without spaces."""
-    return json.dumps(
-        {AD_URL_KEY: config.enrollment_url, AD_TOKEN_KEY: config.enrollment_token},
-        separators=(",", ":"),
-    )
+def to_ad_json(config: ProvisioningConfig, expires_at: str | None = None) -> str:
+    """The JSON Defguard's client-side script parses, without spaces; with ``expires_at`` an
+    extra key ``expiresAt`` that the script (``ConvertFrom-Json``, then two properties) ignores."""
+    document = {AD_URL_KEY: config.enrollment_url, AD_TOKEN_KEY: config.enrollment_token}
+    if expires_at is not None:
+        document[AD_EXPIRY_KEY] = expires_at
+    return json.dumps(document, separators=(",", ":"))
 
 
 def from_ad_json(raw: str) -> ProvisioningConfig | None:
@@ -84,6 +97,25 @@ def from_ad_json(raw: str) -> ProvisioningConfig | None:
     except ValueError:
         return None
     return _pair(document, AD_URL_KEY, AD_TOKEN_KEY) if isinstance(document, dict) else None
+
+
+def ad_expiry(raw: str) -> str | None:
+    """The ``expiresAt`` sync keeps beside the pair in the AD JSON, if it is a string."""
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return None
+    value = document.get(AD_EXPIRY_KEY) if isinstance(document, dict) else None
+    return value if isinstance(value, str) else None
+
+
+NO_DIGEST = b""  # where no digest is wanted (see ``directory.SyncDirectory.digests``)
+
+
+def token_digest(token: str) -> bytes:
+    """What sync remembers of a stored token: enough to recognise it (the first 128 bits of its
+    SHA-256), nothing to use; 16 bytes each, as 100,000 of them are held at once."""
+    return hashlib.sha256(token.encode()).digest()[:16]
 
 
 def to_file_json(config: ProvisioningConfig) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import cast
 
 import pytest
@@ -108,6 +108,7 @@ class FakeDirectory:
         self.refuse: dict[str, str] = {}  # user id -> detail
         self.deny: set[str] = set()  # user ids whose write is refused for lack of rights
         self.write_error: DgprovError | None = None
+        self.expiries: dict[str, str] = {}  # user id -> the expiry stored beside the token
 
     async def preflight(self) -> None:
         self.log.append("preflight")
@@ -123,9 +124,12 @@ class FakeDirectory:
         self.checked.append(user)
 
     async def write(
-        self, assignments: Sequence[tuple[DirectoryUser, ProvisioningConfig]]
+        self,
+        assignments: Sequence[tuple[DirectoryUser, ProvisioningConfig]],
+        expiries: Mapping[str, str] | None = None,
     ) -> dict[str, WriteResult]:
         self.writes.append(list(assignments))
+        self.expiries.update(expiries or {})
         self.log.extend(f"write:{user.id}" for user, _ in assignments)
         await asyncio.sleep(0)
         if self.write_error is not None:

@@ -121,3 +121,62 @@ def test_request_counts(sandbox: Running) -> None:
     counts = sandbox.anonymous.get("/_sandbox/requests").json()["requests"]
     assert counts["GET /api/v1/group-info"] == 1
     assert counts["POST /api/v1/user/{username}/start_enrollment"] == 1
+
+
+def test_list_devices_is_every_device_for_admins(sandbox: Running, line: str) -> None:
+    """``GET /device`` (v1.6.6 handlers/wireguard.rs:1266, v2.0.1 :1261): admin only, the
+    ``Device`` columns without networks, in one answer."""
+    assert sandbox.anonymous.get("/api/v1/device").status_code == 401
+    devices = sandbox.core.get("/api/v1/device").json()
+    enrolled = sandbox.state.users["enrolled"]
+    assert [d["user_id"] for d in devices] == [enrolled.id]
+    assert set(devices[0]) == {
+        "configured",
+        "created",
+        "description",
+        "device_type",
+        "id",
+        "name",
+        "user_id",
+        "wireguard_pubkey",
+    }
+    assert devices[0]["device_type"] == "user" and devices[0]["name"] == "ed-laptop"
+
+
+def test_group_members_change_through_the_inspection_api(sandbox: Running) -> None:
+    added = sandbox.anonymous.post(
+        "/_sandbox/groups/contractors/members", json={"username": "jdoe"}
+    )
+    assert added.status_code == 200 and added.json()["members"] == ["jdoe"]
+    groups = {g["name"]: g["members"] for g in sandbox.core.get("/api/v1/group-info").json()}
+    assert groups["contractors"] == ["jdoe"]
+    assert "contractors" in sandbox.core.get("/api/v1/user/jdoe").json()["user"]["groups"]
+    removed = sandbox.anonymous.delete("/_sandbox/groups/vpn-users/members/jdoe")
+    assert removed.status_code == 200 and "jdoe" not in removed.json()["members"]
+    groups = {g["name"]: g["members"] for g in sandbox.core.get("/api/v1/group-info").json()}
+    assert "jdoe" not in groups["vpn-users"]
+    assert (
+        sandbox.anonymous.post(
+            "/_sandbox/groups/nope/members", json={"username": "jdoe"}
+        ).status_code
+        == 404
+    )
+    assert (
+        sandbox.anonymous.post(
+            "/_sandbox/groups/vpn-users/members", json={"username": "x"}
+        ).status_code
+        == 404
+    )
+    assert sandbox.anonymous.post("/_sandbox/groups/vpn-users/members", json={}).status_code == 400
+
+
+def test_date_header_follows_the_sandbox_clock(sandbox: Running) -> None:
+    """hyper adds ``Date`` to every answer; the sandbox's is its clock's, which tests move."""
+    import email.utils
+
+    before = email.utils.parsedate_to_datetime(sandbox.core.get("/api/v1/info").headers["date"])
+    sandbox.advance_clock(3 * 3600)
+    response = sandbox.core.get("/api/v1/info")
+    assert len(response.headers.get_list("date")) == 1
+    after = email.utils.parsedate_to_datetime(response.headers["date"])
+    assert 3 * 3600 - 5 < (after - before).total_seconds() < 3 * 3600 + 60

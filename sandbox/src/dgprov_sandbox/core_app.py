@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .clock import naive_iso
-from .core_views import device_view, group_info, paginate, token_view, user_info
+from .core_views import device_record, device_view, group_info, paginate, token_view, user_info
 from .defguard_model import (
     COMPONENT_VERSION,
     CoreCrash,
@@ -122,6 +122,12 @@ class CoreHandlers:
         page = paginate(request, users)
         page["data"] = [user_info(self.state, u) for u in page["data"]]
         return core_json(page)
+
+    async def list_devices(self, request: Request) -> Response:
+        """``list_devices`` (v1.6.6 crates/defguard_core/src/handlers/wireguard.rs:1266, v2.0.1
+        :1261): admin only, every device in one unpaginated answer (``Device::all``)."""
+        self._admin(request)
+        return core_json([device_record(d) for d in self.state.devices.values()])
 
     async def me(self, request: Request) -> Response:
         """``GET /me`` (v2.0.1 handlers/user.rs:1263, v1.6.6 :1281): the caller's UserInfo."""
@@ -234,6 +240,30 @@ class CoreHandlers:
             }
         )
 
+    async def inspect_group_members(self, request: Request) -> Response:
+        """Add (``POST {"username": ...}``) or remove (``DELETE .../{username}``) a member, as an
+        administrator would in Defguard (``DefguardDirectory.add_member``/``remove_member``)."""
+        group = self.state.groups.get(request.path_params["name"])
+        if group is None:
+            return core_json({"msg": "no such group"}, 404)
+        if request.method == "POST":
+            try:
+                username = (await request.json())["username"]
+                assert isinstance(username, str)
+            except (ValueError, KeyError, TypeError, AssertionError):
+                return core_json({"msg": 'send {"username": "..."}'}, 400)
+        else:
+            username = request.path_params["username"]
+        user = self.state.users.get(username)
+        if user is None:
+            return core_json({"msg": "no such user"}, 404)
+        with self.state.lock:
+            if request.method == "POST":
+                self.state.add_member(group, user)
+            else:
+                self.state.remove_member(group, user)
+        return core_json({"members": list(group.members), "name": group.name})
+
     async def inspect_requests(self, request: Request) -> Response:
         return core_json({"requests": dict(self.counts), "restarts": self.state.restarts})
 
@@ -283,6 +313,7 @@ def build_core_app(
         Route("/api/v1/group-info", wrap(handlers.list_groups_info), methods=["GET"]),
         Route("/api/v1/group/{key}", wrap(handlers.get_group), methods=["GET"]),
         Route("/api/v1/me", wrap(handlers.me), methods=["GET"]),
+        Route("/api/v1/device", wrap(handlers.list_devices), methods=["GET"]),
         Route("/api/v1/user", wrap(handlers.list_users), methods=["GET"]),
         Route("/api/v1/user/{username}", wrap(handlers.get_user), methods=["GET"]),
         Route(
@@ -296,6 +327,12 @@ def build_core_app(
         Route("/api/v1/user/{username}/api_token", wrap(handlers.add_api_token), methods=["POST"]),
         Route("/_sandbox/tokens", handlers.inspect_tokens, methods=["GET"]),
         Route("/_sandbox/users/{username}", handlers.inspect_user, methods=["GET", "POST"]),
+        Route("/_sandbox/groups/{name}/members", handlers.inspect_group_members, methods=["POST"]),
+        Route(
+            "/_sandbox/groups/{name}/members/{username}",
+            handlers.inspect_group_members,
+            methods=["DELETE"],
+        ),
         Route("/_sandbox/requests", handlers.inspect_requests, methods=["GET"]),
         Route("/_sandbox/clock", handlers.advance_clock, methods=["POST"]),
     ]

@@ -44,6 +44,13 @@ def device_view(state: DefguardState, device: Device) -> dict[str, Any]:
         else:
             network["last_connected_location"] = None
         networks.append(network)
+    return device_record(device) | {"networks": networks}
+
+
+def device_record(device: Device) -> dict[str, Any]:
+    """``Device`` as ``GET /device`` serialises it: the table's columns, no networks (v1.6.6
+    crates/defguard_core/src/db/models/device.rs:82-97, v2.0.1
+    crates/defguard_common/src/db/models/device.rs:78)."""
     return {
         "configured": True,
         "created": naive_iso(device.created),
@@ -51,7 +58,6 @@ def device_view(state: DefguardState, device: Device) -> dict[str, Any]:
         "device_type": "user",
         "id": device.id,
         "name": device.name,
-        "networks": networks,
         "user_id": device.user_id,
         "wireguard_pubkey": device.pubkey,
     }

@@ -238,6 +238,23 @@ class DefguardDirectory:
             or (loc.allowed_groups is not None and group.name in loc.allowed_groups)
         ]
 
+    def add_member(self, group: Group, user: User) -> None:
+        """What ``add_group_member`` changes (v2.0.1 crates/defguard_core/src/handlers/group.rs:654,
+        v1.6.6 the same handler): a row in ``group_user``; the user's row is not updated. A
+        member already in the group stays once."""
+        if user.username not in group.members:
+            group.members.append(user.username)
+            user.groups.append(group.name)
+            user.is_admin |= group.is_admin
+
+    def remove_member(self, group: Group, user: User) -> None:
+        """``remove_group_member`` (v2.0.1 handlers/group.rs:714): the ``group_user`` row goes;
+        admin rights remain only through another admin group."""
+        if user.username in group.members:
+            group.members.remove(user.username)
+            user.groups.remove(group.name)
+            user.is_admin = any(self.groups[name].is_admin for name in user.groups)
+
     def find_group(self, key: str | int) -> Group:
         for group in self.groups.values():
             if (isinstance(key, int) and group.id == key) or group.name == key:

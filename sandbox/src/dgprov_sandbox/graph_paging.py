@@ -86,6 +86,10 @@ class GraphPaging:
                 query, offset = dict(saved["q"]), int(saved["o"])
             except (ValueError, KeyError, TypeError):
                 raise bad_request("Invalid skip token.") from None
+            # The views read $select from the call: a next page is rendered as the first page's
+            # query asked, as on Graph, whose skip token carries the whole query.
+            call.query.clear()
+            call.query.update(query)
         advanced_mode = (
             call.headers.get("consistencylevel", "").lower() == "eventual"
             and query.get("$count", "").lower() == "true"

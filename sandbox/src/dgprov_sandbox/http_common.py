@@ -8,6 +8,8 @@ with a tidy JSON error, is what lets a client's error handling be tested honestl
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 import json
 import random
 from collections import Counter
@@ -294,3 +296,23 @@ class ExtraHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+
+
+class ClockDate:
+    """ASGI middleware adding ``Date`` from the sandbox clock, as hyper adds it to every answer
+    of core (hyper-v1 src/proto/h1/role.rs: ``Date`` unless the service set one), so a client
+    reading the server's time sees the clock tests move. The server's own ``Date`` is off."""
+
+    def __init__(self, app: ASGIApp, now: Callable[[], datetime.datetime]) -> None:
+        self.app = app
+        self.now = now
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_date(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                stamp = self.now().replace(tzinfo=datetime.timezone.utc)
+                date = email.utils.format_datetime(stamp, usegmt=True).encode()
+                message["headers"] = [*message.get("headers", []), (b"date", date)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_date if scope["type"] == "http" else send)

@@ -30,7 +30,7 @@ from .defguard_state import DefguardState
 from .entra_state import EntraState
 from .governor import RateLimiter
 from .graph_app import GraphService, build_graph_app, graph_server_error
-from .http_common import ASGIApp, CrashDropper, FaultInjector
+from .http_common import ASGIApp, ClockDate, CrashDropper, FaultInjector
 from .keys import JwtSigner, make_tls_files
 from .options import SandboxOptions as SandboxOptions
 from .proxy_app import build_proxy_app
@@ -196,13 +196,16 @@ class Sandbox:
         self._tls_dir = Path(tempfile.mkdtemp(prefix="dgprov-sandbox-"))
         tls = make_tls_files(self._tls_dir)
 
-        core_app = CrashDropper(
-            build_core_app(
-                state,
-                self.core_requests,
-                self._core_limiter if options.defguard_version == "2.0" else None,
+        core_app = ClockDate(
+            CrashDropper(
+                build_core_app(
+                    state,
+                    self.core_requests,
+                    self._core_limiter if options.defguard_version == "2.0" else None,
+                ),
+                self._core_restarted,
             ),
-            self._core_restarted,
+            state.clock.now,
         )
         apps: list[tuple[ASGIApp, socket.socket, bool]] = [
             (self._wrap(core_app, "core"), core_socket, False),
@@ -220,6 +223,7 @@ class Sandbox:
                     timeout_graceful_shutdown=1,
                     ssl_certfile=str(tls.certificate) if secure else None,
                     ssl_keyfile=str(tls.private_key) if secure else None,
+                    date_header=app is not apps[0][0],  # core's Date is the sandbox clock's
                 )
             )
             for app, _, secure in apps

@@ -263,6 +263,7 @@ def synthetic_tenant(users: int, seed: int) -> Tenant:
                         "attributes": [
                             {"name": "EnrollmentUrl", "type": "String"},
                             {"name": "EnrollmentToken", "type": "String"},
+                            {"name": "EnrollmentTokenExpiresAt", "type": "String"},
                         ],
                     }
                 ],

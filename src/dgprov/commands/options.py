@@ -21,6 +21,7 @@ from ..credentials import Prompt, read_secret
 from ..entra_auth import AuthMode, EntraSettings
 from ..errors import UsageError
 from ..ldap_directory import LdapSettings, MatchBy
+from ..plan import EnrolledPolicy
 from ..urls import check_ldap_url, check_service_url
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -248,3 +249,158 @@ def bind_password(bind_dn: str | None, bind_password_file: Path | None) -> str |
         file_option="--bind-password-file",
         prompt=terminal_prompt(),
     )
+
+
+# The options of the admin jobs, generate-tokens and sync: one list, so both take the same.
+_ADMIN_JOB_OPTIONS: list[Decorator] = [
+    click.option("--url", required=True, help="Defguard core URL (https; http only on loopback)."),
+    click.option(
+        "--group-name",
+        required=True,
+        help="Defguard group whose members get tokens (case-sensitive).",
+    ),
+    click.option(
+        "--api-token-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"File holding the Defguard API token (or set {environment.DEFGUARD_API_TOKEN}).",
+    ),
+    click.option(
+        "--api-token", help="The API token itself; discouraged, visible in the process list."
+    ),
+    click.option(
+        "--attribute-set-name", default="Defguard", show_default=True, help="Entra attribute set."
+    ),
+    click.option(
+        "--enrollment-token-expiration-time",
+        "expiration",
+        metavar="DURATION",
+        help="Token lifetime such as 24h, 1d, 2w or '1h 30m', from 1m to 10y (default: the "
+        "server's, 24h).",
+    ),
+    click.option(
+        "--directory",
+        type=click.Choice(["entra", "ad"]),
+        default="entra",
+        show_default=True,
+        help="Where tokens are stored: Entra ID custom security attributes, or an AD attribute.",
+    ),
+    entra_options,
+    ca_bundle_option,
+    ad_options(attribute_default=None),
+    match_by_option,
+    click.option(
+        "--enrolled-users",
+        type=click.Choice(["desktop", "skip"]),
+        default="desktop",
+        show_default=True,
+        help="For users Defguard counts as enrolled: a start_desktop token (ignores a custom "
+        "expiry), or skip.",
+    ),
+    click.option(
+        "--include-disabled-directory-users",
+        is_flag=True,
+        help="Also issue tokens for members whose Entra or AD account is disabled (skipped "
+        "otherwise).",
+    ),
+    click.option("--dry-run", is_flag=True, help="Print the plan and change nothing."),
+    click.option("--yes", is_flag=True, help="Do not ask for confirmation on a terminal."),
+    click.option(
+        "--concurrency",
+        type=click.IntRange(1, 256),
+        default=32,
+        show_default=True,
+        help="Tokens issued in parallel.",
+    ),
+    click.option(
+        "--report",
+        "report_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Report file (.json or .csv), kept current while the run goes; must not exist yet.",
+    ),
+    click.option(
+        "--overwrite-report",
+        is_flag=True,
+        help="Replace the --report file if it exists.",
+    ),
+    click.option(
+        "--include-tokens-in-report",
+        is_flag=True,
+        help="Put the tokens in the report (file mode 0600).",
+    ),
+    click.option(
+        "--enrollment-url",
+        help="The enrollment URL Defguard hands out: its length is checked before any token is "
+        "issued, and the run stops if the first token's URL differs.",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class AdminJobOptions:
+    """The options ``generate-tokens`` and ``sync`` share, as given; ``arguments`` resolves them
+    into the keyword arguments their library functions share."""
+
+    url: str
+    group_name: str
+    api_token_file: Path | None
+    api_token: str | None
+    attribute_set_name: str
+    expiration: str | None
+    directory: str
+    entra: EntraOptions
+    ca_bundle: str | None
+    ad: AdOptions
+    match_by: str
+    enrolled_users: str
+    include_disabled_directory_users: bool
+    dry_run: bool
+    yes: bool
+    concurrency: int
+    report_path: Path | None
+    overwrite_report: bool
+    include_tokens_in_report: bool
+    enrollment_url: str | None
+
+    def arguments(self) -> dict[str, Any]:
+        """Keyword arguments for ``api.generate_tokens`` / ``api.sync``: the directory settings
+        checked and the API token read (from the environment, a file or a prompt)."""
+        entra_settings = None
+        ad_settings = None
+        if self.directory == "ad":
+            ad_settings = self.ad.settings(self.match_by, self.ca_bundle)
+        else:
+            entra_settings = self.entra.settings(self.ca_bundle)
+            entra_settings.check()
+        token = read_secret(
+            what="Defguard API token",
+            env_var=environment.DEFGUARD_API_TOKEN,
+            file=self.api_token_file,
+            file_option="--api-token-file",
+            command_line=self.api_token,
+            command_line_option="--api-token",
+            prompt=terminal_prompt(),
+            warn=warn,
+        )
+        return {
+            "url": self.url,
+            "group_name": self.group_name,
+            "api_token": token,
+            "directory": "ad" if self.directory == "ad" else "entra",
+            "entra": entra_settings,
+            "attribute_set_name": self.attribute_set_name,
+            "ad": ad_settings,
+            "enrollment_token_expiration_time": self.expiration,
+            "enrolled_users": EnrolledPolicy(self.enrolled_users),
+            "include_disabled_directory_users": self.include_disabled_directory_users,
+            "dry_run": self.dry_run,
+            "concurrency": self.concurrency,
+            "report": self.report_path,
+            "overwrite_report": self.overwrite_report,
+            "include_tokens_in_report": self.include_tokens_in_report,
+            "enrollment_url": self.enrollment_url,
+            "ca_bundle": self.ca_bundle,
+        }
+
+
+admin_job_options = _grouped(_ADMIN_JOB_OPTIONS, AdminJobOptions, "job")
+"""The options of ``generate-tokens`` and ``sync``, handed over as ``job: AdminJobOptions``."""

@@ -6,38 +6,75 @@ Only the commands use this; the library returns the same facts as data (``api.Ru
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import click
 
 from ..enrollment import Enrolled
 from ..plan import Outcome, PlannedMember, summary
+from ..reconcile import summary as sync_summary
 
 FAILURES_SHOWN = 20
 
 
 def show_members(members: list[PlannedMember]) -> None:
-    """A table of members: the plan before a run, the outcomes after it."""
+    """A table of members: the plan before a run, the outcomes after it (sync: the decision
+    instead of the action; an object no member maps to shows ``-`` as its username)."""
     width = max([len(m.username) for m in members] + [8])
-    click.echo(f"{'username':<{width}}  {'action':<16}  {'directory user':<32}  note")
+    column = "decision" if any(m.decision is not None for m in members) else "action"
+    click.echo(f"{'username':<{width}}  {column:<16}  {'directory user':<32}  note")
     for m in members:
         upn = (m.directory_user.upn or m.directory_user.id) if m.directory_user else "-"
         note = (
             m.reason if m.outcome is None else ": ".join(filter(None, [m.outcome.value, m.reason]))
         )
-        click.echo(f"{m.username:<{width}}  {m.action.value:<16}  {upn:<32}  {note}".rstrip())
+        action = m.decision.value if m.decision is not None else m.action.value
+        name = m.username or "-"
+        click.echo(f"{name:<{width}}  {action:<16}  {upn:<32}  {note}".rstrip())
 
 
 def show_summary(members: list[PlannedMember]) -> None:
     """Counts per outcome on stdout; the first failures with their reasons on stderr."""
-    counts = summary(members)
-    click.echo(f"{'outcome':<12} members")
-    for outcome, count in counts.items():
-        click.echo(f"{outcome:<12} {count:>7}")
+    _counts("outcome", summary(members))
+    _failures(members)
+
+
+def show_sync_summary(members: list[PlannedMember]) -> None:
+    """Counts per decision and per outcome on stdout; the first failures on stderr."""
+    counts = sync_summary(members)
+    _counts("decision", counts["decision"])
+    _counts("outcome", counts["outcome"])
+    _failures(members)
+
+
+def _counts(what: str, counts: dict[str, int]) -> None:
+    click.echo(f"{what:<12} members")
+    for name, count in counts.items():
+        click.echo(f"{name:<12} {count:>7}")
+
+
+def _failures(members: list[PlannedMember]) -> None:
     failed = [m for m in members if m.outcome is Outcome.FAILED]
     for member in failed[:FAILURES_SHOWN]:
-        click.echo(f"failed: {member.username}: {member.reason}", err=True)
+        click.echo(f"failed: {member.username or '-'}: {member.reason}", err=True)
     if len(failed) > FAILURES_SHOWN:
         click.echo(f"… and {len(failed) - FAILURES_SHOWN} more failures, see the report", err=True)
+
+
+def show_run(
+    members: list[PlannedMember],
+    dry_run: bool,
+    report_path: Path | None,
+    show: Callable[[list[PlannedMember]], None],
+) -> None:
+    """An admin job's end: the plan of a dry run, else ``show``'s counts and where the report is."""
+    if dry_run:
+        show_members(members)
+        return
+    show(members)
+    if report_path is not None:
+        echo_err(f"report: {report_path}")
 
 
 def show_enrolled(enrolled: Enrolled, headline: str, *, with_modes: bool = False) -> None:

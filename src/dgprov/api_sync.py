@@ -1,0 +1,224 @@
+"""``dgprov.api.sync``: the scheduled reconcile as a library call (``commands/sync.py`` renders it).
+
+Kept apart from ``api.py`` for size; it shares that module's checks, sign-in and interruption
+handling, and ``api.sync`` / ``api.sync_async`` are the public names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .api import Notify, _check_job, _interruptible, _open_directory, _quiet, _stored_in
+from .defguard import DefguardClient
+from .directory import SyncDirectory
+from .durations import duration_seconds, parse_lifetime
+from .entra_auth import EntraSettings
+from .errors import EXIT_OK, EXIT_SOME_FAILED, Cancelled, UsageError
+from .host_lock import host_lock
+from .ldap_directory import LdapSettings
+from .plan import Decision, EnrolledPolicy, Outcome, PlannedMember
+from .provision import ProvisionConfig, utc_iso
+from .reconcile import Moment, summary
+from .report import LiveReport, ReportFile, check_destination, member_row
+from .sync_engine import Syncer
+from .sync_state import SyncState
+from .tls import tls_context
+
+DEFAULT_LIFETIME = "24h"  # Defguard's documented default, stated so the stored expiry is real
+DEFAULT_RENEW_BEFORE = "2h"
+CHANGES = (Decision.ISSUE, Decision.RENEW, Decision.CLEAR)
+
+
+@dataclass(repr=False)
+class SyncRecord:
+    """What a ``sync`` run decided and did: one entry per member (and per orphaned value).
+
+    ``summary`` counts decisions and outcomes; ``exit_status`` is 0 when nothing failed, 1
+    otherwise (a dry run is 0).
+    """
+
+    members: list[PlannedMember]
+    run: dict[str, Any]
+    dry_run: bool = False
+    report_path: Path | None = None
+
+    @property
+    def summary(self) -> dict[str, dict[str, int]]:
+        return summary(self.members)
+
+    @property
+    def changes(self) -> dict[str, int]:
+        """Decisions that change something: issue, renew, clear."""
+        counts = self.summary["decision"]
+        return {decision.value: counts[decision.value] for decision in CHANGES}
+
+    @property
+    def exit_status(self) -> int:
+        if self.dry_run:
+            return EXIT_OK
+        failed = any(m.outcome in (None, Outcome.FAILED) for m in self.members)
+        return EXIT_SOME_FAILED if failed else EXIT_OK
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [member_row(member, None) for member in self.members]
+
+    def __repr__(self) -> str:
+        """Short: ``asyncio.run`` formats its task's result at the end (through the SIGINT
+        handler's repr, CPython 3.11 ``runners.py`` / ``signal.getsignal``), and a dataclass
+        repr of 100,000 members would be a transient string of tens of megabytes."""
+        return f"SyncRecord({len(self.members)} members, dry_run={self.dry_run})"
+
+
+def _renew_window(renew_before: str, lifetime: str) -> datetime.timedelta:
+    try:
+        seconds = duration_seconds(renew_before)
+    except UsageError:
+        raise UsageError(
+            f"--renew-before {renew_before!r} is not a duration; use e.g. 2h, 1d or 30m"
+        ) from None
+    if seconds >= parse_lifetime(lifetime):
+        raise UsageError(
+            f"--renew-before {renew_before} is not shorter than the token lifetime {lifetime}: "
+            "every run would replace every token; give a shorter --renew-before"
+        )
+    return datetime.timedelta(seconds=seconds)
+
+
+async def sync_async(
+    *,
+    url: str,
+    group_name: str,
+    api_token: str,
+    directory: Literal["entra", "ad"] = "entra",
+    entra: EntraSettings | None = None,
+    attribute_set_name: str = "Defguard",
+    ad: LdapSettings | None = None,
+    enrollment_token_expiration_time: str | None = None,
+    enrolled_users: EnrolledPolicy = EnrolledPolicy.DESKTOP,
+    renew_before: str = DEFAULT_RENEW_BEFORE,
+    state: Path | None = None,
+    dry_run: bool = False,
+    concurrency: int = 32,
+    report: Path | None = None,
+    overwrite_report: bool = False,
+    include_tokens_in_report: bool = False,
+    enrollment_url: str | None = None,
+    include_disabled_directory_users: bool = False,
+    ca_bundle: str | None = None,
+    lock_file: Path | None = None,
+    now: datetime.datetime | None = None,
+    notify: Notify = _quiet,
+    progress: Callable[[int, int], None] | None = None,
+    confirm: Callable[[dict[str, int], str], bool] | None = None,
+) -> SyncRecord:
+    """``sync`` for callers that already run an event loop."""
+    lifetime = enrollment_token_expiration_time or DEFAULT_LIFETIME
+    url = _check_job(url, lifetime, include_tokens_in_report, report, directory, entra, ad)
+    window = _renew_window(renew_before, lifetime)
+    report_file = ReportFile(report) if report is not None else None
+    if report_file is not None:
+        check_destination(report_file, overwrite=overwrite_report)
+    with host_lock(lock_file):
+        sync_state = SyncState.load(state) if state is not None else None
+        config = ProvisionConfig(
+            group_name=group_name,
+            expiration=lifetime,
+            enrolled_policy=enrolled_users,
+            concurrency=concurrency,
+            enrollment_url=enrollment_url,
+            keep_tokens=include_tokens_in_report,
+            include_disabled=include_disabled_directory_users,
+        )
+        defguard = DefguardClient(
+            url, api_token, verify=tls_context(ca_bundle), max_connections=concurrency
+        )
+        opened: SyncDirectory | None = None
+        try:
+            version = await defguard.server_version()
+            group = await defguard.group(group_name)
+            offset = datetime.timedelta(seconds=defguard.clock_offset)
+            moment = Moment(now or datetime.datetime.now(datetime.timezone.utc) + offset, window)
+            config.clock_offset = defguard.clock_offset
+            notify(f"Defguard {version} at {url}")
+            opened = await _open_directory(directory, entra, attribute_set_name, ad, notify)
+            stop = asyncio.Event()
+            lives: list[LiveReport] = []
+
+            def settled(done: int, total: int) -> None:
+                for live in lives:
+                    live.changed()
+                if progress is not None:
+                    progress(done, total)
+
+            syncer = Syncer(
+                config, defguard, opened, moment, state=sync_state, stop=stop, progress=settled
+            )
+            members = await syncer.prepare(group)
+            run = {
+                "command": "sync",
+                "defguard_version": version,
+                "group": group_name,
+                "directory": opened.name,
+                "interrupted": False,
+                "started_at": utc_iso(moment.now),
+                "defguard_url": url,
+                "renew_before": renew_before,
+                **_stored_in(directory, attribute_set_name, ad),
+            }
+            record = SyncRecord(members, run, dry_run=dry_run, report_path=report)
+            changes = record.changes
+            if dry_run:
+                listed = ", ".join(f"{count} {name}" for name, count in changes.items())
+                notify(f"dry run: {listed}; nothing was changed")
+                return record
+            if confirm is not None and any(changes.values()) and not confirm(changes, opened.name):
+                raise Cancelled("cancelled at the confirmation; nothing was changed")
+            await _execute(
+                syncer, record, report_file, include_tokens_in_report, stop, notify, lives
+            )
+            return record
+        finally:
+            await defguard.aclose()
+            if opened is not None:
+                await opened.aclose()
+
+
+async def _execute(
+    syncer: Syncer,
+    record: SyncRecord,
+    report_file: ReportFile | None,
+    include_tokens: bool,
+    stop: asyncio.Event,
+    notify: Notify,
+    lives: list[LiveReport],
+) -> None:
+    """Run the decisions with the report kept current, as ``generate-tokens`` does."""
+    live: LiveReport | None = None
+    if report_file is not None:
+
+        def report_failed(message: str) -> None:
+            notify(message)
+            stop.set()
+
+        tokens = syncer.provisioner.state.tokens if include_tokens else None
+        live = LiveReport(report_file, record.members, tokens, record.run, report_failed)
+        await live.start()
+        lives.append(live)
+    with _interruptible(stop, notify):
+        try:
+            await syncer.execute()
+        finally:
+            record.run["interrupted"] = stop.is_set()
+            record.run["finished_at"] = utc_iso(datetime.datetime.now(datetime.timezone.utc))
+            if live is not None:
+                await live.finish()
+
+
+def sync(**options: Any) -> SyncRecord:
+    """Run the scheduled reconcile once; see ``api.sync``."""
+    return asyncio.run(sync_async(**options))

@@ -1,0 +1,155 @@
+"""The engine of ``dgprov sync``: read what is, decide (``reconcile.py``), then change only that.
+
+It drives ``provision.Provisioner`` for everything a token is issued for (same canary, pool of
+issuers and batched writes as ``generate-tokens``, with each token's expiry stored beside it)
+and adds the reads sync needs and the clearing. The reads grow like the number of members
+divided by a page size: Defguard's user list (plus, on 1.6, one device list), the directory's
+member lookups, and one listing of the objects holding a token. A run where nothing changed
+writes nothing anywhere: no token is issued, no directory value is written, and the state file
+(``--state``) is rewritten only when an entry changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Mapping
+
+from .defguard import DefguardClient, DefguardGroup, DefguardUser
+from .directory import Matches, Stored, SyncDirectory
+from .errors import DgprovError, PreflightError
+from .plan import Decision, Outcome, PlannedMember
+from .provision import ProvisionConfig, Provisioner
+from .reconcile import Moment, reconcile
+from .stored_value import ENTRA_EXPIRY_ATTRIBUTE
+from .sync_state import SyncState
+
+CLEAR_BATCH = 200
+
+
+def _fail(member: PlannedMember, reason: str) -> None:
+    if member.outcome is None:
+        member.outcome, member.reason = Outcome.FAILED, reason
+
+
+class Syncer:
+    def __init__(
+        self,
+        config: ProvisionConfig,
+        defguard: DefguardClient,
+        directory: SyncDirectory,
+        moment: Moment,
+        *,
+        state: SyncState | None = None,
+        stop: asyncio.Event | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.defguard = defguard
+        self.directory = directory
+        self.moment = moment
+        self.state = state
+        self.stop = stop or asyncio.Event()
+        config = dataclasses.replace(config, stamp=True)
+        self.provisioner = Provisioner(
+            config, defguard, directory, stop=self.stop, progress=progress
+        )
+        self.members: list[PlannedMember] = []
+        self.held: dict[str, Stored] = {}
+        self._state_changed = False
+
+    async def prepare(self, group: DefguardGroup) -> list[PlannedMember]:
+        """Every member's decision, and a ``clear`` row per orphaned value; changes nothing."""
+        self.directory.one_listing = True
+        self.directory.digests = self.state is not None
+        planned = await self.provisioner.prepare(group)
+        if self.state is None and not self.directory.holds_expiry:
+            raise PreflightError(
+                f"the attribute set has no {ENTRA_EXPIRY_ATTRIBUTE} attribute, so sync cannot "
+                "keep each token's expiry beside it: define it (single-valued String, see the "
+                "README) or pass --state FILE to keep it in a local file"
+            )
+        users = await self._with_devices(group, self.provisioner.users)
+        held = await self.directory.read_stored()
+        self.held = self.state.vouch(held) if self.state is not None else held
+        orphans = reconcile(planned, users, self.provisioner.matches, self.held, self.moment)
+        self.members = [*planned, *orphans]
+        # What reconcile read is not needed any more (the state file needs the holders):
+        # 100,000 members' records go before the run and its report need memory.
+        self.provisioner.users, self.provisioner.matches = {}, Matches([])
+        if self.state is None:
+            self.held = {}
+        return self.members
+
+    async def _with_devices(
+        self, group: DefguardGroup, users: Mapping[str, DefguardUser]
+    ) -> Mapping[str, DefguardUser]:
+        """Members' records with their device counts; 1.6 lists no devices with its users, so
+        one ``GET /device`` supplies them."""
+        if all(u.devices is not None for u in users.values()):
+            return users
+        counts = await self.defguard.device_counts()
+        return {
+            name: dataclasses.replace(user, devices=counts.get(user.id, 0))
+            for name in group.members
+            if (user := users.get(name)) is not None
+        }
+
+    async def execute(self) -> None:
+        issuing = [m for m in self.members if m.decision in (Decision.ISSUE, Decision.RENEW)]
+        clearing = [m for m in self.members if m.decision is Decision.CLEAR]
+        self.provisioner.state.members = issuing
+        try:
+            await self.provisioner.execute()
+            await self._clear(clearing)
+        finally:
+            for member in clearing:
+                _fail(member, "not processed: the run stopped before this member")
+            self._update_state(issuing)
+
+    async def _clear(self, members: list[PlannedMember]) -> None:
+        for start in range(0, len(members), CLEAR_BATCH):
+            if self.stop.is_set():
+                return
+            batch = [m for m in members[start : start + CLEAR_BATCH] if m.directory_user]
+            ids = [m.directory_user.id for m in batch if m.directory_user is not None]
+            try:
+                results = await self.directory.clear(ids)
+            except DgprovError as exc:
+                for member in batch:
+                    _fail(member, f"the stored value was not removed: {exc}")
+                continue
+            for member, object_id in zip(batch, ids, strict=True):
+                result = results[object_id]
+                if result.ok:
+                    member.outcome = Outcome.CLEARED
+                    if self.state is not None:
+                        self.state.forget(object_id)
+                        self._state_changed = True
+                else:
+                    _fail(
+                        member,
+                        f"{self.directory.name} refused to remove the value ({result.detail})",
+                    )
+
+    def _update_state(self, issuing: list[PlannedMember]) -> None:
+        """Record each token stored this run, forget objects that hold nothing any more."""
+        state = self.state
+        if state is None:
+            return
+        digests = self.provisioner.state.digests
+        for member in issuing:
+            obj = member.directory_user
+            if member.outcome is Outcome.PROVISIONED and obj is not None and obj.id in digests:
+                expiry = member.expires_at or ""
+                state.record(obj.id, digests[obj.id], expiry, member.username)
+                self._state_changed = True
+        written = {
+            m.directory_user.id.lower()
+            for m in issuing
+            if m.outcome is Outcome.PROVISIONED and m.directory_user is not None
+        }
+        for key in [k for k in state.entries if k not in self.held and k not in written]:
+            state.forget(key)
+            self._state_changed = True
+        if self._state_changed:
+            state.save()

@@ -1,0 +1,181 @@
+"""The decisions of ``dgprov sync`` (``reconcile.py``), without a network."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from dgprov.defguard import DefguardUser
+from dgprov.directory import DirectoryUser, Matches, Stored
+from dgprov.plan import Action, Decision, EnrolledPolicy, Outcome, PlannedMember, plan
+from dgprov.reconcile import Moment, is_used, parse_expiry, reconcile, replaced, summary
+from dgprov.stored_value import UNKNOWN_EXPIRY
+
+NOW = datetime.datetime(2026, 1, 10, 12, 0, tzinfo=datetime.timezone.utc)
+MOMENT = Moment(NOW, datetime.timedelta(hours=2))
+
+
+def iso(hours: float) -> str:
+    return (NOW + datetime.timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def user(
+    name: str, *, enrolled: bool = False, devices: int = 0, active: bool = True
+) -> DefguardUser:
+    return DefguardUser(name, f"{name}@corp.example", active, enrolled, id=1, devices=devices)
+
+
+def obj(name: str, *, enabled: bool = True) -> DirectoryUser:
+    return DirectoryUser(f"ID-{name}", f"{name}@corp.example", f"{name}@corp.example", enabled)
+
+
+def stored(name: str, expires_at: str | None) -> Stored:
+    return Stored(f"ID-{name}", f"{name}@corp.example", b"digest", expires_at)
+
+
+def decide(
+    users: list[DefguardUser],
+    held: dict[str, Stored],
+    objects: list[DirectoryUser] | None = None,
+) -> dict[str, tuple[Decision | None, Outcome | None, str]]:
+    objects = objects if objects is not None else [obj(u.username) for u in users]
+    matches = Matches([("mail", {o.mail or "": [o] for o in objects})])
+    by_name = {u.username: u for u in users}
+    planned = plan(
+        [u.username for u in users], by_name, matches, enrolled_policy=EnrolledPolicy.DESKTOP
+    )
+    keyed = {s.object_id.lower(): s for s in held.values()}
+    orphans = reconcile(planned, by_name, matches, keyed, MOMENT)
+    return {
+        (m.username or f"orphan:{m.directory_user.upn if m.directory_user else ''}"): (
+            m.decision,
+            m.outcome,
+            m.reason,
+        )
+        for m in [*planned, *orphans]
+    }
+
+
+def test_no_stored_token_is_issued() -> None:
+    decided = decide([user("ann")], {})
+    assert decided["ann"][:2] == (Decision.ISSUE, None)
+
+
+def test_a_valid_token_is_kept_and_an_expiring_one_renewed() -> None:
+    users = [user("keep"), user("soon"), user("gone"), user("edge")]
+    held = {
+        "keep": stored("keep", iso(3)),
+        "soon": stored("soon", iso(1.5)),
+        "gone": stored("gone", iso(-1)),
+        "edge": stored("edge", iso(2)),  # exactly at --renew-before: renewed
+    }
+    decided = decide(users, held)
+    assert decided["keep"][:2] == (Decision.KEEP, Outcome.KEPT)
+    assert decided["soon"][:2] == (Decision.RENEW, None)
+    assert decided["gone"][:2] == (Decision.RENEW, None) and "expired" in decided["gone"][2]
+    assert decided["edge"][:2] == (Decision.RENEW, None)
+
+
+def test_unknown_expiry_is_kept_never_guessed() -> None:
+    decided = decide([user("desk", enrolled=True)], {"desk": stored("desk", UNKNOWN_EXPIRY)})
+    assert decided["desk"][:2] == (Decision.KEEP, Outcome.KEPT)
+    assert "cannot read" in decided["desk"][2]
+
+
+def test_value_without_expiry_or_unreadable_is_renewed() -> None:
+    users = [user("other"), user("junk")]
+    decided = decide(users, {"other": stored("other", None), "junk": stored("junk", "soon")})
+    assert decided["other"][:2] == (Decision.RENEW, None)
+    assert decided["junk"][:2] == (Decision.RENEW, None) and "ISO 8601" in decided["junk"][2]
+
+
+@pytest.mark.parametrize(
+    ("facts", "expiry", "used"),
+    [
+        ({"enrolled": True}, iso(5), True),  # enrollment token, then activated
+        ({"enrolled": False}, iso(5), False),
+        ({"enrolled": True, "devices": 1}, UNKNOWN_EXPIRY, True),  # desktop token, then a device
+        ({"enrolled": True}, UNKNOWN_EXPIRY, False),  # desktop token not used yet
+        ({"enrolled": True, "devices": 2}, None, True),  # another tool's value, member enrolled
+    ],
+)
+def test_used_tokens(facts: dict[str, object], expiry: str | None, used: bool) -> None:
+    member = user("ann", **facts)  # type: ignore[arg-type]
+    assert is_used(member, stored("ann", expiry)) is used
+    decision = decide([member], {"ann": stored("ann", expiry)})["ann"][0]
+    assert (decision is Decision.CLEAR) is used
+
+
+def test_enrolled_member_with_a_device_and_nothing_stored_gets_nothing() -> None:
+    decided = decide([user("ed", enrolled=True, devices=1), user("pf", enrolled=True)], {})
+    assert decided["ed"][:2] == (Decision.SKIP, Outcome.SKIPPED)
+    assert decided["pf"][:2] == (Decision.ISSUE, None)  # enrolled, no device: desktop token
+
+
+def test_disabled_members_are_cleared() -> None:
+    users = [user("dora", active=False), user("off"), user("plain", active=False)]
+    objects = [obj("dora"), obj("off", enabled=False), obj("plain")]
+    held = {"dora": stored("dora", iso(5)), "off": stored("off", None)}
+    decided = decide(users, held, objects)
+    assert decided["dora"][:2] == (Decision.CLEAR, None)
+    assert decided["off"][:2] == (Decision.CLEAR, None)
+    assert decided["plain"][:2] == (Decision.SKIP, Outcome.SKIPPED)  # nothing stored
+
+
+def test_values_sync_wrote_on_objects_no_member_maps_to_are_cleared() -> None:
+    held = {
+        "ann": stored("ann", iso(5)),
+        "left": stored("left", iso(5)),
+        "foreign": stored("foreign", None),  # not written by sync: left alone
+    }
+    decided = decide([user("ann")], held, [obj("ann")])
+    assert decided["orphan:left@corp.example"][:2] == (Decision.CLEAR, None)
+    assert "orphan:foreign@corp.example" not in decided
+    assert decided["ann"][:2] == (Decision.KEEP, Outcome.KEPT)
+
+
+def test_failed_plan_members_are_left_alone() -> None:
+    twins = [user("twin1"), user("twin2")]
+    shared = DirectoryUser("ID-shared", "s@corp.example", "s@corp.example")
+    matches = Matches([("mail", {"twin1@corp.example": [shared], "twin2@corp.example": [shared]})])
+    by_name = {u.username: u for u in twins}
+    planned = plan(["twin1", "twin2"], by_name, matches, enrolled_policy=EnrolledPolicy.DESKTOP)
+    orphans = reconcile(planned, by_name, matches, {"id-shared": stored("shared", iso(5))}, MOMENT)
+    assert orphans == []
+    assert {(m.decision, m.outcome) for m in planned} == {(Decision.SKIP, Outcome.FAILED)}
+
+
+def test_summary_counts_decisions_and_outcomes() -> None:
+    members = [
+        PlannedMember("a", None, Action.NONE, decision=Decision.KEEP, outcome=Outcome.KEPT),
+        PlannedMember("b", None, Action.START_ENROLLMENT, decision=Decision.ISSUE),
+    ]
+    counts = summary(members)
+    assert counts["decision"]["keep"] == 1 and counts["decision"]["issue"] == 1
+    assert counts["outcome"]["kept"] == 1 and counts["outcome"]["failed"] == 1  # not settled
+
+
+def test_replaced_counts_unused_tokens_of_members_to_be_issued() -> None:
+    users = {"a": user("a"), "b": user("b", enrolled=True, devices=1), "c": user("c")}
+    planned = [PlannedMember(n, None, Action.START_ENROLLMENT, obj(n)) for n in "abc"]
+    held = {f"id-{n}": stored(n, iso(5)) for n in "ab"}
+    assert replaced(planned, users, held) == 1  # b's is used, c holds nothing
+
+
+def test_parse_expiry() -> None:
+    assert parse_expiry("2026-01-10T12:00:00Z") == NOW
+    assert parse_expiry("2026-01-10T13:00:00+01:00") == NOW
+    assert parse_expiry("2026-01-10T12:00:00") is None  # no zone: not what sync writes
+    assert parse_expiry("unknown") is None
+
+
+def test_used_tokens_are_cleared_even_when_enrolled_members_are_skipped() -> None:
+    users = {"ed": user("ed", enrolled=True, devices=1)}
+    matches = Matches([("mail", {"ed@corp.example": [obj("ed")]})])
+    planned = plan(["ed"], users, matches, enrolled_policy=EnrolledPolicy.SKIP)
+    reconcile(planned, users, matches, {"id-ed": stored("ed", iso(5))}, MOMENT)
+    assert (planned[0].decision, planned[0].outcome) == (Decision.CLEAR, None)
+    fresh = plan(["ed"], users, matches, enrolled_policy=EnrolledPolicy.SKIP)
+    reconcile(fresh, users, matches, {}, MOMENT)
+    assert (fresh[0].decision, fresh[0].outcome) == (Decision.SKIP, Outcome.SKIPPED)

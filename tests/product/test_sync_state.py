@@ -1,0 +1,111 @@
+"""``--state FILE`` (``sync_state.py``) and the host lock (``host_lock.py``), in isolation."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from dgprov.directory import Stored
+from dgprov.errors import AlreadyRunning, UsageError
+from dgprov.host_lock import host_lock
+from dgprov.sync_state import SyncState
+
+
+def test_state_round_trip_is_private_and_vouches_only_for_the_same_token(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    state = SyncState.load(path)
+    assert state.entries == {}
+    state.record("OBJ-1", b"a" * 16, "2026-01-01T00:00:00Z", "ann")
+    state.record("obj-2", b"b" * 16, "unknown", "bob")
+    state.save()
+    assert path.stat().st_mode & 0o777 == 0o600
+    again = SyncState.load(path)
+    held = {
+        "obj-1": Stored("OBJ-1", None, b"a" * 16),
+        "obj-2": Stored("obj-2", None, b"c" * 16),  # someone wrote another token since
+        "obj-3": Stored("obj-3", None, b"d" * 16, "2026-01-01T00:00:00Z"),  # not in the file
+    }
+    vouched = again.vouch(held)
+    assert vouched["obj-1"].expires_at == "2026-01-01T00:00:00Z"
+    assert vouched["obj-2"].expires_at is None
+    assert vouched["obj-3"].expires_at is None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "not json",
+        json.dumps([1, 2]),
+        json.dumps({"format": "other", "version": 1, "objects": []}),
+        json.dumps({"format": "dgprov-sync-state", "version": 9, "objects": []}),
+        json.dumps({"format": "dgprov-sync-state", "version": 1, "objects": {}}),
+        json.dumps({"format": "dgprov-sync-state", "version": 1, "objects": [{"object_id": 5}]}),
+        json.dumps(
+            {
+                "format": "dgprov-sync-state",
+                "version": 1,
+                "objects": [
+                    {
+                        "object_id": "x" * 5000,
+                        "token_sha256_128": "a",
+                        "expires_at": "b",
+                        "username": "c",
+                    }
+                ],
+            }
+        ),
+    ],
+)
+def test_hostile_state_files_are_refused_with_one_line(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(content)
+    with pytest.raises(UsageError) as refused:
+        SyncState.load(path)
+    assert str(refused.value).startswith(f"--state {path}")
+    assert "\n" not in str(refused.value)
+
+
+def _try_lock(path: str, queue: multiprocessing.Queue[str]) -> None:
+    try:
+        with host_lock(Path(path)):
+            queue.put("acquired")
+    except AlreadyRunning as exc:
+        queue.put(str(exc))
+
+
+def test_a_second_process_is_refused_while_the_first_holds_the_lock(tmp_path: Path) -> None:
+    path = tmp_path / "sync.lock"
+    queue: multiprocessing.Queue[str] = multiprocessing.Queue()
+    with host_lock(path):
+        other = multiprocessing.Process(target=_try_lock, args=(str(path), queue))
+        other.start()
+        message = queue.get(timeout=30)
+        other.join(30)
+    assert message.startswith("another dgprov sync is running on this host")
+    assert f"pid {os.getpid()}" in message and str(path) in message
+    after = multiprocessing.Process(target=_try_lock, args=(str(path), queue))
+    after.start()
+    assert queue.get(timeout=30) == "acquired"  # released when the holder ended
+    after.join(30)
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("state.txt", "must end in .json"),
+        ("folder.json", "is a directory"),
+        ("plain/state.json", "is a file, not a directory"),
+    ],
+)
+def test_a_state_file_that_could_not_be_written_is_refused_first(
+    tmp_path: Path, name: str, problem: str
+) -> None:
+    (tmp_path / "folder.json").mkdir()
+    (tmp_path / "plain").touch()
+    with pytest.raises(UsageError) as refused:
+        SyncState.load(tmp_path / name)
+    assert problem in str(refused.value) and str(refused.value).startswith("--state ")
