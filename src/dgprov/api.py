@@ -1,8 +1,9 @@
-"""dgprov as a library: the three jobs, with typed arguments and typed results.
+"""dgprov as a library: the jobs, with typed arguments and typed results.
 
-Each function mirrors its command (``generate-tokens``, ``fetch-config``, ``enroll``): keyword
-arguments named after the options, a result object instead of printed text, and callbacks for
-everything that would talk to a person (status lines, progress, confirmation, passwords). The
+Each function mirrors its command (``generate-tokens``, ``sync``, ``fetch-config``, ``enroll``):
+keyword arguments named after the options, a result object instead of printed text, and
+callbacks for everything that would talk to a person (status lines, progress, confirmation,
+passwords). The
 commands in ``commands/`` only parse options, call these and render the result, so a script, a
 scheduler or a service gets exactly what the CLI does. Errors are ``errors.DgprovError``
 subclasses whose ``exit_status`` is what the CLI would exit with.
@@ -15,23 +16,29 @@ subclasses whose ``exit_status`` is what the CLI would exit with.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime
 import logging
-import signal
 import socket
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from . import client_files, fetch, join
 from .account_rules import check_phone
+from .admin_job import (
+    ADMIN_SCOPES,
+    Notify,
+    check_job,
+    interruptible,
+    open_directory,
+    quiet,
+    stored_in,
+)
+from .api_sync import SyncRecord, sync, sync_async
 from .defguard import DefguardClient
 from .directory import SyncDirectory
-from .durations import parse_lifetime
 from .enrollment import (
     Enrolled,
     checked_provisioning,
@@ -39,7 +46,7 @@ from .enrollment import (
     refresh_device,
     retire_provisioning_file,
 )
-from .entra_auth import EntraSettings, EntraSignIn
+from .entra_auth import EntraSettings
 from .entra_directory import EntraDirectory
 from .errors import (
     EXIT_OK,
@@ -48,7 +55,6 @@ from .errors import (
     NotJoined,
     UsageError,
 )
-from .graph import GraphClient
 from .ldap_directory import LdapDirectory, LdapSettings
 from .plan import EnrolledPolicy, Outcome, PlannedMember, summary
 from .provision import ProvisionConfig, Provisioner, utc_iso
@@ -56,10 +62,6 @@ from .reconcile import replaced
 from .report import LiveReport, ReportFile, check_destination, member_row, resume_from
 from .stored_value import ProvisioningConfig
 from .tls import tls_context
-from .urls import check_service_url
-
-if TYPE_CHECKING:
-    from .api_sync import SyncRecord
 
 __all__ = [
     "ADMIN_SCOPES",
@@ -72,6 +74,7 @@ __all__ = [
     "PlannedMember",
     "ProvisioningConfig",
     "RunRecord",
+    "SyncRecord",
     "enroll",
     "fetch_config",
     "generate_tokens",
@@ -79,21 +82,7 @@ __all__ = [
     "sync_async",
 ]
 
-ADMIN_SCOPES = [
-    "User.Read.All",
-    "CustomSecAttributeAssignment.ReadWrite.All",
-    "CustomSecAttributeDefinition.Read.All",
-]
-ADMIN_CACHE = "msal_cache_admin.bin"
 log = logging.getLogger("dgprov")
-
-Notify = Callable[[str], None]
-"""Receives one status line for the person running the job (the CLI prints it on stderr)."""
-
-
-def _quiet(message: str) -> None:
-    """The default ``notify``: a library caller that passes none hears nothing."""
-
 
 # ------------------------------------------------------------------------------ generate-tokens
 
@@ -142,82 +131,6 @@ class RunRecord:
         )
 
 
-@contextlib.contextmanager
-def _interruptible(stop: asyncio.Event, notify: Notify) -> Iterator[None]:
-    """Ctrl-C asks the run to stop cleanly (finish what is in flight, write the report).
-
-    Signal handlers can only be installed from the main thread; elsewhere the caller's own
-    cancellation applies.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    loop = asyncio.get_running_loop()
-
-    def request_stop(*_: Any) -> None:
-        notify("\ninterrupted: finishing requests in flight, then writing the report")
-        loop.call_soon_threadsafe(stop.set)
-
-    previous = signal.signal(signal.SIGINT, request_stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _check_job(
-    url: str,
-    expiration: str | None,
-    include_tokens_in_report: bool,
-    report: Path | None,
-    directory: Literal["entra", "ad"],
-    entra: EntraSettings | None,
-    ad: LdapSettings | None,
-) -> str:
-    """The checks of an admin job (``generate-tokens``, ``sync``) that need no network; the URL."""
-    url = check_service_url(url, "--url")
-    if expiration is not None:
-        parse_lifetime(expiration)
-    if include_tokens_in_report and report is None:
-        raise UsageError("--include-tokens-in-report needs --report FILE")
-    if directory == "ad" and ad is None:
-        raise UsageError("--directory ad needs --ldap-url, --base-dn and --ad-attribute")
-    if directory == "entra":
-        if entra is None:
-            raise UsageError("no Entra tenant: pass --tenant or set DGPROV_TENANT")
-        entra.check()
-    return url
-
-
-def _stored_in(
-    directory: Literal["entra", "ad"], attribute_set_name: str, ad: LdapSettings | None
-) -> dict[str, str]:
-    """Where in the directory tokens go, as the report's ``run`` says (and ``--resume`` checks)."""
-    if directory == "ad":
-        assert ad is not None
-        return {"ad_attribute": ad.attribute}
-    return {"attribute_set": attribute_set_name}
-
-
-async def _open_directory(
-    directory: Literal["entra", "ad"],
-    entra: EntraSettings | None,
-    attribute_set_name: str,
-    ad: LdapSettings | None,
-    notify: Notify,
-) -> SyncDirectory:
-    """The directory, signed in or bound."""
-    if directory == "ad":
-        assert ad is not None
-        return LdapDirectory(ad)
-    assert entra is not None
-    notify("signing in to Entra ID")
-    sign_in = await asyncio.to_thread(EntraSignIn, entra, ADMIN_SCOPES, notify, ADMIN_CACHE)
-    await asyncio.to_thread(sign_in.token)
-    graph = GraphClient(entra.graph_url, sign_in.token, verify=tls_context(entra.ca_bundle))
-    return EntraDirectory(graph, attribute_set_name)
-
-
 async def _replacing(provisioner: Provisioner, directory: SyncDirectory) -> int:
     """Members this run issues for whose directory object holds a token they have not used:
     Defguard deletes it on the new issue. One listing of the stored values (``sync`` reads the
@@ -244,7 +157,7 @@ async def generate_tokens_async(
     resume: Path | None = None,
     enrollment_url: str | None = None,
     ca_bundle: str | None = None,
-    notify: Notify = _quiet,
+    notify: Notify = quiet,
     progress: Callable[[int, int], None] | None = None,
     confirm: Callable[[int, str], bool] | None = None,
     confirm_replacing: Callable[[int, str, int], bool] | None = None,
@@ -252,7 +165,7 @@ async def generate_tokens_async(
     overwrite_report: bool = False,
 ) -> RunRecord:
     """``generate_tokens`` for callers that already run an event loop."""
-    url = _check_job(
+    url = check_job(
         url,
         enrollment_token_expiration_time,
         include_tokens_in_report,
@@ -261,14 +174,14 @@ async def generate_tokens_async(
         entra,
         ad,
     )
-    stored_in = _stored_in(directory, attribute_set_name, ad)
+    destination = stored_in(directory, attribute_set_name, ad)
     already_done: dict[str, str] = {}
     if resume is not None:
         this_run = {
             "defguard_url": url,
             "group": group_name,
             "directory": LdapDirectory.name if directory == "ad" else EntraDirectory.name,
-            **stored_in,
+            **destination,
         }
         already_done = resume_from(ReportFile(resume, "--resume"), this_run)
     report_file = ReportFile(report) if report is not None else None
@@ -307,7 +220,7 @@ async def generate_tokens_async(
         version = await defguard.server_version()
         group = await defguard.group(group_name)
         notify(f"Defguard {version} at {url}")
-        opened = await _open_directory(directory, entra, attribute_set_name, ad, notify)
+        opened = await open_directory(directory, entra, attribute_set_name, ad, notify)
         provisioner = Provisioner(config, defguard, opened, stop=stop, progress=settled)
         members = await provisioner.prepare(group)
         run = {
@@ -317,7 +230,7 @@ async def generate_tokens_async(
             "interrupted": False,
             "started_at": utc_iso(started),
             "defguard_url": url,
-            **stored_in,
+            **destination,
         }
         record = RunRecord(members, run, dry_run=dry_run, report_path=report)
         if dry_run:
@@ -335,11 +248,12 @@ async def generate_tokens_async(
                 agreed = confirm is None or confirm(record.pending, opened.name)
             if not agreed:
                 raise Cancelled("cancelled at the confirmation; nothing was changed")
+        provisioner.forget_lookups()
         if report_file is not None:
             tokens = provisioner.state.tokens if include_tokens_in_report else None
             live = LiveReport(report_file, members, tokens, run, report_failed)
             await live.start()
-        with _interruptible(stop, notify):
+        with interruptible(stop, notify):
             try:
                 await provisioner.execute()
             finally:
@@ -366,28 +280,6 @@ def generate_tokens(**options: Any) -> RunRecord:
     code prompt. Ctrl-C (in the main thread) stops cleanly and the report is still written.
     """
     return asyncio.run(generate_tokens_async(**options))
-
-
-# ------------------------------------------------------------------------------------------ sync
-
-
-async def sync_async(**options: Any) -> SyncRecord:
-    """``sync`` for callers that already run an event loop."""
-    from .api_sync import sync_async as run
-
-    return await run(**options)
-
-
-def sync(**options: Any) -> SyncRecord:
-    """Reconcile ``group_name`` with the directory once, as a scheduler would: issue a token for
-    members without one, renew those expiring within ``renew_before``, keep valid ones, and
-    clear used and orphaned ones (``api_sync.sync_async`` lists the keyword arguments, named
-    after the command's options). ``confirm(changes, directory_name)`` is asked before anything
-    changes; another run on this host raises ``AlreadyRunning`` (exit 2).
-    """
-    from .api_sync import sync as run
-
-    return run(**options)
 
 
 # --------------------------------------------------------------------------------- fetch-config
@@ -420,7 +312,7 @@ def fetch_config(
     output: Path | None = None,
     for_user: str | None = None,
     sam_account_name: str | None = None,
-    notify: Notify = _quiet,
+    notify: Notify = quiet,
     detect_join: Callable[[], join.JoinState] = join.detect,
 ) -> FetchResult:
     """Read the user's enrollment URL and token from Entra ID or AD, or have ``dgprov broker``

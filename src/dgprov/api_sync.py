@@ -1,7 +1,8 @@
 """``dgprov.api.sync``: the scheduled reconcile as a library call (``commands/sync.py`` renders it).
 
-Kept apart from ``api.py`` for size; it shares that module's checks, sign-in and interruption
-handling, and ``api.sync`` / ``api.sync_async`` are the public names.
+Kept apart from ``api.py`` for size; it shares the admin job's checks, sign-in and interruption
+handling (``admin_job.py``) with ``generate-tokens``, and ``api.sync`` / ``api.sync_async`` are
+the public names.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .api import Notify, _check_job, _interruptible, _open_directory, _quiet, _stored_in
+from .admin_job import Notify, check_job, interruptible, open_directory, quiet, stored_in
 from .defguard import DefguardClient
 from .directory import SyncDirectory
 from .durations import duration_seconds, parse_lifetime
@@ -112,13 +113,13 @@ async def sync_async(
     ca_bundle: str | None = None,
     lock_file: Path | None = None,
     now: datetime.datetime | None = None,
-    notify: Notify = _quiet,
+    notify: Notify = quiet,
     progress: Callable[[int, int], None] | None = None,
     confirm: Callable[[dict[str, int], str], bool] | None = None,
 ) -> SyncRecord:
     """``sync`` for callers that already run an event loop."""
     lifetime = enrollment_token_expiration_time or DEFAULT_LIFETIME
-    url = _check_job(url, lifetime, include_tokens_in_report, report, directory, entra, ad)
+    url = check_job(url, lifetime, include_tokens_in_report, report, directory, entra, ad)
     window = _renew_window(renew_before, lifetime)
     report_file = ReportFile(report) if report is not None else None
     if report_file is not None:
@@ -145,7 +146,7 @@ async def sync_async(
             moment = Moment(now or datetime.datetime.now(datetime.timezone.utc) + offset, window)
             config.clock_offset = defguard.clock_offset
             notify(f"Defguard {version} at {url}")
-            opened = await _open_directory(directory, entra, attribute_set_name, ad, notify)
+            opened = await open_directory(directory, entra, attribute_set_name, ad, notify)
             stop = asyncio.Event()
             lives: list[LiveReport] = []
 
@@ -168,7 +169,7 @@ async def sync_async(
                 "started_at": utc_iso(moment.now),
                 "defguard_url": url,
                 "renew_before": renew_before,
-                **_stored_in(directory, attribute_set_name, ad),
+                **stored_in(directory, attribute_set_name, ad),
             }
             record = SyncRecord(members, run, dry_run=dry_run, report_path=report)
             changes = record.changes
@@ -209,7 +210,7 @@ async def _execute(
         live = LiveReport(report_file, record.members, tokens, record.run, report_failed)
         await live.start()
         lives.append(live)
-    with _interruptible(stop, notify):
+    with interruptible(stop, notify):
         try:
             await syncer.execute()
         finally:
@@ -220,5 +221,10 @@ async def _execute(
 
 
 def sync(**options: Any) -> SyncRecord:
-    """Run the scheduled reconcile once; see ``api.sync``."""
+    """Reconcile ``group_name`` with the directory once, as a scheduler would: issue a token for
+    members without one, renew those expiring within ``renew_before``, keep valid ones, and
+    clear used and orphaned ones (``api_sync.sync_async`` lists the keyword arguments, named
+    after the command's options). ``confirm(changes, directory_name)`` is asked before anything
+    changes; another run on this host raises ``AlreadyRunning`` (exit 2).
+    """
     return asyncio.run(sync_async(**options))

@@ -102,6 +102,12 @@ class Provisioner:
             parse_lifetime(config.expiration) if config.expiration else DEFAULT_LIFETIME_SECONDS
         )
 
+    def forget_lookups(self) -> None:
+        """Drop what planning read (every Defguard user, every directory match): the plan holds
+        all a run needs after it, and at 100,000 members they are 15 MB kept for nothing."""
+        self.users = {}
+        self.matches = Matches([])
+
     # ---------------------------------------------------------------------------- phases
 
     async def prepare(self, group: DefguardGroup) -> list[PlannedMember]:

@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 
 from .defguard import DefguardClient, DefguardGroup, DefguardUser
-from .directory import Matches, Stored, SyncDirectory
+from .directory import Stored, SyncDirectory
 from .errors import DgprovError, PreflightError
 from .plan import Decision, Outcome, PlannedMember
 from .provision import ProvisionConfig, Provisioner
@@ -75,7 +75,7 @@ class Syncer:
         self.members = [*planned, *orphans]
         # What reconcile read is not needed any more (the state file needs the holders):
         # 100,000 members' records go before the run and its report need memory.
-        self.provisioner.users, self.provisioner.matches = {}, Matches([])
+        self.provisioner.forget_lookups()
         if self.state is None:
             self.held = {}
         return self.members
