@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import getpass
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -89,6 +90,16 @@ def _open(path: Path) -> tuple[int, bool]:
         ) from None
 
 
+def _own_file(descriptor: int) -> bool:
+    """Whether the holder's note may go into the opened file: a regular file of this account
+    with one name. The default place is writable by every account, and O_NOFOLLOW stops a
+    symbolic link but not a hard link: root must not truncate a file someone linked there."""
+    if sys.platform == "win32":
+        return True
+    status = os.fstat(descriptor)
+    return stat.S_ISREG(status.st_mode) and status.st_nlink == 1 and status.st_uid == os.geteuid()
+
+
 @contextlib.contextmanager
 def host_lock(path: Path | None = None) -> Iterator[Path]:
     """Hold the host's sync lock for the duration; ``AlreadyRunning`` if another run holds it."""
@@ -107,7 +118,7 @@ def host_lock(path: Path | None = None) -> Iterator[Path]:
                 f"{path}): this run did nothing. Let that run finish (the lock is released "
                 "when it ends), and schedule runs further apart than one run takes"
             )
-        if writable:
+        if writable and _own_file(descriptor):
             started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
             note = f" pid {os.getpid()}, user {getpass.getuser()}, started {started}"
             with contextlib.suppress(OSError):

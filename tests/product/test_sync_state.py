@@ -93,6 +93,27 @@ def test_a_second_process_is_refused_while_the_first_holds_the_lock(tmp_path: Pa
     after.join(30)
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX ownership")
+@pytest.mark.parametrize("how", ["hard link", "another owner"])
+def test_the_lock_never_writes_into_a_file_it_does_not_own_alone(tmp_path: Path, how: str) -> None:
+    """The default lock lives where every account may create files: a file someone prepared
+    there (a hard link to a file they cannot write, or their own) is locked, never rewritten."""
+    victim = tmp_path / "precious"
+    victim.write_text("keep me", "utf-8")
+    path = tmp_path / "sync.lock"
+    if how == "hard link":
+        os.link(victim, path)
+    else:
+        path.write_text("keep me", "utf-8")
+        if os.geteuid() != 0:
+            pytest.skip("needs root to give the file to another account")
+        os.chown(path, 65534, 65534)
+        victim = path
+    with host_lock(path):
+        pass
+    assert victim.read_text("utf-8") == "keep me"
+
+
 @pytest.mark.parametrize(
     ("name", "problem"),
     [
