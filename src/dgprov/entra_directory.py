@@ -56,10 +56,12 @@ class EntraDirectory:
         assignments: Sequence[tuple[DirectoryUser, ProvisioningConfig]],
         expiries: Mapping[str, str] | None = None,
     ) -> dict[str, WriteResult]:
+        # Where the set holds sync's expiry, a write without one (generate-tokens) sets it to
+        # null: an expiry left from an earlier token would make sync renew or keep the new
+        # token on the old one's date.
+        stamped = (expiries or {}) if self.holds_expiry else None
         return await self.graph.write_attributes(
-            self.attribute_set,
-            [(user.id, config) for user, config in assignments],
-            expiries if self.holds_expiry else None,
+            self.attribute_set, [(user.id, config) for user, config in assignments], stamped
         )
 
     async def read_stored(self) -> dict[str, Stored]:

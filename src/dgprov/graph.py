@@ -34,6 +34,7 @@ from .graph_listing import (
 from .retry import AdaptiveLimit, RetryPolicy, retry_after_seconds
 from .stored_value import (
     ENTRA_ATTRIBUTES,
+    ENTRA_EXPIRY_ATTRIBUTE,
     ProvisioningConfig,
     to_entra_attributes,
 )
@@ -350,15 +351,16 @@ class GraphClient(GraphListing):
         assignments: Sequence[tuple[str, ProvisioningConfig]],
         expiries: Mapping[str, str] | None = None,
     ) -> dict[str, WriteResult]:
-        """``(user_id, config)`` pairs -> result per user id; with ``expiries`` (sync, where the
-        set defines it) ``EnrollmentTokenExpiresAt`` is written in the same PATCH."""
-        return await self._patch_attributes(
-            set_name,
-            [
-                (user_id, to_entra_attributes(config, (expiries or {}).get(user_id)))
-                for user_id, config in assignments
-            ],
-        )
+        """``(user_id, config)`` pairs -> result per user id; with ``expiries`` (where the set
+        defines it) ``EnrollmentTokenExpiresAt`` is written in the same PATCH, null for a user
+        without one."""
+        changes: list[tuple[str, Mapping[str, str | None]]] = []
+        for user_id, config in assignments:
+            values: dict[str, str | None] = {**to_entra_attributes(config)}
+            if expiries is not None:
+                values[ENTRA_EXPIRY_ATTRIBUTE] = expiries.get(user_id)
+            changes.append((user_id, values))
+        return await self._patch_attributes(set_name, changes)
 
     async def clear_attributes(
         self, set_name: str, user_ids: Sequence[str], attributes: Sequence[str]

@@ -10,7 +10,7 @@ run would do.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from .defguard import DefguardUser
@@ -177,6 +177,15 @@ def matched_object(user: DefguardUser, matches: Matches) -> DirectoryUser | None
     if matches.key == "email" and not user.email:
         return None
     return _decide_match(_key(user, matches), matches)[0]
+
+
+def candidates(user: DefguardUser, matches: Matches) -> Iterator[DirectoryUser]:
+    """Every directory object any stage finds for ``user``, chosen or not."""
+    if matches.key == "email" and not user.email:
+        return
+    key = _key(user, matches)
+    for _, found in matches.stages:
+        yield from found.get(key, ())
 
 
 def _key(user: DefguardUser, matches: Matches) -> str:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from .defguard import DefguardUser
 from .directory import DirectoryUser, Matches, Stored
-from .plan import Action, Decision, Outcome, PlannedMember, matched_object
+from .plan import Action, Decision, Outcome, PlannedMember, candidates, matched_object
 from .stored_value import UNKNOWN_EXPIRY
 
 SYNC_OUTCOMES = (
@@ -52,15 +52,20 @@ def parse_expiry(text: str) -> datetime.datetime | None:
     """An ISO 8601 expiry as sync writes it (or any ISO 8601 with an offset), in UTC."""
     try:
         moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            return None
+        return moment.astimezone(datetime.timezone.utc)
+    except (ValueError, OverflowError):  # e.g. 9999-12-31T23:59:59-05:00 is past year 9999
         return None
-    if moment.tzinfo is None:
-        return None
-    return moment.astimezone(datetime.timezone.utc)
 
 
 def is_used(user: DefguardUser, stored: Stored) -> bool:
-    """Whether the member enrolled after ``stored`` was issued (see the module docstring)."""
+    """Whether the member enrolled after ``stored`` was issued (see the module docstring).
+
+    Never for a value sync did not write (no expiry beside it): when it was issued is unknown,
+    and it may be a desktop token an administrator gave for a second device."""
+    if stored.expires_at is None:
+        return False
     if user.enrolled and (user.devices or 0) > 0:
         return True
     enrollment_token = stored.expires_at not in (None, UNKNOWN_EXPIRY)
@@ -101,6 +106,14 @@ def decide(
         _settle(member, Decision.CLEAR, None, "enrolled since the token was issued")
         return
     if stored.expires_at is None:
+        if user.enrolled and (user.devices or 0) > 0:
+            _settle(
+                member,
+                Decision.SKIP,
+                Outcome.SKIPPED,
+                "enrolled; the stored value was not written by sync and is left alone",
+            )
+            return
         member.decision = Decision.RENEW
         member.reason = "no expiry stored beside the token (not written by sync, or changed)"
         return
@@ -151,6 +164,10 @@ def reconcile(
             member.directory_user = obj
         if obj is not None:
             claimed.add(obj.id.lower())
+        if user is not None:
+            # An object a member's address or name finds is theirs to keep even when the plan
+            # could not decide between several (ambiguous): never an orphan to clear.
+            claimed.update(candidate.id.lower() for candidate in candidates(user, matches))
         decide(member, user, held.get(obj.id.lower()) if obj is not None else None, moment)
     orphans: list[PlannedMember] = []
     for key, stored in held.items():

@@ -90,22 +90,32 @@ def to_ad_json(config: ProvisioningConfig, expires_at: str | None = None) -> str
     return json.dumps(document, separators=(",", ":"))
 
 
-def from_ad_json(raw: str) -> ProvisioningConfig | None:
-    """The pair from an AD attribute's JSON; None when it is not that JSON."""
+MAX_AD_VALUE = 4096  # characters: the JSON dgprov writes is a few hundred
+
+
+def _ad_document(raw: str) -> dict[str, Any] | None:
+    """The AD attribute's JSON object, or None: the value is anyone's who may write the
+    attribute, so it is bounded before parsing and nesting deep enough to exhaust the parser's
+    recursion is just not that JSON."""
+    if len(raw) > MAX_AD_VALUE:
+        return None
     try:
         document = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
-    return _pair(document, AD_URL_KEY, AD_TOKEN_KEY) if isinstance(document, dict) else None
+    return document if isinstance(document, dict) else None
+
+
+def from_ad_json(raw: str) -> ProvisioningConfig | None:
+    """The pair from an AD attribute's JSON; None when it is not that JSON."""
+    document = _ad_document(raw)
+    return _pair(document, AD_URL_KEY, AD_TOKEN_KEY) if document is not None else None
 
 
 def ad_expiry(raw: str) -> str | None:
     """The ``expiresAt`` sync keeps beside the pair in the AD JSON, if it is a string."""
-    try:
-        document = json.loads(raw)
-    except ValueError:
-        return None
-    value = document.get(AD_EXPIRY_KEY) if isinstance(document, dict) else None
+    document = _ad_document(raw)
+    value = document.get(AD_EXPIRY_KEY) if document is not None else None
     return value if isinstance(value, str) else None
 
 

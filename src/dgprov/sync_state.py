@@ -12,6 +12,7 @@ previous version.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,20 @@ from .report import ReportFile, check_destination
 
 FORMAT = "dgprov-sync-state"
 VERSION = 1
-MAX_BYTES = 256 * 2**20  # far above 1,000,000 objects of ~200 bytes
+MAX_BYTES = 64 * 2**20  # 100,000 objects take about 20 MiB
 MAX_FIELD = 4096
+
+
+def _check_owner(path: Path, status: os.stat_result) -> None:
+    """The file vouches for expiries, so only this account may have written it: an expiry
+    someone else put there would keep (or renew) tokens on their say."""
+    if not hasattr(os, "geteuid"):
+        return  # Windows: the file is created in the account's own folder, with its ACL
+    if status.st_uid != os.geteuid() or status.st_mode & 0o022:
+        raise UsageError(
+            f"--state {path}: the file must belong to this account and be writable by it alone "
+            "(it is created 0600); fix its owner and mode, or name another file"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +65,14 @@ class SyncState:
             return cls(path)
         problem = f"--state {path}: not a dgprov sync state file"
         try:
-            if path.stat().st_size > MAX_BYTES:
+            status = path.lstat()
+            if status.st_size > MAX_BYTES:
                 raise UsageError(f"{problem} (larger than {MAX_BYTES // 2**20} MiB)")
+            _check_owner(path, status)
             document = json.loads(path.read_text("utf-8"))
         except OSError as exc:
             raise UsageError(f"--state {path}: cannot read it ({exc.strerror})") from None
-        except ValueError:
+        except (ValueError, RecursionError):
             raise UsageError(f"{problem} (not JSON); name another file") from None
         if not isinstance(document, dict) or document.get("format") != FORMAT:
             raise UsageError(f"{problem}; name another file")

@@ -10,7 +10,7 @@ from dgprov.defguard import DefguardUser
 from dgprov.directory import DirectoryUser, Matches, Stored
 from dgprov.plan import Action, Decision, EnrolledPolicy, Outcome, PlannedMember, plan
 from dgprov.reconcile import Moment, is_used, parse_expiry, reconcile, replaced, summary
-from dgprov.stored_value import UNKNOWN_EXPIRY
+from dgprov.stored_value import UNKNOWN_EXPIRY, ad_expiry, from_ad_json
 
 NOW = datetime.datetime(2026, 1, 10, 12, 0, tzinfo=datetime.timezone.utc)
 MOMENT = Moment(NOW, datetime.timedelta(hours=2))
@@ -97,7 +97,8 @@ def test_value_without_expiry_or_unreadable_is_renewed() -> None:
         ({"enrolled": False}, iso(5), False),
         ({"enrolled": True, "devices": 1}, UNKNOWN_EXPIRY, True),  # desktop token, then a device
         ({"enrolled": True}, UNKNOWN_EXPIRY, False),  # desktop token not used yet
-        ({"enrolled": True, "devices": 2}, None, True),  # another tool's value, member enrolled
+        # Another tool's value: when it was issued is unknown (a second device's desktop token?).
+        ({"enrolled": True, "devices": 2}, None, False),
     ],
 )
 def test_used_tokens(facts: dict[str, object], expiry: str | None, used: bool) -> None:
@@ -179,3 +180,35 @@ def test_used_tokens_are_cleared_even_when_enrolled_members_are_skipped() -> Non
     fresh = plan(["ed"], users, matches, enrolled_policy=EnrolledPolicy.SKIP)
     reconcile(fresh, users, matches, {}, MOMENT)
     assert (fresh[0].decision, fresh[0].outcome) == (Decision.SKIP, Outcome.SKIPPED)
+
+
+def test_another_tools_value_on_an_enrolled_member_is_left_alone() -> None:
+    decided = decide([user("ann", enrolled=True, devices=1)], {"ann": stored("ann", None)})
+    assert decided["ann"][:2] == (Decision.SKIP, Outcome.SKIPPED)
+    assert "not written by sync" in decided["ann"][2]
+
+
+@pytest.mark.parametrize(
+    "expiry", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00", "2026-13-01T00:00:00Z"]
+)
+def test_an_expiry_out_of_range_is_renewed_not_a_crash(expiry: str) -> None:
+    assert parse_expiry(expiry) is None
+    decided = decide([user("ann")], {"ann": stored("ann", expiry)})
+    assert decided["ann"][:2] == (Decision.RENEW, None)
+
+
+def test_an_ambiguous_members_object_is_not_cleared_as_an_orphan() -> None:
+    """A second object took ann's address: the plan fails her, and her value stays."""
+    twin = DirectoryUser("ID-twin", "twin@corp.example", "ann@corp.example")
+    ann = user("ann")
+    matches = Matches([("mail", {"ann@corp.example": [obj("ann"), twin]})])
+    planned = plan(["ann"], {"ann": ann}, matches, enrolled_policy=EnrolledPolicy.DESKTOP)
+    orphans = reconcile(planned, {"ann": ann}, matches, {"id-ann": stored("ann", iso(5))}, MOMENT)
+    assert (planned[0].decision, planned[0].outcome) == (Decision.SKIP, Outcome.FAILED)
+    assert orphans == []
+
+
+@pytest.mark.parametrize("raw", ["[" * 200_000, '{"enrollmentUrl": "' + "x" * 5000 + '"}'])
+def test_a_hostile_ad_value_is_not_that_json(raw: str) -> None:
+    """Anyone who may write the AD attribute chooses it: too deep or too long is no value."""
+    assert from_ad_json(raw) is None and ad_expiry(raw) is None

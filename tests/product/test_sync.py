@@ -272,6 +272,22 @@ def test_dry_run_and_generate_tokens_count_what_would_be_replaced(
     assert "replacing the unused token 4 members hold" in plan.output
 
 
+def test_generate_tokens_after_sync_leaves_no_stale_expiry(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    """generate-tokens writes no expiry; where the set holds one, it removes the old token's,
+    so the next sync does not judge the new token by the old one's date."""
+    running = start_sandbox(tenant())
+    sync = Sync(running, tmp_path)
+    assert sync().exit_code == 0
+    assert "EnrollmentTokenExpiresAt" in stored(running, U1)
+    assert sync("--yes", command="generate-tokens").exit_code == 0
+    values = stored(running, U1)
+    assert values["EnrollmentToken"] and "EnrollmentTokenExpiresAt" not in values
+    again = sync.report()
+    assert rows(again)[U1] == ("renew", "provisioned")  # a value without expiry: not sync's
+
+
 def test_sync_has_the_options_of_generate_tokens() -> None:
     from dgprov.commands.generate_tokens import generate_tokens_command
     from dgprov.commands.sync import sync_command

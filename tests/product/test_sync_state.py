@@ -39,6 +39,7 @@ def test_state_round_trip_is_private_and_vouches_only_for_the_same_token(tmp_pat
     "content",
     [
         "not json",
+        "[" * 200_000,  # deeper than the JSON parser's recursion
         json.dumps([1, 2]),
         json.dumps({"format": "other", "version": 1, "objects": []}),
         json.dumps({"format": "dgprov-sync-state", "version": 9, "objects": []}),
@@ -67,6 +68,22 @@ def test_hostile_state_files_are_refused_with_one_line(tmp_path: Path, content: 
         SyncState.load(path)
     assert str(refused.value).startswith(f"--state {path}")
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX ownership")
+@pytest.mark.parametrize("how", ["writable by others", "another owner"])
+def test_a_state_file_someone_else_could_write_is_refused(tmp_path: Path, how: str) -> None:
+    """It vouches for expiries: only this account may have written it."""
+    path = tmp_path / "state.json"
+    SyncState(path).save()
+    if how == "writable by others":
+        path.chmod(0o666)
+    elif os.geteuid() == 0:
+        os.chown(path, 65534, 65534)
+    else:
+        pytest.skip("needs root to give the file to another account")
+    with pytest.raises(UsageError, match="belong to this account"):
+        SyncState.load(path)
 
 
 def _try_lock(path: str, queue: multiprocessing.Queue[str]) -> None:
