@@ -17,8 +17,8 @@ import click
 
 from .. import environment
 from ..credentials import read_secret
-from ..errors import UsageError
 from ..urls import check_service_url
+from .optional import load_optional
 from .options import EntraOptions, broker_entra_options, ca_bundle_option, terminal_prompt, warn
 
 BROKER_PACKAGE = "dgprov.broker"
@@ -30,17 +30,9 @@ INSTALL_HINT = (
 
 
 def load_broker() -> ModuleType:
-    """The ``dgprov.broker`` package, or a usage error (exit 2) saying how to install it."""
-    try:
-        return importlib.import_module(BROKER_PACKAGE)
-    except ModuleNotFoundError as exc:
-        missing = exc.name or ""
-        # The binary leaves out the package itself, an installation without the extra its
-        # web server; anything else missing is a real error and keeps its traceback.
-        ours = missing == BROKER_PACKAGE or missing.startswith(f"{BROKER_PACKAGE}.")
-        if missing.split(".")[0] not in SERVER_PACKAGES and not ours:
-            raise
-        raise UsageError(INSTALL_HINT) from None
+    """The ``dgprov.broker`` package, or a usage error (exit 2) saying how to install it: the
+    binary leaves out the package itself, an installation without the extra its web server."""
+    return load_optional(BROKER_PACKAGE, INSTALL_HINT, SERVER_PACKAGES)
 
 
 @click.command("broker")

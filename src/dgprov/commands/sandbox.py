@@ -12,7 +12,7 @@ from types import ModuleType
 
 import click
 
-from ..errors import UsageError
+from .optional import load_optional
 
 SANDBOX_PACKAGE = "dgprov_sandbox"
 INSTALL_HINT = (
@@ -23,12 +23,7 @@ INSTALL_HINT = (
 
 def load_sandbox() -> ModuleType:
     """The ``dgprov_sandbox`` package, or a usage error (exit 2) saying how to install it."""
-    try:
-        return importlib.import_module(SANDBOX_PACKAGE)
-    except ModuleNotFoundError as exc:
-        if exc.name != SANDBOX_PACKAGE:
-            raise
-        raise UsageError(INSTALL_HINT) from None
+    return load_optional(SANDBOX_PACKAGE, INSTALL_HINT)
 
 
 @click.command(
