@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import ssl
+import statistics
 import sys
 import tempfile
 import time
@@ -220,15 +221,28 @@ def ad_scenario(args: argparse.Namespace) -> None:
                         "sequential, as GenerateEnrollmentTokensAD.ps1",
                     )
                     continue
-                seconds, rss, report = run_ad(info, server.url)
-                provisioned = report["summary"]["provisioned"]
-                line(
-                    f"AD dgprov, {args.ad_users}",
-                    seconds,
-                    rss,
-                    http_requests(delta(before, counts(info))),
-                    f"{base / seconds:.1f}x faster than the baseline (target >= 20x), "
-                    f"{provisioned} provisioned",
+                # Several runs, each issuing afresh: one run's time on two shared cores
+                # varies by a third from run to run; the median is the figure.
+                times = []
+                for run in range(1, args.ad_runs + 1):
+                    seconds, rss, report = run_ad(info, server.url)
+                    times.append(seconds)
+                    provisioned = report["summary"]["provisioned"]
+                    line(
+                        f"AD dgprov, {args.ad_users}, run {run}",
+                        seconds,
+                        rss,
+                        http_requests(delta(before, counts(info))),
+                        f"{base / seconds:.1f}x faster than the baseline, "
+                        f"{provisioned} provisioned",
+                    )
+                    before = counts(info)
+                middle = statistics.median(times)
+                print(
+                    f"AD dgprov, median of {len(times)}: {middle:.2f} s, {base / middle:.1f}x "
+                    f"faster than the baseline (target >= 20x; runs {min(times):.2f}-"
+                    f"{max(times):.2f} s)",
+                    flush=True,
                 )
 
 
@@ -237,6 +251,7 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--ad-users", type=int, default=1000)
     parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--ad-runs", type=int, default=3, help="dgprov runs in the AD scenario")
     parser.add_argument("--scenarios", default="sync,ad", help="comma-separated subset to run")
     args = parser.parse_args()
     scenarios = set(args.scenarios.split(","))

@@ -14,7 +14,7 @@ import datetime
 import email.utils
 import math
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -189,7 +189,9 @@ class DefguardClient:
         by username (a repeat counts once); while fewer users were seen than the list's total,
         the list is read again, up to ``LIST_PASSES`` times; members still unseen are then asked
         for one by one. The group's member list is what must be complete: a member Defguard
-        does not know stays absent, and the plan reports it.
+        does not know stays absent, and the plan reports it. Reading a pass's pages one after
+        another would not order them any better, so they are read as many at a time as the
+        connection allows.
         """
         found: dict[str, DefguardUser] = {}
         # The members' own strings, so each username is held once (memory at 100,000).
@@ -210,11 +212,7 @@ class DefguardClient:
             pages = page_count(pagination)
             total = pagination.optional_integer("total_items")
             for attempt in range(LIST_PASSES):
-                for page in range(1 if attempt else 2, pages + 1):
-                    body = await self._get_json(
-                        "/api/v1/user", params={"page": page, "per_page": PAGE_SIZE}
-                    )
-                    keep(body.items("data"))
+                await self._read_pages(range(1 if attempt else 2, pages + 1), keep)
                 if total is None or len(found) >= total:
                     break
         missing = [name for name in dict.fromkeys(members) if name not in found]
@@ -224,6 +222,19 @@ class DefguardClient:
             if user is not None:
                 found[name] = user
         return found
+
+    async def _read_pages(self, pages: range, keep: Callable[[list[Answer]], None]) -> None:
+        """``keep`` each page's users as it arrives, as many pages in flight as allowed."""
+        todo = iter(pages)
+
+        async def reader() -> None:
+            for page in todo:
+                body = await self._get_json(
+                    "/api/v1/user", params={"page": page, "per_page": PAGE_SIZE}
+                )
+                keep(body.items("data"))
+
+        await asyncio.gather(*(reader() for _ in range(min(self.http.size, len(pages)))))
 
     async def device_counts(self) -> dict[int, int]:
         """User devices per user id, from ``GET /device`` (both lines, one unpaginated answer;

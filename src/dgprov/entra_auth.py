@@ -19,17 +19,18 @@ import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
-
-import msal
-import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 
 from . import environment
 from .errors import AuthenticationError, UsageError, WrongAccount
 from .private_files import write_private_file
+
+if TYPE_CHECKING:
+    import requests
+
+# msal, requests and cryptography are imported where Entra is signed in to: together they are
+# half of dgprov's start-up time, which an Active Directory run or a cached fetch need not pay.
 
 log = logging.getLogger("dgprov")
 
@@ -107,18 +108,19 @@ def cache_directory(trust_environment: bool = True) -> Path:
     return Path(environment.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dgprov"
 
 
-class _PlainFileCache(msal.SerializableTokenCache):  # type: ignore[misc]
+def _plain_file_cache(path: Path) -> Any:
     """The fallback cache: a 0600 file, saved after every sign-in that changed it."""
+    import msal
 
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self.path = path
-        if path.exists():
-            self.deserialize(path.read_text("utf-8"))
+    class PlainFileCache(msal.SerializableTokenCache):  # type: ignore[misc]
+        def save_to_file(self) -> None:
+            if self.has_state_changed:
+                write_private_file(path, self.serialize().encode())
 
-    def save(self) -> None:
-        if self.has_state_changed:
-            write_private_file(self.path, self.serialize().encode())
+    cache = PlainFileCache()
+    if path.exists():
+        cache.deserialize(path.read_text("utf-8"))
+    return cache
 
 
 def token_cache(name: str, trust_environment: bool = True) -> Any:
@@ -135,11 +137,13 @@ def token_cache(name: str, trust_environment: bool = True) -> Any:
             str(exc).splitlines()[0],
             path,
         )
-        return _PlainFileCache(path)
+        return _plain_file_cache(path)
 
 
 def http_session(ca_bundle: str | None) -> requests.Session:
     """With a CA bundle, ignore REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE, which would override it."""
+    import requests
+
     session = requests.Session()
     if ca_bundle:
         session.trust_env = False
@@ -162,6 +166,9 @@ def certificate_thumbprint(pem: str) -> str:
     msal computes it from ``public_certificate`` itself. Passing both works with every msal
     the package allows.
     """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
     try:
         parsed = x509.load_pem_x509_certificate(pem.encode("ascii"))
     except ValueError:
@@ -222,6 +229,8 @@ def platform_broker_options(
 
 
 def _platform_broker(auth: AuthMode) -> dict[str, Any]:
+    import msal
+
     runtime = importlib.util.find_spec("pymsalruntime") is not None
     return platform_broker_options(sys.platform, str(msal.__version__), runtime, auth)
 
@@ -270,6 +279,9 @@ class EntraSignIn:
         self.scopes = scopes
         self.notify = notify
         self.account_rule = account
+        import msal
+        import requests
+
         host = urlsplit(settings.authority_url).hostname or ""
         cache = (
             token_cache(cache_name, trust_environment=account is None)
@@ -354,10 +366,12 @@ class EntraSignIn:
         try:
             return self._token(fresh)
         finally:
-            if isinstance(self._cache, _PlainFileCache):
-                self._cache.save()
+            if save_to_file := getattr(self._cache, "save_to_file", None):
+                save_to_file()  # the fallback cache (msal_extensions' saves itself)
 
     def _token(self, fresh: bool) -> str:
+        import requests
+
         try:
             if self.settings.auth in APP_ONLY_MODES:
                 if fresh:

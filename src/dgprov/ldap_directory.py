@@ -11,6 +11,7 @@ Filter values are escaped (RFC 4515), so names with ``*``, ``(`` or ``\\`` canno
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -74,18 +75,33 @@ class LdapDirectory:
         self._search_attribute = (
             "sAMAccountName" if settings.match_by == "samaccountname" else "mail"
         )
-        self._connection: Any = None
+        # One connection per thread: the writers' batches then reach the server side by side
+        # instead of queueing on one socket, and a thread never waits on another's answer.
+        self._local = threading.local()
+        self._connections: list[Any] = []
+        self._server: Any = None
+        self._opening = threading.Lock()
 
     # ------------------------------------------------------------------------------ connection
 
     def _connect(self) -> Any:
-        if self._connection is not None:
-            return self._connection
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            with self._opening:
+                connection = self._local.connection = self._open()
+                self._connections.append(connection)
+        return connection
+
+    def _open(self) -> Any:
         settings = self.settings
-        # Always verified: ldap3 takes LDAPS:// as ldaps whatever its case, and uses the same
-        # settings for StartTLS.
-        tls = ldap_tls(settings.ca_bundle, urlsplit(settings.url).hostname or "")
-        server = ldap3.Server(settings.url, get_info=ldap3.SCHEMA, tls=tls, connect_timeout=15)
+        first = self._server is None
+        if first:
+            # Always verified: ldap3 takes LDAPS:// as ldaps whatever its case, and uses the
+            # same settings for StartTLS.
+            tls = ldap_tls(settings.ca_bundle, urlsplit(settings.url).hostname or "")
+            self._server = ldap3.Server(
+                settings.url, get_info=ldap3.SCHEMA, tls=tls, connect_timeout=15
+            )
         options: dict[str, Any] = {"client_strategy": ldap3.SAFE_SYNC, "receive_timeout": 60}
         if settings.bind_dn:
             options.update(user=settings.bind_dn, password=settings.password or "")
@@ -100,8 +116,8 @@ class LdapDirectory:
                 ) from None
             options.update(authentication=ldap3.SASL, sasl_mechanism=ldap3.KERBEROS)
         try:
-            connection = ldap3.Connection(server, **options)
-            bound, result, _, _ = connection.bind()
+            connection = ldap3.Connection(self._server, **options)
+            bound, result, _, _ = connection.bind(read_server_info=first)  # the schema, once
         except LDAPException as exc:
             raise PreflightError(
                 f"cannot reach the directory at {settings.url} ({type(exc).__name__}); check "
@@ -113,13 +129,15 @@ class LdapDirectory:
                 f"the directory refused the bind as {who} ({result.get('description')}); check "
                 "--bind-dn and the password in DGPROV_BIND_PASSWORD or --bind-password-file"
             )
-        self._connection = connection
         return connection
 
     def close(self) -> None:
-        if self._connection is not None:
-            self._connection.unbind()
-            self._connection = None
+        """Unbinds every thread's connection; called once no request is in flight."""
+        with self._opening:
+            connections, self._connections = self._connections, []
+            self._local = threading.local()
+        for connection in connections:
+            connection.unbind()
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)

@@ -116,8 +116,9 @@ class Provisioner:
             problem := url_problem(self.config.enrollment_url, self.directory.max_value_length)
         ):
             raise PreflightError(problem)
-        await self.directory.preflight()
-        users = await self.defguard.users(group.members)
+        _, users = await asyncio.gather(
+            self.directory.preflight(), self.defguard.users(group.members)
+        )
         looked_up = [
             u
             for name in group.members

@@ -67,6 +67,7 @@ class ServiceConnection:
         **client_options: Any,
     ) -> None:
         self.service = service
+        self.size = size  # requests in flight at most
         self.base_url = base_url
         self.policy = policy or RetryPolicy()
         self.backpressure = Backpressure()

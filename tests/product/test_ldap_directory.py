@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from dgprov.cli import main
-from dgprov.ldap_directory import base_dn_for, choose_srv_target
+from dgprov.ldap_directory import LdapDirectory, LdapSettings, base_dn_for, choose_srv_target
 
 from ..slapd import PROVISIONER_DN, PROVISIONER_PASSWORD, USERS_DN, Slapd, _free_port, slapd
 
@@ -173,3 +174,31 @@ def test_ldaps_verifies_certificate_and_host_name(
         assert "cannot reach the directory" in result.output and "--ca-bundle" in result.output
         assert not (tmp_path / "provisioning.json").exists()
     assert PROVISIONER_PASSWORD not in result.output
+
+
+# -------------------------------------------------------------------------------- connections
+
+
+def test_each_thread_binds_its_own_connection_and_close_unbinds_them_all(slapd: Slapd) -> None:
+    """The batch writers' threads reach the server side by side, and no bind outlives close()."""
+    directory = LdapDirectory(
+        LdapSettings(
+            slapd.url, USERS_DN, "defguardProvisioningConfig", PROVISIONER_DN, PROVISIONER_PASSWORD
+        )
+    )
+    opened: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: opened.append(directory._connect())) for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    mine = directory._connect()
+    assert directory._connect() is mine  # a thread keeps its connection
+    assert len({id(connection) for connection in [*opened, mine]}) == 4
+    assert all(connection.bound for connection in [*opened, mine])
+    directory.close()
+    assert all(connection.closed for connection in [*opened, mine])
+    assert directory._connect() is not mine  # a use after close binds afresh
+    directory.close()
