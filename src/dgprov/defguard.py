@@ -8,7 +8,6 @@ is sent as a header and never appears in a message.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime
 import email.utils
@@ -31,6 +30,7 @@ from .errors import (
     TransportFailure,
     UsageError,
 )
+from .gather import gather_or_cancel
 from .retry import AdaptiveLimit, RetryPolicy
 from .stored_value import ProvisioningConfig
 from .transport import ServiceConnection
@@ -185,13 +185,12 @@ class DefguardClient:
 
         2.0 pages with ``LIMIT/OFFSET`` and no ``ORDER BY``: between two page requests the rows
         may come back in another order (any update moves a row), so a page can repeat users of
-        another and miss some entirely. Pages are therefore read one after another and collected
-        by username (a repeat counts once); while fewer users were seen than the list's total,
-        the list is read again, up to ``LIST_PASSES`` times; members still unseen are then asked
-        for one by one. The group's member list is what must be complete: a member Defguard
-        does not know stays absent, and the plan reports it. Reading a pass's pages one after
-        another would not order them any better, so they are read as many at a time as the
-        connection allows.
+        another and miss some entirely. Pages are therefore collected by username (a repeat
+        counts once); while fewer users were seen than the list's total, the list is read again,
+        up to ``LIST_PASSES`` times; members still unseen are then asked for one by one. The
+        group's member list is what must be complete: a member Defguard does not know stays
+        absent, and the plan reports it. Reading a pass's pages one after another would not
+        order them any better, so they are read as many at a time as the connection allows.
         """
         found: dict[str, DefguardUser] = {}
         # The members' own strings, so each username is held once (memory at 100,000).
@@ -217,7 +216,7 @@ class DefguardClient:
                     break
         missing = [name for name in dict.fromkeys(members) if name not in found]
         for name, user in zip(
-            missing, await asyncio.gather(*(self.user(name) for name in missing)), strict=True
+            missing, await gather_or_cancel(*(self.user(name) for name in missing)), strict=True
         ):
             if user is not None:
                 found[name] = user
@@ -234,7 +233,7 @@ class DefguardClient:
                 )
                 keep(body.items("data"))
 
-        await asyncio.gather(*(reader() for _ in range(min(self.http.size, len(pages)))))
+        await gather_or_cancel(*(reader() for _ in range(min(self.http.size, len(pages)))))
 
     async def device_counts(self) -> dict[int, int]:
         """User devices per user id, from ``GET /device`` (both lines, one unpaginated answer;

@@ -23,14 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    NoEncryption,
-    PrivateFormat,
-    PublicFormat,
-)
-
 from .errors import UsageError
 from .private_files import write_private_file
 from .proxy_client import TRAFFIC_FORCE_ALL, TRAFFIC_NONE, DeviceAnswer
@@ -50,14 +42,23 @@ class KeyPair:
         return f"KeyPair(public={self.public!r}, private='***')"
 
 
+# cryptography is imported where a key is made: every other command starts without it.
+
+
 def new_key_pair() -> KeyPair:
-    key = X25519PrivateKey.generate()
-    private = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return KeyPair(base64.b64encode(private).decode(), base64.b64encode(public).decode())
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    private = X25519PrivateKey.generate().private_bytes(
+        Encoding.Raw, PrivateFormat.Raw, NoEncryption()
+    )
+    return key_pair_from_private(base64.b64encode(private).decode())
 
 
 def key_pair_from_private(private: str) -> KeyPair:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     key = X25519PrivateKey.from_private_bytes(base64.b64decode(private))
     public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     return KeyPair(private, base64.b64encode(public).decode())

@@ -4,13 +4,14 @@ As Defguard's AD script does, users are found by ``sAMAccountName`` = Defguard u
 ``mail`` with ``--match-by mail``), and the token and URL are written as compact JSON
 ``{"enrollmentUrl": …, "enrollmentToken": …}`` into one attribute (``--ad-attribute``), through
 the codec in ``stored_value.py``.
-ldap3 is synchronous, so every call runs in a worker thread on one thread-safe connection.
+ldap3 is synchronous, so every call runs in a worker thread, on that thread's own connection.
 Filter values are escaped (RFC 4515), so names with ``*``, ``(`` or ``\\`` cannot widen a search.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -94,14 +95,13 @@ class LdapDirectory:
 
     def _open(self) -> Any:
         settings = self.settings
-        first = self._server is None
-        if first:
+        first = self._server is None  # no bind has succeeded yet: this one reads the schema
+        server = self._server
+        if server is None:
             # Always verified: ldap3 takes LDAPS:// as ldaps whatever its case, and uses the
             # same settings for StartTLS.
             tls = ldap_tls(settings.ca_bundle, urlsplit(settings.url).hostname or "")
-            self._server = ldap3.Server(
-                settings.url, get_info=ldap3.SCHEMA, tls=tls, connect_timeout=15
-            )
+            server = ldap3.Server(settings.url, get_info=ldap3.SCHEMA, tls=tls, connect_timeout=15)
         options: dict[str, Any] = {"client_strategy": ldap3.SAFE_SYNC, "receive_timeout": 60}
         if settings.bind_dn:
             options.update(user=settings.bind_dn, password=settings.password or "")
@@ -115,20 +115,25 @@ class LdapDirectory:
                     "in DGPROV_BIND_PASSWORD"
                 ) from None
             options.update(authentication=ldap3.SASL, sasl_mechanism=ldap3.KERBEROS)
+        connection = None
         try:
-            connection = ldap3.Connection(self._server, **options)
-            bound, result, _, _ = connection.bind(read_server_info=first)  # the schema, once
+            connection = ldap3.Connection(server, **options)
+            bound, result, _, _ = connection.bind(read_server_info=first)
         except LDAPException as exc:
+            if connection is not None:
+                _drop(connection)
             raise PreflightError(
                 f"cannot reach the directory at {settings.url} ({type(exc).__name__}); check "
                 "--ldap-url, the network and --ca-bundle"
             ) from None
         if not bound:
+            _drop(connection)
             who = settings.bind_dn or "the Kerberos ticket's user"
             raise AuthenticationError(
                 f"the directory refused the bind as {who} ({result.get('description')}); check "
                 "--bind-dn and the password in DGPROV_BIND_PASSWORD or --bind-password-file"
             )
+        self._server = server
         return connection
 
     def close(self) -> None:
@@ -351,6 +356,12 @@ def choose_srv_target(records: list[tuple[int, int, int, str]]) -> str | None:
 def base_dn_for(domain: str) -> str:
     """``corp.example.com`` -> ``DC=corp,DC=example,DC=com``."""
     return ",".join(f"DC={label}" for label in domain.split(".") if label)
+
+
+def _drop(connection: Any) -> None:
+    """Close the socket of a connection whose bind failed; it may already be gone."""
+    with contextlib.suppress(LDAPException):
+        connection.unbind()
 
 
 def _first(value: Any) -> str | None:

@@ -116,9 +116,16 @@ class Provisioner:
             problem := url_problem(self.config.enrollment_url, self.directory.max_value_length)
         ):
             raise PreflightError(problem)
-        _, users = await asyncio.gather(
-            self.directory.preflight(), self.defguard.users(group.members)
-        )
+        # Defguard's user list is read while the directory's preflight runs; the preflight's
+        # failure is still the one reported (and stops the listing), as when they ran in turn.
+        listing = asyncio.ensure_future(self.defguard.users(group.members))
+        try:
+            await self.directory.preflight()
+        except BaseException:
+            listing.cancel()
+            await asyncio.gather(listing, return_exceptions=True)
+            raise
+        users = await listing
         looked_up = [
             u
             for name in group.members

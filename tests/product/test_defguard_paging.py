@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import httpx
 from dgprov_sandbox.tenant import synthetic_tenant
 
 from dgprov.defguard import DefguardClient, DefguardUser
+from dgprov.errors import DgprovError
 from dgprov.tls import tls_context
 
 from ..conftest import Running, StartSandbox
@@ -125,3 +127,38 @@ def test_a_stable_list_is_read_once(start_sandbox: StartSandbox) -> None:
     assert set(members) <= set(users)
     listed = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
     assert listed == {"GET /api/v1/user": 3}, listed
+
+
+def test_a_failed_page_stops_the_other_readers() -> None:
+    """Pages are read side by side; when one fails the others are cancelled, not left fetching
+    the rest of the list (in the broker, a failed load would otherwise leave them behind)."""
+    pagination = {
+        "current_page": 1, "next_page": 2, "page_size": 100, "total_items": 3_950,
+        "total_pages": 40,
+    }  # fmt: skip
+
+    def route(exchange: Exchange) -> None:
+        page = exchange.request.path.partition("page=")[2].partition("&")[0]
+        if page == "3":
+            exchange.reply(400, {"msg": "bad page"})
+            return
+        if page != "1":
+            time.sleep(0.05)  # the server's latency: the failure arrives while others are out
+        exchange.reply(200, {"data": [], "pagination": pagination})
+
+    async def read(url: str) -> tuple[str, set[asyncio.Task[Any]]]:
+        client = DefguardClient(url, "dg-" + "A" * 32, verify=tls_context())
+        try:
+            await client.users(["ann"])
+        except DgprovError as exc:
+            return str(exc), asyncio.all_tasks() - {asyncio.current_task()}
+        finally:
+            await client.aclose()
+        raise AssertionError("the failed page was not reported")
+
+    with hostile(route) as server:
+        message, left = asyncio.run(read(server.url))
+        pages = [r.path for r in server.received if r.path.startswith("/api/v1/user")]
+    assert "bad page" in message
+    assert left == set()  # no reader outlives the failure
+    assert len(pages) <= 1 + 16  # the first page, then at most one wave of the 16 readers
