@@ -1,4 +1,5 @@
-"""``gather_or_cancel``: ``asyncio.gather`` for work that is pointless once one part failed.
+"""``gather_or_cancel``: ``asyncio.gather`` for work that is pointless once one part failed;
+``cancel_and_wait`` for stopping such work.
 
 Plain ``gather`` raises the first failure and leaves the other tasks running. For the readers
 of a 1,000-page user list that means the rest of the list is still fetched after page 3 failed,
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -22,7 +23,13 @@ async def gather_or_cancel(*work: Awaitable[T]) -> list[T]:
     try:
         return list(await asyncio.gather(*tasks))
     except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*tasks)
         raise
+
+
+async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
+    """Cancel ``tasks`` and wait until they have ended, whatever they end with: nothing of them
+    runs on after the caller has moved on (to closing the clients they use, say)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

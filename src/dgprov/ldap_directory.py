@@ -95,8 +95,8 @@ class LdapDirectory:
 
     def _open(self) -> Any:
         settings = self.settings
-        first = self._server is None  # no bind has succeeded yet: this one reads the schema
         server = self._server
+        first = server is None  # no bind has succeeded yet: this one reads the schema
         if server is None:
             # Always verified: ldap3 takes LDAPS:// as ldaps whatever its case, and uses the
             # same settings for StartTLS.

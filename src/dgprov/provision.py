@@ -19,6 +19,7 @@ from .defguard import DefguardClient, DefguardGroup, DefguardUser
 from .directory import Directory, Matches
 from .durations import parse_lifetime
 from .errors import DgprovError, PreflightError, RemoteError
+from .gather import cancel_and_wait
 from .plan import Action, EnrolledPolicy, Outcome, PlannedMember, plan
 from .stored_value import UNKNOWN_EXPIRY, ProvisioningConfig, token_digest
 
@@ -122,8 +123,7 @@ class Provisioner:
         try:
             await self.directory.preflight()
         except BaseException:
-            listing.cancel()
-            await asyncio.gather(listing, return_exceptions=True)
+            await cancel_and_wait(listing)
             raise
         users = await listing
         looked_up = [
