@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench test-tools dist clean test-msal-floor
+.PHONY: demo test lint bench test-tools dist clean test-msal-floor windows windows-tools windows-lock
 
 # The product and the emulators are two distributions; the demo and the tests need both.
 $(STAMP): pyproject.toml sandbox/pyproject.toml
@@ -71,6 +71,35 @@ test-msal-floor: $(FLOOR_STAMP)
 	$(FLOOR_VENV)/bin/python -c "import msal; print('msal', msal.__version__)"
 	$(FLOOR_VENV)/bin/pytest -q -p no:cacheprovider $(FLOOR_TESTS) \
 	  tests/product/test_generate_tokens.py tests/product/test_fetch_config.py
+
+# The Windows exe, built under Wine (packaging/windows/build_windows.py, docs in its docstring):
+# a PyInstaller one-folder build in dist/windows/dgprov, Wine prefix build/wine-prefix.
+WINDOWS_EXE := dist/windows/dgprov/dgprov.exe
+WINDOWS_INPUTS := packaging/dgprov.spec $(wildcard packaging/windows/*.py packaging/windows/*.txt packaging/windows/*.in packaging/windows/*.lock) packaging/windows/wine/bcryptprimitives.c
+
+windows-tools:
+	@missing=""; \
+	command -v wine >/dev/null 2>&1 || missing="$$missing wine wine64"; \
+	command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || missing="$$missing gcc-mingw-w64-x86-64-win32"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "missing Windows build tools:$$missing (Debian: sudo apt-get install$$missing)" >&2; exit 1; \
+	  fi; \
+	fi
+
+windows: $(WINDOWS_EXE)
+
+$(WINDOWS_EXE): $(STAMP) $(SOURCES) $(WINDOWS_INPUTS) | windows-tools
+	cd packaging/windows && ../../$(BIN)/python build_windows.py
+
+# Regenerate the hash-locked win_amd64 wheels from pyproject.toml and packaging/windows/requirements.in.
+windows-lock: $(STAMP)
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile --quiet --python-platform x86_64-pc-windows-msvc --python-version 3.11 \
+	  --generate-hashes --custom-compile-command "make windows-lock" \
+	  pyproject.toml packaging/windows/requirements.in -o packaging/windows/requirements.lock
 
 bench: $(STAMP)
 	$(BIN)/python bench/generate_tokens.py
