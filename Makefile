@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench test-tools dist clean test-msal-floor windows windows-tools windows-lock
+.PHONY: demo test lint bench test-tools dist clean test-msal-floor windows windows-tools windows-lock \
+  test-windows
 
 # The product and the emulators are two distributions; the demo and the tests need both.
 $(STAMP): pyproject.toml sandbox/pyproject.toml
@@ -19,6 +20,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy --platform win32 src tests/windows/native
 
 # Tools the tests drive for real: OpenLDAP's slapd (AD tests) and wireguard-tools (`wg pubkey`).
 # Installed when missing (needs root and apt).
@@ -51,6 +53,7 @@ $(DIST): $(STAMP) $(SOURCES)
 test: lint test-tools dist
 	$(BIN)/pytest -q
 	$(MAKE) --no-print-directory test-msal-floor
+	$(MAKE) --no-print-directory test-windows
 
 # The sign-in tests again with the lowest msal pyproject.toml allows (msal before 1.35 needs the
 # certificate's thumbprint, later ones compute it), in a venv of their own.
@@ -93,6 +96,11 @@ windows: $(WINDOWS_EXE)
 
 $(WINDOWS_EXE): $(STAMP) $(SOURCES) $(WINDOWS_INPUTS) | windows-tools
 	cd packaging/windows && ../../$(BIN)/python build_windows.py
+
+# The Windows lane (tests/windows): Windows CPython and dgprov.exe under Wine, against the sandbox,
+# slapd and dgprov broker on the Linux side; prints how many Windows tests ran.
+test-windows: $(STAMP) test-tools windows-tools $(WINDOWS_EXE)
+	$(BIN)/python -m tests.windows.lane
 
 # Regenerate the hash-locked win_amd64 wheels from pyproject.toml and packaging/windows/requirements.in.
 windows-lock: $(STAMP)

@@ -52,8 +52,11 @@ def windows_path(path: Path | str) -> str:
 
 
 def user_name() -> str:
-    """The Windows account Wine runs everything as: the Linux user's name."""
-    return os.environ.get("USER") or os.environ.get("LOGNAME") or "root"
+    """The Windows account Wine runs everything as: the Linux account's name, as Wine reads it
+    (from the password database, not from ``$USER``)."""
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
 
 
 def user_profile() -> Path:
@@ -79,7 +82,28 @@ def run(
     input_text: str | None = None,
     cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a Windows program in the prefix and wait for it, its output on pipes."""
+    """Run a Windows program in the prefix and wait for it, its output on pipes. One that
+    outlives ``timeout`` is killed and raises ``TimeoutError`` with what it printed, for a hung
+    test run the only clue."""
+    try:
+        return _run_piped(command, extra_environment, timeout, input_text, cwd)
+    except subprocess.TimeoutExpired as exc:
+        printed = [
+            (data.decode("utf-8", "replace") if isinstance(data, bytes) else data or "")[-6000:]
+            for data in (exc.stdout, exc.stderr)
+        ]
+        raise TimeoutError(
+            f"{command[0]} ran longer than {timeout:.0f} s; it printed:\n" + "\n".join(printed)
+        ) from None
+
+
+def _run_piped(
+    command: Sequence[str | Path],
+    extra_environment: Mapping[str, str] | None,
+    timeout: float,
+    input_text: str | None,
+    cwd: Path | None,
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["wine", *map(str, command)],
         input=input_text,
@@ -96,12 +120,16 @@ def run(
 
 
 def start(
-    command: Sequence[str | Path], *, extra_environment: Mapping[str, str] | None = None
+    command: Sequence[str | Path],
+    *,
+    extra_environment: Mapping[str, str] | None = None,
+    keep_stdin: bool = False,
 ) -> subprocess.Popen[str]:
-    """Start a Windows program in the prefix without waiting, its output on pipes."""
+    """Start a Windows program in the prefix without waiting, its output on pipes (and its
+    input too with ``keep_stdin``: a way to tell it when to end)."""
     return subprocess.Popen(
         ["wine", *map(str, command)],
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE if keep_stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -113,8 +141,24 @@ def start(
 
 def keep_server_running() -> None:
     """Start Wine's server for the prefix and keep it up until ``stop_server``: otherwise every
-    program pays for starting it again (a second or more each)."""
+    program pays for starting it again (a second or more each).
+
+    The first program started also starts Wine's background services (``services.exe`` and the
+    device drivers), which inherit that program's standard streams and live as long as the
+    server: a caller reading those pipes would wait for them forever. So a first program with
+    no pipes starts them here.
+    """
+    stop_server()  # a server already running (a program just ended) would refuse -p
     subprocess.run(["wineserver", "-p"], env=environment(), check=True, timeout=60)
+    subprocess.run(
+        ["wine", "cmd.exe", "/c", "exit"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=environment(),
+        check=True,
+        timeout=120,
+    )
 
 
 def stop_server() -> None:

@@ -19,6 +19,7 @@ from . import environment, join
 from .errors import UsageError
 from .private_files import write_private_file
 from .stored_value import ProvisioningConfig, from_file_json, to_file_json
+from .windows_accounts import WindowsAccounts, is_local_system
 
 FILE_NAME = "provisioning.json"
 APP_IDENTIFIER = "net.defguard"
@@ -74,18 +75,11 @@ def resolve_target(
 ) -> TargetUser:
     """The user the file is for: ``for_user``; as root, the graphical session's user (unless
     ``--output`` already says where the file goes); otherwise whoever runs the command."""
-    current = getpass.getuser()
     if sys.platform == "win32":
-        if for_user is None and current.upper().rstrip("$").endswith("SYSTEM") and not output_given:
-            for_user = join.windows_console_user()
-            if for_user is None:
-                raise UsageError(
-                    "running as SYSTEM with nobody at the console: pass --for-user NAME"
-                )
-            notify(f"running as SYSTEM: provisioning {for_user}, the console user")
-        if for_user is None:
-            return TargetUser(current, None, None)
-        return TargetUser(for_user, windows_profile(for_user), None)
+        from . import windows_accounts
+
+        return resolve_windows_target(for_user, output_given, notify, windows_accounts)
+    current = getpass.getuser()
     import pwd
 
     is_root = os.geteuid() == 0
@@ -109,14 +103,30 @@ def resolve_target(
     return TargetUser(name, Path(entry.pw_dir), (entry.pw_uid, entry.pw_gid))
 
 
+def resolve_windows_target(
+    for_user: str | None,
+    output_given: bool,
+    notify: Callable[[str], None],
+    accounts: WindowsAccounts,
+) -> TargetUser:
+    """``resolve_target`` on Windows. SYSTEM is recognised by its token's SID, never by
+    ``%USERNAME%`` (which the parent sets, and which SYSTEM sees as the computer account
+    ``HOST$``); it then provisions the console user. Anyone else gets their own profile unless
+    ``for_user`` names an account, whose profile comes from the registry."""
+    if for_user is None and not output_given and is_local_system(accounts):
+        for_user = accounts.console_user()
+        if for_user is None:
+            raise UsageError("running as SYSTEM with nobody at the console: pass --for-user NAME")
+        notify(f"running as SYSTEM: provisioning {for_user}, the console user")
+    if for_user is None:
+        return TargetUser(getpass.getuser(), None, None)
+    return TargetUser(for_user, windows_profile(for_user, accounts), None)
+
+
 WINDOWS_NAME_FORBIDDEN = frozenset('"/[]:;|=,+*?<>')
 
 
-def windows_profile(
-    login: str,
-    sid_of: Callable[[str], str | None] = join.windows_account_sid,
-    profile_of: Callable[[str], str | None] = join.windows_profile_path,
-) -> Path:
+def windows_profile(login: str, accounts: WindowsAccounts) -> Path:
     """The profile folder of the Windows account ``login`` (``DOMAIN\\user``, ``user@domain`` or
     ``user``), as Windows itself records it: account -> SID -> ``ProfileImagePath`` in the
     registry's ProfileList.
@@ -129,13 +139,13 @@ def windows_profile(
         raise UsageError(
             f"--for-user {login!r}: not a Windows account name; pass DOMAIN\\name or name"
         )
-    sid = sid_of(login)
+    sid = accounts.account_sid(login)
     if sid is None:
         raise UsageError(
             f"--for-user {login}: Windows knows no such account; pass DOMAIN\\name as shown by "
             "whoami on that user's session"
         )
-    profile = profile_of(sid)
+    profile = accounts.profile_path(sid)
     if not profile:
         raise UsageError(
             f"--for-user {login}: the account has no profile on this machine yet (Windows "

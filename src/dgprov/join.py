@@ -9,11 +9,9 @@ Defguard's script treats them. ``detect()`` runs the tools; nothing else here do
 from __future__ import annotations
 
 import configparser
-import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -197,82 +195,3 @@ def graphical_session_user() -> str | None:
             )
             details[session] = shown or ""
     return parse_loginctl_sessions(sessions, details)
-
-
-def parse_console_user(text: str) -> str | None:
-    """``(Get-CimInstance Win32_ComputerSystem).UserName``: ``DOMAIN\\user``, empty when nobody."""
-    value = text.strip()
-    return value or None
-
-
-SID_PATTERN = re.compile(r"S-1-[0-9]+(-[0-9]+)+")
-PROFILE_LIST = r"SOFTWARE\Microsoft\Windows NT\CurrentVersion\ProfileList"
-REG_SZ, REG_EXPAND_SZ = 1, 2  # winreg's value types, named here so the parser runs anywhere
-
-
-def powershell_literal(value: str) -> str:
-    """``value`` as a single-quoted PowerShell string: nothing inside is expanded or run.
-
-    PowerShell takes the typographic quotes as quotes too, so each of them is doubled as well.
-    """
-    quotes = "'\u2018\u2019\u201a\u201b"
-    return "'" + "".join(c * 2 if c in quotes else c for c in value) + "'"
-
-
-def parse_sid(text: str) -> str | None:
-    """The SID printed by ``NTAccount.Translate``; anything else (an error, nothing) is None."""
-    value = text.strip()
-    return value if SID_PATTERN.fullmatch(value) else None
-
-
-def parse_profile_image_path(value: object, kind: int, expand: Callable[[str], str]) -> str | None:
-    """ProfileList's ``ProfileImagePath``: usually ``REG_EXPAND_SZ``, e.g.
-    ``%SystemDrive%\\Users\\x``, expanded as Windows expands it."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    if kind == REG_EXPAND_SZ:
-        return expand(value)
-    return value if kind == REG_SZ else None
-
-
-def windows_account_sid(account: str) -> str | None:
-    """The SID of a Windows account name, as Windows resolves it (local or domain)."""
-    output = _run(
-        [
-            "powershell.exe",
-            "-NoProfile",
-            "-NonInteractive",
-            "-Command",
-            f"(New-Object System.Security.Principal.NTAccount({powershell_literal(account)}))"
-            ".Translate([System.Security.Principal.SecurityIdentifier]).Value",
-        ]
-    )
-    return parse_sid(output or "")
-
-
-def windows_profile_path(sid: str) -> str | None:
-    """The profile folder Windows records for ``sid``; None without one (or off Windows)."""
-    if sys.platform != "win32" or not SID_PATTERN.fullmatch(sid):
-        return None
-    import winreg
-
-    try:
-        with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, f"{PROFILE_LIST}\\{sid}") as key:
-            value, kind = winreg.QueryValueEx(key, "ProfileImagePath")
-    except OSError:
-        return None
-    return parse_profile_image_path(value, kind, winreg.ExpandEnvironmentStrings)
-
-
-def windows_console_user() -> str | None:
-    """The user signed in at the Windows console (for installers running as SYSTEM)."""
-    output = _run(
-        [
-            "powershell.exe",
-            "-NoProfile",
-            "-NonInteractive",
-            "-Command",
-            "(Get-CimInstance Win32_ComputerSystem).UserName",
-        ]
-    )
-    return parse_console_user(output or "")

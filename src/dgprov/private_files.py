@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from contextlib import suppress
@@ -101,6 +102,8 @@ def _open_directory(parent: Path, below: Path | None, owner: Owner | None) -> in
 
 def _child_directory(parent: int, name: str, shown: Path, owner: Owner | None) -> int:
     """Open (creating it 0700 if missing) the directory ``name`` in ``parent``, never a link."""
+    if sys.platform == "win32":  # _BY_DESCRIPTOR is False there: never called
+        raise AssertionError("POSIX only")
     if name in (".", ".."):
         raise UnsafePath(f"{shown}: a path written for another user may not contain {name!r}")
     created = False
@@ -130,6 +133,8 @@ def _refuse_link_at(directory: int, name: str, shown: Path) -> None:
 def _replace_at(
     directory: int, path: Path, data: bytes | Iterable[str], owner: Owner | None
 ) -> None:
+    if sys.platform == "win32":  # _BY_DESCRIPTOR is False there: never called
+        raise AssertionError("POSIX only")
     _refuse_link_at(directory, path.name, path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
     for _ in range(100):

@@ -34,6 +34,7 @@ from .test_fetch_config import (
     provisioned_for,
     upn_of,
 )
+from .windows_fakes import FakeWindows
 
 __all__ = ["local_user", "provisioned"]
 
@@ -321,26 +322,11 @@ def test_someone_elses_directory_ignores_this_process_variables() -> None:
     assert data_directory("win32", home, values.get) == home / "AppData/Roaming/net.defguard"
 
 
-class FakeWindows:
-    """Account names -> SIDs -> ProfileList entries, recording what was asked."""
-
-    def __init__(self, sids: dict[str, str], profiles: dict[str, str]) -> None:
-        self.sids, self.profiles = sids, profiles
-        self.asked: list[str] = []
-
-    def sid_of(self, login: str) -> str | None:
-        self.asked.append(login)
-        return self.sids.get(login)
-
-    def profile_of(self, sid: str) -> str | None:
-        return self.profiles.get(sid)
-
-
 def test_windows_profile_comes_from_the_profile_list() -> None:
     """A profile that is not C:\\Users\\<name> (second profile of the name, moved root)."""
     sid = "S-1-5-21-1-2-3-1001"
-    windows = FakeWindows({"CORP\\jdoe": sid}, {sid: "D:\\Profiles\\jdoe.CORP"})
-    home = windows_profile("CORP\\jdoe", windows.sid_of, windows.profile_of)
+    windows = FakeWindows(sids={"CORP\\jdoe": sid}, profiles={sid: "D:\\Profiles\\jdoe.CORP"})
+    home = windows_profile("CORP\\jdoe", windows)
     assert str(home) == "D:\\Profiles\\jdoe.CORP"
     assert windows.asked == ["CORP\\jdoe"]
     assert data_directory("win32", home, lambda name: None) == home / "AppData/Roaming/net.defguard"
@@ -348,12 +334,12 @@ def test_windows_profile_comes_from_the_profile_list() -> None:
 
 def test_windows_profile_problems_are_named() -> None:
     sid = "S-1-5-21-1-2-3-1002"
-    windows = FakeWindows({"CORP\\new": sid}, {})
+    windows = FakeWindows(sids={"CORP\\new": sid})
     with pytest.raises(UsageError, match="no such account"):
-        windows_profile("CORP\\ghost", windows.sid_of, windows.profile_of)
+        windows_profile("CORP\\ghost", windows)
     with pytest.raises(UsageError, match="no profile on this machine yet"):
-        windows_profile("CORP\\new", windows.sid_of, windows.profile_of)
+        windows_profile("CORP\\new", windows)
     for bad in ('a"b', "x|y", "", "tab\tname"):
         with pytest.raises(UsageError, match="not a Windows account name"):
-            windows_profile(bad, windows.sid_of, windows.profile_of)
-    assert windows.asked == ["CORP\\ghost", "CORP\\new"]  # bad names never reach PowerShell
+            windows_profile(bad, windows)
+    assert windows.asked == ["CORP\\ghost", "CORP\\new"]  # bad names never reach Windows

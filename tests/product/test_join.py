@@ -11,7 +11,6 @@ from dgprov import join
 from dgprov.environment import SECRET_VARIABLES
 from dgprov.join import (
     JoinState,
-    parse_console_user,
     parse_dsconfigad,
     parse_dsregcmd,
     parse_loginctl_sessions,
@@ -90,17 +89,11 @@ def test_graphical_session_user() -> None:
     assert parse_loginctl_sessions(sample("loginctl_sessions.txt"), details) is None
 
 
-def test_windows_console_user() -> None:
-    assert parse_console_user("CORP\\jdoe\r\n") == "CORP\\jdoe"
-    assert parse_console_user("\r\n") is None
-
-
 def test_tools_run_without_dgprovs_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every tool join detection starts (here stand-ins on PATH that record their environment
     and print a real sample) gets dgprov's environment minus its secrets."""
     outputs = {
         "dsregcmd": sample("dsregcmd_entra.txt"),
-        "powershell.exe": "CORP\\jdoe",
         "dsconfigad": sample("dsconfigad_bound.txt"),
         "realm": sample("realm_list_joined.txt"),
         "loginctl": "2 1000 alice seat0 tty2\nName=alice\nType=wayland\nActive=yes\nClass=user",
@@ -118,7 +111,6 @@ def test_tools_run_without_dgprovs_secrets(tmp_path: Path, monkeypatch: pytest.M
     assert join.detect("win32").kind == "entra"
     assert join.detect("darwin").domain == "corp.example.com"
     assert join.detect("linux").domain == "corp.example.com"
-    assert join.windows_console_user() == "CORP\\jdoe"
     assert join.graphical_session_user() == "alice"
     for name in outputs:
         recorded = (tmp_path / f"{name}.env").read_text()
@@ -126,80 +118,3 @@ def test_tools_run_without_dgprovs_secrets(tmp_path: Path, monkeypatch: pytest.M
         for variable, value in secrets.items():
             assert variable not in recorded and value not in recorded, (name, variable)
     assert all(os.environ[name] == value for name, value in secrets.items())  # ours unchanged
-
-
-# ------------------------------------------------------------- the profile of a Windows account
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        "jdoe",
-        "CORP\\jdoe",
-        "O'Brien",
-        "x'); Remove-Item C:\\ -Recurse; ('",
-        "a\u2019b\u2018c",
-        "$(x)",
-    ],
-)
-def test_powershell_literal_keeps_the_name_a_string(name: str) -> None:
-    """PowerShell reads a single-quoted string up to a lone quote of any of its four kinds; a
-    doubled one is a literal quote. Reading the literal back that way gives the name, whole."""
-    literal = join.powershell_literal(name)
-    assert literal[0] == "'" and literal[-1] == "'"
-    quotes = "'\u2018\u2019\u201a\u201b"
-    body, read, index = literal[1:-1], [], 0
-    while index < len(body):
-        char = body[index]
-        if char in quotes:
-            assert body[index + 1 : index + 2] == char, "a lone quote would end the string"
-            index += 1
-        read.append(char)
-        index += 1
-    assert "".join(read) == name
-
-
-def test_parse_sid() -> None:
-    assert join.parse_sid("S-1-5-21-3623811015-3361044348-30300820-1013\r\n") == (
-        "S-1-5-21-3623811015-3361044348-30300820-1013"
-    )
-    assert join.parse_sid("") is None
-    assert join.parse_sid('Exception calling "Translate" with "1" argument(s)') is None
-    assert join.parse_sid("S-1-5-21-1\\..\\x") is None
-
-
-def test_parse_profile_image_path() -> None:
-    def expand(value: str) -> str:
-        return value.replace("%SystemDrive%", "D:")
-
-    expandable = join.parse_profile_image_path("%SystemDrive%\\Users\\jdoe.CORP", 2, expand)
-    assert expandable == "D:\\Users\\jdoe.CORP"
-    assert join.parse_profile_image_path("E:\\Profiles\\jdoe", 1, expand) == "E:\\Profiles\\jdoe"
-    assert join.parse_profile_image_path(b"E:\\x", 3, expand) is None
-    assert join.parse_profile_image_path("  ", 1, expand) is None
-    assert join.parse_profile_image_path(7, 4, expand) is None
-
-
-def test_windows_account_sid_asks_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A stand-in ``powershell.exe`` records its arguments and answers as Windows would."""
-    tools = tmp_path / "bin"
-    tools.mkdir()
-    recorded = tmp_path / "arguments"
-    script = tools / "powershell.exe"
-    script.write_text(
-        "#!/bin/sh\n"
-        f'printf "%s\\n" "$@" > {recorded}\n'
-        'case "$*" in *"NTAccount(\'CORP\\jdoe\')"*) echo S-1-5-21-1-2-3-1001 ;; '
-        '*) echo "IdentityNotMappedException" >&2 ;; esac\n'
-    )
-    script.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
-    assert join.windows_account_sid("CORP\\jdoe") == "S-1-5-21-1-2-3-1001"
-    command = recorded.read_text().splitlines()
-    assert command[:3] == ["-NoProfile", "-NonInteractive", "-Command"]
-    assert "SecurityIdentifier" in command[3]
-    assert join.windows_account_sid("CORP\\nobody") is None
-
-
-def test_windows_profile_path_is_none_off_windows() -> None:
-    assert join.windows_profile_path("S-1-5-21-1-2-3-1001") is None

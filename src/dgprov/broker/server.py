@@ -110,7 +110,7 @@ def _run(server: uvicorn.Server, sock: socket.socket) -> None:
 
 def serve(config: BrokerConfig, out: TextIO = sys.stdout) -> int:
     """Run until stopped; the exit status (0 after a graceful stop)."""
-    if config.workers > 1 and not hasattr(os, "fork"):
+    if config.workers > 1 and sys.platform == "win32":
         raise UsageError("--workers above 1 needs a POSIX system; run more replicas instead")
     server = _loaded_server(config)
     sock = bind(config.listen)
@@ -119,6 +119,8 @@ def serve(config: BrokerConfig, out: TextIO = sys.stdout) -> int:
     if config.workers == 1:
         _run(server, sock)
         return 0
+    if sys.platform == "win32":  # refused above, before anything was bound
+        raise AssertionError("POSIX only")
     metrics_directory = tempfile.mkdtemp(prefix="dgprov-broker-metrics-")
     children = []
     for _ in range(config.workers):

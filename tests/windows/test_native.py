@@ -1,0 +1,101 @@
+"""Runs ``native/`` with Windows CPython under Wine, against a sandbox and a slapd started here.
+
+Windows CPython imports the product from ``src`` (the same sources the exe is built from) with
+the hash-locked Windows wheels the build installed in the prefix. Its JUnit file,
+``build/windows/lane/native.xml``, is what ``lane.py`` counts; here every test in it must pass:
+a skipped Windows test would be one more guess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import wine_prefix  # packaging/windows, put on the path by conftest.py
+from dgprov_sandbox.tenant import synthetic_tenant
+
+from ..conftest import ADMIN_TOKEN, REPO, StartSandbox
+from ..product.test_fetch_config import TOKEN, VALUE, provision, slapd, stored_values
+from ..slapd import PROVISIONER_DN, PROVISIONER_PASSWORD, USERS_DN, Slapd
+
+__all__ = ["slapd"]
+
+NATIVE = REPO / "tests" / "windows" / "native"
+NATIVE_REPORT = REPO / "build" / "windows" / "lane" / "native.xml"
+NATIVE_SECONDS = 600.0
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def junit_counts(path: Path) -> dict[str, int]:
+    """tests, failures, errors and skipped, summed over the file's test suites."""
+    root = ElementTree.parse(path).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    return {
+        key: sum(int(suite.get(key, "0")) for suite in suites)
+        for key in ("tests", "failures", "errors", "skipped")
+    }
+
+
+def test_the_product_under_windows_cpython(
+    start_sandbox: StartSandbox, slapd: Slapd, tmp_path: Path
+) -> None:
+    running = start_sandbox(synthetic_tenant(2, 31))
+    provision(running, tmp_path)
+    upn = running.info["user_upns"][0]
+    entra_token = stored_values(running, upn)["EnrollmentToken"]  # signs the admin in
+    assert running.sandbox.entra is not None
+    running.sandbox.entra.auto_approve_upn = upn  # Windows CPython's device code sign-in
+    slapd.add_user(
+        "Wine Native", "winenative", "native@corp.example", defguardProvisioningConfig=VALUE
+    )
+    info = {
+        key: running.info[key]
+        for key in ("tenant_id", "client_id", "authority_url", "graph_url", "defguard_url")
+    }
+    info |= {
+        "ca_bundle": wine_prefix.windows_path(running.info["ca_bundle"]),
+        "entra_token_sha256": sha256(entra_token),
+        "ldap_url": slapd.url,
+        "base_dn": USERS_DN,
+        "bind_dn": PROVISIONER_DN,
+        "bind_password": PROVISIONER_PASSWORD,  # the throwaway slapd's; no real secret
+        "sam_account_name": "winenative",
+        "ad_token_sha256": sha256(TOKEN),
+    }
+    lane_info = tmp_path / "lane.json"
+    descriptor = os.open(lane_info, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        json.dump(info, handle)
+    NATIVE_REPORT.parent.mkdir(parents=True, exist_ok=True)
+    NATIVE_REPORT.unlink(missing_ok=True)
+    completed = wine_prefix.run(
+        [
+            wine_prefix.PYTHON, "-m", "pytest",
+            "-c", wine_prefix.windows_path(NATIVE / "pytest.ini"),
+            "--rootdir", wine_prefix.windows_path(NATIVE),
+            "--confcutdir", wine_prefix.windows_path(NATIVE),
+            "--junitxml", wine_prefix.windows_path(NATIVE_REPORT),
+            "-q", wine_prefix.windows_path(NATIVE),
+        ],
+        extra_environment={
+            "PYTHONPATH": wine_prefix.windows_path(REPO / "src"),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "DGPROV_LANE_INFO": wine_prefix.windows_path(lane_info),
+        },
+        timeout=NATIVE_SECONDS,
+        cwd=REPO,
+    )  # fmt: skip
+    shown = completed.stdout + completed.stderr
+    print(completed.stdout[-3000:])
+    assert completed.returncode == 0, shown[-8000:]
+    counts = junit_counts(NATIVE_REPORT)
+    assert counts["tests"] > 0, "Windows CPython ran no test"
+    assert counts["failures"] == counts["errors"] == counts["skipped"] == 0, counts
+    for secret in (entra_token, TOKEN, ADMIN_TOKEN):
+        assert secret not in shown, "a token reached the Windows tests' output"
