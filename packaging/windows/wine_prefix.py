@@ -4,6 +4,9 @@ Everything Windows-side lives in ``build/wine-prefix``: Wine's ``C:`` drive, pyt
 in ``C:\\Python311`` and the test-only ``bcryptprimitives.dll`` in ``system32``. Anyone can run
 the built exe afterwards with ``WINEPREFIX=build/wine-prefix wine dist/windows/dgprov/dgprov.exe``.
 
+On Windows itself (the release workflow, ``.github/workflows/windows.yml``) the same functions
+run the programs directly and name the real folders, so the lane's tests run unchanged there.
+
 Programs are run with their standard streams on pipes, never on regular files: Windows CPython
 under Wine 8 dies at start-up ("init_sys_streams ... [WinError 6] Invalid handle") when its
 stdout or stderr is a file, as a CI log redirect makes them. And Wine hands the whole Linux
@@ -16,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -23,7 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 PREFIX = REPO / "build" / "wine-prefix"
 CACHE = REPO / "build" / "windows"  # downloads, wheels, the shim, PyInstaller's work folder
 PYTHON_DIR = PREFIX / "drive_c" / "Python311"
-PYTHON = PYTHON_DIR / "python.exe"
+ON_WINDOWS = sys.platform == "win32"  # no Wine: the programs run as they are
+PYTHON = Path(sys.executable) if ON_WINDOWS else PYTHON_DIR / "python.exe"
 DIST = REPO / "dist" / "windows"
 EXE = DIST / "dgprov" / "dgprov.exe"
 
@@ -33,6 +38,10 @@ PASSED_THROUGH = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ")
 
 def environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment for a program in the prefix: Wine's settings and ``extra``, nothing else."""
+    if ON_WINDOWS:
+        own = ("DGPROV_", "PIP_", "PYTHON")
+        kept = {k: v for k, v in os.environ.items() if not k.upper().startswith(own)}
+        return {**kept, **(extra or {})}
     passed = {name: os.environ[name] for name in PASSED_THROUGH if name in os.environ}
     return {
         **passed,
@@ -47,6 +56,8 @@ def environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def windows_path(path: Path | str) -> str:
     """A Linux path as Windows programs in the prefix see it: Wine maps ``/`` to ``Z:``."""
+    if ON_WINDOWS:
+        return os.path.abspath(path)
     absolute = PurePosixPath(os.path.abspath(path))
     return str(PureWindowsPath("Z:\\", *absolute.parts[1:]))
 
@@ -61,17 +72,34 @@ def user_name() -> str:
 
 def user_profile() -> Path:
     """That account's profile folder (``C:\\users\\<name>``) seen from Linux."""
+    if ON_WINDOWS:
+        return Path(os.environ["USERPROFILE"])
     return PREFIX / "drive_c" / "users" / user_name()
 
 
 def roaming_app_data() -> Path:
     """``%APPDATA%`` of the Wine account, seen from Linux."""
+    if ON_WINDOWS:
+        return Path(os.environ["APPDATA"])
     return user_profile() / "AppData" / "Roaming"
 
 
 def local_app_data() -> Path:
     """``%LOCALAPPDATA%`` of the Wine account, seen from Linux."""
+    if ON_WINDOWS:
+        return Path(os.environ["LOCALAPPDATA"])
     return user_profile() / "AppData" / "Local"
+
+
+def program_data() -> Path:
+    """``%ProgramData%``, the machine-wide data folder, seen from Linux."""
+    if ON_WINDOWS:
+        return Path(os.environ["PROGRAMDATA"])
+    return PREFIX / "drive_c" / "ProgramData"
+
+
+def _launcher() -> list[str]:
+    return [] if ON_WINDOWS else ["wine"]
 
 
 def run(
@@ -105,7 +133,7 @@ def _run_piped(
     cwd: Path | None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["wine", *map(str, command)],
+        [*_launcher(), *map(str, command)],
         input=input_text,
         stdin=None if input_text is not None else subprocess.DEVNULL,
         capture_output=True,
@@ -128,7 +156,7 @@ def start(
     """Start a Windows program in the prefix without waiting, its output on pipes (and its
     input too with ``keep_stdin``: a way to tell it when to end)."""
     return subprocess.Popen(
-        ["wine", *map(str, command)],
+        [*_launcher(), *map(str, command)],
         stdin=subprocess.PIPE if keep_stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -148,6 +176,8 @@ def keep_server_running() -> None:
     server: a caller reading those pipes would wait for them forever. So a first program with
     no pipes starts them here.
     """
+    if ON_WINDOWS:
+        return
     stop_server()  # a server already running (a program just ended) would refuse -p
     subprocess.run(["wineserver", "-p"], env=environment(), check=True, timeout=60)
     subprocess.run(
@@ -163,5 +193,5 @@ def keep_server_running() -> None:
 
 def stop_server() -> None:
     """Stop the prefix's Wine server and every Windows program still running in it."""
-    if shutil.which("wineserver"):
+    if not ON_WINDOWS and shutil.which("wineserver"):
         subprocess.run(["wineserver", "-k"], env=environment(), check=False, timeout=60)

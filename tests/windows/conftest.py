@@ -24,6 +24,14 @@ import wine_prefix
 
 collect_ignore = ["native"]
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "posix_services: needs slapd or a POSIX broker process, which Windows runners lack",
+    )
+
+
 EXE_SECONDS = 180.0  # one run of dgprov.exe under Wine: seconds normally, minutes never
 
 
@@ -39,11 +47,10 @@ def wine_server() -> Iterator[None]:
 
 def wine_state() -> list[Path]:
     """What dgprov and the Defguard client keep for the Wine account, seen from Linux."""
-    program_data = wine_prefix.PREFIX / "drive_c" / "ProgramData"
     return [
         wine_prefix.roaming_app_data() / "net.defguard",
         wine_prefix.local_app_data() / "dgprov",
-        program_data / "dgprov",
+        wine_prefix.program_data() / "dgprov",
     ]
 
 

@@ -34,16 +34,23 @@ def counts(path: Path, leave_out: str = "") -> dict[str, int]:
     return {"ran": counted - skipped, "failed": failed, "skipped": skipped}
 
 
-def summary(native: dict[str, int], exe: dict[str, int]) -> tuple[str, bool]:
-    """The line the lane prints, and whether the lane passed."""
+def summary(
+    native: dict[str, int], exe: dict[str, int], on_windows: bool = False
+) -> tuple[str, bool]:
+    """The line the lane prints, and whether the lane passed. On Windows itself one skip is
+    expected: the native AD read, as Windows runners have no slapd."""
     ran = native["ran"] + exe["ran"]
     failed = native["failed"] + exe["failed"]
     skipped = native["skipped"] + exe["skipped"]
-    passed = native["ran"] > 0 and exe["ran"] > 0 and failed == 0 and skipped == 0
+    expected_skips = 1 if on_windows else 0
+    passed = native["ran"] > 0 and exe["ran"] > 0 and failed == 0 and skipped == expected_skips
+    where = "on Windows" if on_windows else "in Wine"
     line = (
-        f"Windows lane: {ran} Windows tests ran ({native['ran']} under Windows CPython in Wine, "
+        f"Windows lane: {ran} Windows tests ran ({native['ran']} under Windows CPython {where}, "
         f"{exe['ran']} end-to-end checks of dgprov.exe), {failed} failed, {skipped} skipped"
     )
+    if on_windows:
+        line += " (the AD and broker checks, which need slapd, run in the Wine lane)"
     if native["ran"] == 0 or exe["ran"] == 0:
         line += "; a lane without both parts proves nothing, so it fails"
     return line, passed
@@ -53,15 +60,18 @@ def main() -> int:
     REPORTS.mkdir(parents=True, exist_ok=True)
     for path in (LINUX_SIDE, NATIVE):
         path.unlink(missing_ok=True)
+    on_windows = sys.platform == "win32"
     pytest = subprocess.run(
         [
             sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
             f"--junitxml={LINUX_SIDE}", "tests/windows",
+            *(["-m", "not posix_services"] if on_windows else []),
         ],
         cwd=REPO,
         check=False,
     )  # fmt: skip
-    line, passed = summary(counts(NATIVE), counts(LINUX_SIDE, leave_out=RUNNER_TEST))
+    native, exe = counts(NATIVE), counts(LINUX_SIDE, leave_out=RUNNER_TEST)
+    line, passed = summary(native, exe, on_windows)
     print(line, flush=True)
     return 0 if passed and pytest.returncode == 0 else 1
 

@@ -11,6 +11,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 import wine_prefix  # packaging/windows, put on the path by conftest.py
 from dgprov_sandbox.tenant import synthetic_tenant
 
@@ -100,6 +101,7 @@ def test_the_sign_in_cache_is_dpapi_protected(start_sandbox: StartSandbox, tmp_p
     assert again.returncode == 0, output_of(again)
 
 
+@pytest.mark.posix_services  # slapd, or the broker fixture (POSIX signals)
 def test_ad_writes_the_token_from_the_directory(slapd: Slapd) -> None:
     slapd.add_user(
         "Wine User", "wineuser", "wineuser@corp.example", defguardProvisioningConfig=VALUE
@@ -117,6 +119,7 @@ def test_ad_writes_the_token_from_the_directory(slapd: Slapd) -> None:
     assert_no_secret(completed, TOKEN, PROVISIONER_PASSWORD)
 
 
+@pytest.mark.posix_services  # slapd, or the broker fixture (POSIX signals)
 def test_broker_mints_the_token(start_sandbox: StartSandbox) -> None:
     document = enrollment_tenant()
     running = start_sandbox(document)

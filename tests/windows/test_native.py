@@ -14,6 +14,7 @@ import os
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+import pytest
 import wine_prefix  # packaging/windows, put on the path by conftest.py
 from dgprov_sandbox.tenant import synthetic_tenant
 
@@ -43,7 +44,7 @@ def junit_counts(path: Path) -> dict[str, int]:
 
 
 def test_the_product_under_windows_cpython(
-    start_sandbox: StartSandbox, slapd: Slapd, tmp_path: Path
+    start_sandbox: StartSandbox, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     running = start_sandbox(synthetic_tenant(2, 31))
     provision(running, tmp_path)
@@ -51,9 +52,12 @@ def test_the_product_under_windows_cpython(
     entra_token = stored_values(running, upn)["EnrollmentToken"]  # signs the admin in
     assert running.sandbox.entra is not None
     running.sandbox.entra.auto_approve_upn = upn  # Windows CPython's device code sign-in
-    slapd.add_user(
-        "Wine Native", "winenative", "native@corp.example", defguardProvisioningConfig=VALUE
-    )
+    # Windows runners have no slapd: there the native AD test says so (lane.py allows that skip).
+    slapd: Slapd | None = None if wine_prefix.ON_WINDOWS else request.getfixturevalue("slapd")
+    if slapd is not None:
+        slapd.add_user(
+            "Native", "winenative", "native@corp.example", defguardProvisioningConfig=VALUE
+        )
     info = {
         key: running.info[key]
         for key in ("tenant_id", "client_id", "authority_url", "graph_url", "defguard_url")
@@ -61,7 +65,7 @@ def test_the_product_under_windows_cpython(
     info |= {
         "ca_bundle": wine_prefix.windows_path(running.info["ca_bundle"]),
         "entra_token_sha256": sha256(entra_token),
-        "ldap_url": slapd.url,
+        "ldap_url": slapd.url if slapd is not None else None,
         "base_dn": USERS_DN,
         "bind_dn": PROVISIONER_DN,
         "bind_password": PROVISIONER_PASSWORD,  # the throwaway slapd's; no real secret
@@ -96,6 +100,7 @@ def test_the_product_under_windows_cpython(
     assert completed.returncode == 0, shown[-8000:]
     counts = junit_counts(NATIVE_REPORT)
     assert counts["tests"] > 0, "Windows CPython ran no test"
-    assert counts["failures"] == counts["errors"] == counts["skipped"] == 0, counts
+    assert counts["failures"] == counts["errors"] == 0, counts
+    assert counts["skipped"] == (1 if slapd is None else 0), counts
     for secret in (entra_token, TOKEN, ADMIN_TOKEN):
         assert secret not in shown, "a token reached the Windows tests' output"
