@@ -125,10 +125,11 @@ windows-lock: $(STAMP)
 	  --generate-hashes --custom-compile-command "make windows-lock" \
 	  pyproject.toml packaging/windows/requirements.in -o packaging/windows/requirements.lock
 
-bench: $(STAMP)
+bench: $(STAMP) $(DIST) $(WINDOWS_EXE)
 	$(BIN)/python bench/generate_tokens.py
 	$(BIN)/python bench/broker.py
 	$(BIN)/python bench/sync.py
+	$(BIN)/python bench/startup.py
 
 clean:
 	rm -rf $(VENV) $(FLOOR_VENV) .pytest_cache .mypy_cache .ruff_cache build dist

@@ -39,7 +39,12 @@ sys.path.insert(0, str(REPO / "packaging" / "windows"))
 import wine_prefix  # noqa: E402  (packaging/windows is no package: "packaging" is PyPI's)
 
 LINUX_BINARY = REPO / "dist" / "dgprov"
-COMMANDS = {"--version": ["--version"], "fetch-config, nothing to do": ["fetch-config"]}
+# --output: run as root, the Linux binary would otherwise look for a graphical session's user.
+NOTHING_TO_DO = REPO / "build" / "bench-startup" / "provisioning.json"  # never written
+COMMANDS = {
+    "--version": ["--version"],
+    "fetch-config, nothing to do": ["fetch-config", "--output", str(NOTHING_TO_DO)],
+}
 START_SECONDS = 120
 
 
@@ -112,7 +117,10 @@ def main() -> None:
         baseline = report(
             "Linux binary, warm", measure(linux, linux_environment(), args.runs), None
         )
-        exe: list[str | Path] = ["wine", wine_prefix.EXE, *arguments]
+        windows_arguments = [
+            wine_prefix.windows_path(a) if a.startswith("/") else a for a in arguments
+        ]
+        exe: list[str | Path] = ["wine", wine_prefix.EXE, *windows_arguments]
         wine = wine_prefix.environment()
         cold = measure(exe, wine, args.runs, before=wine_prefix.stop_server)
         report("dgprov.exe under Wine, cold Wine", cold, baseline)
