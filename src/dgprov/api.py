@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from . import client_files, fetch, join
+from . import client_files, fetch, join, logon_action, windows_accounts
 from .account_rules import check_phone
 from .admin_job import (
     ADMIN_SCOPES,
@@ -289,9 +289,11 @@ def generate_tokens(**options: Any) -> RunRecord:
 class FetchResult:
     """What ``fetch_config`` did: the file written for whom, or why nothing was needed."""
 
-    path: Path | None  # None: the machine is joined to nothing, nothing was written
+    path: Path | None  # None: nothing was written (see source)
     user: str
-    source: Literal["entra", "ad", "broker", "none"]
+    # none: joined to nothing, or (at logon) provisioned before; deferred: SYSTEM left it to
+    # the user's logon action
+    source: Literal["entra", "ad", "broker", "none", "deferred"]
     join_evidence: str = ""
 
 
@@ -313,7 +315,10 @@ def fetch_config(
     for_user: str | None = None,
     sam_account_name: str | None = None,
     notify: Notify = quiet,
+    at_logon: bool = False,
     detect_join: Callable[[], join.JoinState] = join.detect,
+    as_system: Callable[[], bool] | None = None,
+    logon_action_registered: Callable[[], bool] | None = None,
 ) -> FetchResult:
     """Read the user's enrollment URL and token from Entra ID or AD, or have ``dgprov broker``
     at ``broker_url`` mint one for the user signed in for ``broker_scope``, and write
@@ -324,10 +329,21 @@ def fetch_config(
     the broker will not provision them) and ``NotJoined`` (exit 3) for ``strict`` on a machine
     joined to nothing.
     """
-    target = client_files.resolve_target(for_user, output is not None, notify)
+    marker = fetch.provisioned_marker() if at_logon else None
+    if marker is not None and marker.exists():
+        notify(f"this user was provisioned before ({marker}); nothing to do")
+        return FetchResult(None, "", "none")
     chosen, state = fetch.chosen_source(source, broker_url, detect_join)
     if source == "auto" and chosen != "broker":
         log.info(f"join detection: {state.kind} ({state.evidence})")
+    if chosen in ("entra", "broker") and (as_system or windows_accounts.running_as_system)():
+        # No sign-in can happen as SYSTEM: no browser in session 0, WAM refuses SYSTEM and a
+        # device code would be shown to nobody.
+        if not (logon_action_registered or logon_action.registered)():
+            raise UsageError(fetch.SYSTEM_CANNOT_SIGN_IN)
+        notify(fetch.DEFERRED_TO_LOGON)
+        return FetchResult(None, "SYSTEM", "deferred", state.evidence)
+    target = client_files.resolve_target(for_user, output is not None, notify)
     if chosen is None:
         message = (
             "this machine is joined neither to Active Directory nor to Entra ID "
@@ -365,6 +381,8 @@ def fetch_config(
     path = output or client_files.data_directory(home=target.home) / client_files.FILE_NAME
     client_files.write(path, config, owner=target.owner, home=target.home)
     log.info(f"wrote {path}")
+    if marker is not None:
+        fetch.mark_provisioned(marker, path)
     return FetchResult(path, target.name, chosen, state.evidence)
 
 

@@ -12,12 +12,13 @@ from typing import Any
 
 import click
 
-from . import __version__
+from . import __version__, policy
 from .commands.broker import broker_command
 from .commands.demo import demo_command
 from .commands.enroll import enroll_command
 from .commands.fetch_config import fetch_config_command
 from .commands.generate_tokens import generate_tokens_command
+from .commands.logon_action import logon_action_command
 from .commands.sandbox import sandbox_command
 from .commands.sync import sync_command
 from .errors import DgprovError
@@ -38,8 +39,13 @@ class DgprovGroup(click.Group):
 
 @click.group(cls=DgprovGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dgprov")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Zero-touch provisioning of Defguard VPN clients from Entra ID and Active Directory."""
+    if ctx.invoked_subcommand == "fetch-config":
+        # Machine policy (HKLM\SOFTWARE\Policies\dgprov, macOS managed preferences) gives
+        # fetch-config its defaults; what the command line says still wins.
+        ctx.default_map = {"fetch-config": policy.machine_defaults()}
 
 
 main.add_command(broker_command)
@@ -47,5 +53,6 @@ main.add_command(demo_command)
 main.add_command(enroll_command)
 main.add_command(fetch_config_command)
 main.add_command(generate_tokens_command)
+main.add_command(logon_action_command)
 main.add_command(sandbox_command)
 main.add_command(sync_command)

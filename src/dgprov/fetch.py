@@ -7,14 +7,23 @@ the raw attribute value.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
 from .broker_client import check_broker_scope, check_broker_url, fetch_provisioning
 from .client_files import TargetUser, account_name, is_account_of
-from .entra_auth import APP_ONLY_MODES, AccountRule, AuthMode, EntraSettings, EntraSignIn
+from .entra_auth import (
+    APP_ONLY_MODES,
+    AccountRule,
+    AuthMode,
+    EntraSettings,
+    EntraSignIn,
+    cache_directory,
+)
 from .errors import (
     AuthenticationError,
     InvalidProvisioningValue,
@@ -25,6 +34,7 @@ from .errors import (
 from .graph import GraphClient
 from .join import JoinState
 from .ldap_directory import LdapDirectory, LdapSettings, base_dn_for, discover_ldap_url
+from .private_files import write_private_file
 from .stored_value import (
     AD_EXPECTED_SHAPE,
     ENTRA_TOKEN_ATTRIBUTE,
@@ -277,3 +287,36 @@ def client_ldap_settings(
         password=password,
         ca_bundle=ca_bundle,
     )
+
+
+# ------------------------------------------------------------------ SYSTEM and the logon action
+
+SYSTEM_CANNOT_SIGN_IN = (
+    "running as SYSTEM, where no Entra ID or broker sign-in can happen (no browser in session "
+    "0, WAM refuses SYSTEM, a device code would be shown to nobody): install dgprov's MSI, "
+    "which runs fetch-config at each user's logon, or run fetch-config as the user"
+)
+DEFERRED_TO_LOGON = (
+    "running as SYSTEM: the sign-in is left to each user's logon, where dgprov's logon action "
+    "runs fetch-config in that user's session; nothing to do now"
+)
+MARKER_NAME = "provisioned"
+
+
+def provisioned_marker() -> Path:
+    """The per-user marker of ``--at-logon``: in this user's own dgprov folder
+    (``%LOCALAPPDATA%\\dgprov`` on Windows), so each user of a shared PC has their own."""
+    return cache_directory() / MARKER_NAME
+
+
+def mark_provisioned(marker: Path, written: Path) -> None:
+    """Record that this user's file was written, so later logons send nothing."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    write_private_file(marker, f"{stamp} {written}\n".encode())
+
+
+def logon_log_file() -> Path:
+    """``--at-logon``'s log: ``%LOCALAPPDATA%\\dgprov\\logs\\fetch-config.log``."""
+    folder = cache_directory() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "fetch-config.log"

@@ -49,6 +49,11 @@ def is_local_system(accounts: WindowsAccounts) -> bool:
     return accounts.current_sid() == LOCAL_SYSTEM_SID
 
 
+def running_as_system() -> bool:
+    """Whether this process is SYSTEM; False off Windows."""
+    return sys.platform == "win32" and current_sid() == LOCAL_SYSTEM_SID
+
+
 def console_login(user: str, domain: str) -> str | None:
     """``DOMAIN\\user`` from a session's two names; None when nobody is signed in."""
     user, domain = user.strip(), domain.strip()

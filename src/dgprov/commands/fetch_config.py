@@ -11,7 +11,7 @@ from typing import Literal
 
 import click
 
-from .. import api, environment
+from .. import api, environment, fetch
 from ..private_files import open_private_log
 from .options import AdOptions, EntraOptions, ad_options, ca_bundle_option, entra_options
 from .render import echo_err
@@ -92,6 +92,12 @@ def _log_to(path: Path | None) -> None:
 @click.option(
     "--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Log the steps here."
 )
+@click.option(
+    "--at-logon",
+    is_flag=True,
+    help="The per-user logon action: nothing to do once this user was provisioned (a marker "
+    "in their dgprov folder); log to %LOCALAPPDATA%\\dgprov\\logs unless --log-file.",
+)
 def fetch_config_command(
     *,
     source: str,
@@ -106,6 +112,7 @@ def fetch_config_command(
     for_user: str | None,
     sam_account_name: str | None,
     log_file: Path | None,
+    at_logon: bool,
 ) -> None:
     """Read this user's Defguard enrollment token from Entra ID or Active Directory, or have a
     dgprov broker mint one for the signed-in user, and write provisioning.json where the
@@ -114,7 +121,7 @@ def fetch_config_command(
     Exit status: 0 written (or nothing to do), 1 nothing found for the user (or the broker
     refused), 2 usage or sign-in error, 3 not joined with --strict.
     """
-    _log_to(log_file)
+    _log_to(log_file or (fetch.logon_log_file() if at_logon else None))
     result = api.fetch_config(
         source=SOURCES[source],
         strict=strict,
@@ -132,6 +139,7 @@ def fetch_config_command(
         for_user=for_user,
         sam_account_name=sam_account_name,
         notify=echo_err,
+        at_logon=at_logon,
     )
     if result.path is not None:
         via = " from the broker" if result.source == "broker" else ""
