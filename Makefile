@@ -94,11 +94,14 @@ test-msal-floor: $(FLOOR_STAMP)
 # The Windows exe, built under Wine (packaging/windows/build_windows.py, docs in its docstring):
 # a PyInstaller one-folder build in dist/windows/dgprov, Wine prefix build/wine-prefix.
 WINDOWS_EXE := dist/windows/dgprov/dgprov.exe
-WINDOWS_INPUTS := packaging/dgprov.spec $(wildcard packaging/windows/*.py packaging/windows/*.txt packaging/windows/*.in packaging/windows/*.lock) packaging/windows/wine/bcryptprimitives.c
+WINDOWS_INPUTS := packaging/dgprov.spec packaging/windows/wine/bcryptprimitives.c \
+  $(filter-out packaging/windows/msi.py,$(wildcard packaging/windows/*.py)) \
+  $(wildcard packaging/windows/*.txt packaging/windows/*.in packaging/windows/*.lock)
 
 windows-tools:
 	@missing=""; \
 	command -v wine >/dev/null 2>&1 || missing="$$missing wine wine64"; \
+	command -v wixl >/dev/null 2>&1 || missing="$$missing wixl"; \
 	command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || missing="$$missing gcc-mingw-w64-x86-64-win32"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -108,14 +111,21 @@ windows-tools:
 	  fi; \
 	fi
 
-windows: $(WINDOWS_EXE)
+WINDOWS_VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/dgprov/__init__.py)
+WINDOWS_MSI := dist/windows/dgprov-$(WINDOWS_VERSION)-x64.msi
+
+windows: $(WINDOWS_EXE) $(WINDOWS_MSI)
 
 $(WINDOWS_EXE): $(STAMP) $(SOURCES) $(WINDOWS_INPUTS) | windows-tools
 	cd packaging/windows && ../../$(BIN)/python build_windows.py
 
+# dgprov's per-machine MSI (wixl): the one-folder build, the policy key, the logon action.
+$(WINDOWS_MSI): $(WINDOWS_EXE) packaging/windows/dgprov.wxs packaging/windows/msi.py | windows-tools
+	$(BIN)/python packaging/windows/msi.py
+
 # The Windows lane (tests/windows): Windows CPython and dgprov.exe under Wine, against the sandbox,
 # slapd and dgprov broker on the Linux side; prints how many Windows tests ran.
-test-windows: $(STAMP) test-tools windows-tools $(WINDOWS_EXE)
+test-windows: $(STAMP) test-tools windows-tools $(WINDOWS_EXE) $(WINDOWS_MSI)
 	$(BIN)/python -m tests.windows.lane
 
 # Regenerate the hash-locked win_amd64 wheels from pyproject.toml and packaging/windows/requirements.in.

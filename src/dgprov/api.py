@@ -331,7 +331,9 @@ def fetch_config(
     """
     marker = fetch.provisioned_marker() if at_logon else None
     if marker is not None and marker.exists():
-        notify(f"this user was provisioned before ({marker}); nothing to do")
+        message = f"this user was provisioned before ({marker}); nothing to do"
+        log.info(message)
+        notify(message)
         return FetchResult(None, "", "none")
     chosen, state = fetch.chosen_source(source, broker_url, detect_join)
     if source == "auto" and chosen != "broker":

@@ -34,8 +34,16 @@ SETTINGS = {
     "BrokerScope": "broker_scope",
     "AttributeSetName": "attribute_set_name",
     "AdAttribute": "ad_attribute",
+    # For sovereign clouds, TLS-inspecting proxies and kiosks; rarely set.
+    "Authority": "authority",
+    "GraphUrl": "graph_url",
+    "CaBundle": "ca_bundle",
+    "Auth": "auth",
 }
-SOURCES = ("auto", "entra", "ad", "broker")
+CHOICES = {
+    "Source": ("auto", "entra", "ad", "broker"),
+    "Auth": ("auto", "browser", "device-code"),  # a user's sign-in: no app secret on desktops
+}
 
 
 def parse_policy(values: Mapping[str, object], where: str) -> dict[str, str]:
@@ -56,8 +64,9 @@ def parse_policy(values: Mapping[str, object], where: str) -> dict[str, str]:
                 f"{where}\\{name}: not a usable value (control characters, or longer than "
                 f"{MAX_VALUE} characters); correct it in the policy"
             )
-        if name == "Source" and value not in SOURCES:
-            raise UsageError(f"{where}\\Source is {value!r}: use one of {', '.join(SOURCES)}")
+        allowed = CHOICES.get(name)
+        if allowed is not None and value not in allowed:
+            raise UsageError(f"{where}\\{name} is {value!r}: use one of {', '.join(allowed)}")
         defaults[parameter] = value
     return defaults
 

@@ -45,6 +45,7 @@ def test_values_become_fetch_config_defaults() -> None:
     [
         ({"Source": "ldap"}, r"Source is 'ldap': use one of auto, entra, ad, broker"),
         ({"Tenant": 5}, r"\\Tenant: not text"),
+        ({"Auth": "client-secret"}, r"Auth is 'client-secret': use one of auto, browser"),
         ({"BrokerUrl": "https://x/\nEvil: 1"}, "not a usable value"),
         ({"ClientId": "x" * 3000}, "longer than 2048"),
     ],
@@ -109,3 +110,23 @@ def test_a_bad_policy_stops_fetch_config_only(monkeypatch: pytest.MonkeyPatch) -
         r"dgprov fetch-config: error: HKLM\SOFTWARE\Policies\dgprov\Source is 'x': use one of auto"
     ]
     assert CliRunner().invoke(main, ["enroll", "--help"]).exit_code == 0
+
+
+def test_the_admx_template_sets_every_value_dgprov_reads() -> None:
+    """The ADMX and its ADML: one policy a value, in the key fetch-config reads, each with its
+    text and its presentation, so a GPO or Intune's imported ADMX sets exactly these."""
+    import xml.etree.ElementTree as ElementTree
+
+    folder = Path(__file__).resolve().parents[2] / "packaging" / "windows" / "admx"
+    ns = {"p": "http://schemas.microsoft.com/GroupPolicy/2006/07/PolicyDefinitions"}
+    admx = ElementTree.parse(folder / "dgprov.admx").getroot()
+    adml = ElementTree.parse(folder / "en-US" / "dgprov.adml").getroot()
+    strings = {s.get("id") for s in adml.iterfind(".//p:string", ns)}
+    presentations = {p.get("id") for p in adml.iterfind(".//p:presentation", ns)}
+    values = []
+    for entry in admx.iterfind(".//p:policy", ns):
+        assert entry.get("key") == policy.WINDOWS_KEY and entry.get("class") == "Machine"
+        name = entry.get("name")
+        assert {name, f"{name}_Help"} <= strings and name in presentations
+        values += [str(text.get("valueName")) for text in entry.iterfind(".//p:text", ns)]
+    assert sorted(values) == sorted(policy.SETTINGS)

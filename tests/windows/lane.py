@@ -47,7 +47,8 @@ def summary(
     where = "on Windows" if on_windows else "in Wine"
     line = (
         f"Windows lane: {ran} Windows tests ran ({native['ran']} under Windows CPython {where}, "
-        f"{exe['ran']} end-to-end checks of dgprov.exe), {failed} failed, {skipped} skipped"
+        f"{exe['ran']} end-to-end checks of dgprov.exe and its MSI), {failed} failed, "
+        f"{skipped} skipped"
     )
     if on_windows:
         line += " (the AD and broker checks, which need slapd, run in the Wine lane)"
