@@ -192,8 +192,20 @@ def refuse_links(path: Path, below: Path | None, lstat: Callable[[Path], Any] = 
 
 
 def _write_by_name(path: Path, data: bytes | Iterable[str], below: Path | None) -> None:
+    if below is not None and sys.platform == "win32":
+        # Another user's profile: its folders are held open, checked by handle, until written.
+        from .windows_files import pinned_folders
+
+        with pinned_folders(below, path.parent):
+            refuse_links(path, None)
+            _replace_by_name(path, data)
+        return
     refuse_links(path, below)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _replace_by_name(path, data)
+
+
+def _replace_by_name(path: Path, data: bytes | Iterable[str]) -> None:
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.chmod(temporary, 0o600)

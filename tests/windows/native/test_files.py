@@ -12,6 +12,7 @@ import pytest
 from dgprov import client_files, entra_auth, private_files, proxy_client
 from dgprov.private_files import open_private_log, write_private_file
 from dgprov.stored_value import ProvisioningConfig
+from tests.windows.native.windows_host import running_under_wine
 
 CONFIG = ProvisioningConfig("https://enroll.corp.example/", "AbCdEfGhIjKlMnOpQrStUvWxYz012345")
 
@@ -75,3 +76,32 @@ def test_the_log_file_appends(tmp_path: Path) -> None:
 
 def test_the_proxy_is_told_the_platform_is_windows() -> None:
     assert proxy_client.PLATFORMS["win32"] == "windows"
+
+
+def test_folders_are_pinned_and_checked_by_handle(tmp_path: Path) -> None:
+    """The real calls: each folder opened without following it, its attributes read from the
+    handle. Windows then refuses to rename a held folder (so nobody can swap it for a junction
+    during the write); Wine does not enforce that, so there only the handles are checked."""
+    from dgprov.windows_files import (
+        FILE_ATTRIBUTE_DIRECTORY,
+        FILE_ATTRIBUTE_REPARSE_POINT,
+        WindowsFolderHandles,
+        pinned_folders,
+    )
+
+    home = tmp_path / "profile"
+    home.mkdir()
+    handles = WindowsFolderHandles()
+    handle = handles.open(home)
+    try:
+        attributes = handles.attributes(handle)
+    finally:
+        handles.close(handle)
+    assert attributes & FILE_ATTRIBUTE_DIRECTORY and not attributes & FILE_ATTRIBUTE_REPARSE_POINT
+    target = home / "AppData" / "Roaming" / "net.defguard"
+    with pinned_folders(home, target):
+        assert target.is_dir()
+        if not running_under_wine():
+            with pytest.raises(PermissionError):
+                os.rename(home / "AppData", home / "Elsewhere")
+    os.rename(home / "AppData", home / "Elsewhere")  # released
