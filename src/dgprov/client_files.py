@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from . import environment, join
 from .errors import UsageError
-from .private_files import write_private_file
+from .private_files import Owner, write_private_file
 from .stored_value import ProvisioningConfig, from_file_json, to_file_json
 from .windows_accounts import WindowsAccounts, is_local_system
 
@@ -42,7 +42,7 @@ class TargetUser:
 
     name: str
     home: Path | None  # None: the current user's own environment decides
-    owner: tuple[int, int] | None  # (uid, gid) when running for someone else
+    owner: Owner | None  # (uid, gid), or on Windows the SID, when running for someone else
 
     @property
     def someone_else(self) -> bool:
@@ -120,16 +120,22 @@ def resolve_windows_target(
         notify(f"running as SYSTEM: provisioning {for_user}, the console user")
     if for_user is None:
         return TargetUser(getpass.getuser(), None, None)
-    return TargetUser(for_user, windows_profile(for_user, accounts), None)
+    sid, profile = windows_account(for_user, accounts)
+    return TargetUser(for_user, profile, sid)  # the file and new folders go to that account
 
 
 WINDOWS_NAME_FORBIDDEN = frozenset('"/[]:;|=,+*?<>')
 
 
 def windows_profile(login: str, accounts: WindowsAccounts) -> Path:
-    """The profile folder of the Windows account ``login`` (``DOMAIN\\user``, ``user@domain`` or
-    ``user``), as Windows itself records it: account -> SID -> ``ProfileImagePath`` in the
-    registry's ProfileList.
+    """The profile folder of the Windows account ``login`` (see ``windows_account``)."""
+    return windows_account(login, accounts)[1]
+
+
+def windows_account(login: str, accounts: WindowsAccounts) -> tuple[str, Path]:
+    """The SID and profile folder of the Windows account ``login`` (``DOMAIN\\user``,
+    ``user@domain`` or ``user``), as Windows itself records them: account -> SID ->
+    ``ProfileImagePath`` in the registry's ProfileList.
 
     ``C:\\Users\\<name>`` is only the usual place: a renamed account, a second profile of the
     same name (``jdoe.CORP``), a moved profile root or a name that differs from its folder all
@@ -151,7 +157,7 @@ def windows_profile(login: str, accounts: WindowsAccounts) -> Path:
             f"--for-user {login}: the account has no profile on this machine yet (Windows "
             "creates it at the first sign-in); run again after the user has signed in once"
         )
-    return Path(profile)
+    return sid, Path(profile)
 
 
 def data_directory(
@@ -187,7 +193,7 @@ def data_directory(
 def write(
     path: Path,
     config: ProvisioningConfig,
-    owner: tuple[int, int] | None = None,
+    owner: Owner | None = None,
     home: Path | None = None,
 ) -> None:
     """Atomically write the file (0600 on POSIX); with ``owner``, hand it and new folders over.

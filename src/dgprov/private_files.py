@@ -35,7 +35,8 @@ _BY_DESCRIPTOR = (
     and _NOFOLLOW != 0
 )
 
-Owner = tuple[int, int]  # (uid, gid)
+PosixOwner = tuple[int, int]  # (uid, gid)
+Owner = PosixOwner | str  # or, on Windows, the account's SID
 
 
 def is_link(info: Any) -> bool:
@@ -70,10 +71,12 @@ def write_private_file(
     and the directories created for it to that user.
     """
     if not _BY_DESCRIPTOR:
-        if owner is not None:
+        if owner is not None and not isinstance(owner, str):
             raise UsageError("handing a file to another user needs a POSIX system")
-        _write_by_name(path, data, below)
+        _write_by_name(path, data, below, owner)
         return
+    if isinstance(owner, str):
+        raise UsageError("an owner given as a SID needs Windows")
     directory = _open_directory(path.parent, below, owner)
     try:
         _replace_at(directory, path, data, owner)
@@ -81,7 +84,7 @@ def write_private_file(
         os.close(directory)
 
 
-def _open_directory(parent: Path, below: Path | None, owner: Owner | None) -> int:
+def _open_directory(parent: Path, below: Path | None, owner: PosixOwner | None) -> int:
     """A descriptor of ``parent``: through the path up to ``below``, then name by name."""
     if below is None:
         parent.mkdir(parents=True, exist_ok=True)  # the caller's own path: its links are its own
@@ -100,7 +103,7 @@ def _open_directory(parent: Path, below: Path | None, owner: Owner | None) -> in
     return descriptor
 
 
-def _child_directory(parent: int, name: str, shown: Path, owner: Owner | None) -> int:
+def _child_directory(parent: int, name: str, shown: Path, owner: PosixOwner | None) -> int:
     """Open (creating it 0700 if missing) the directory ``name`` in ``parent``, never a link."""
     if sys.platform == "win32":  # _BY_DESCRIPTOR is False there: never called
         raise AssertionError("POSIX only")
@@ -131,7 +134,7 @@ def _refuse_link_at(directory: int, name: str, shown: Path) -> None:
 
 
 def _replace_at(
-    directory: int, path: Path, data: bytes | Iterable[str], owner: Owner | None
+    directory: int, path: Path, data: bytes | Iterable[str], owner: PosixOwner | None
 ) -> None:
     if sys.platform == "win32":  # _BY_DESCRIPTOR is False there: never called
         raise AssertionError("POSIX only")
@@ -191,14 +194,21 @@ def refuse_links(path: Path, below: Path | None, lstat: Callable[[Path], Any] = 
             raise _link_refused(name)
 
 
-def _write_by_name(path: Path, data: bytes | Iterable[str], below: Path | None) -> None:
+def _write_by_name(
+    path: Path, data: bytes | Iterable[str], below: Path | None, owner: Owner | None = None
+) -> None:
     if below is not None and sys.platform == "win32":
-        # Another user's profile: its folders are held open, checked by handle, until written.
+        # Another user's profile: its folders are held open, checked by handle, until written;
+        # with ``owner`` (a SID) the folders made and the file are handed over by handle.
         from .windows_files import pinned_folders
 
-        with pinned_folders(below, path.parent):
+        sid = owner if isinstance(owner, str) else None
+        with pinned_folders(below, path.parent, owner=sid):
             refuse_links(path, None)
-            _replace_by_name(path, data)
+            if sid is None:
+                _replace_by_name(path, data)
+            else:
+                _replace_owned(path, data, sid)
         return
     refuse_links(path, below)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -214,6 +224,27 @@ def _replace_by_name(path: Path, data: bytes | Iterable[str]) -> None:
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _replace_owned(path: Path, data: bytes | Iterable[str], sid: str) -> None:
+    """``_replace_by_name`` for Windows with the new file handed to ``sid`` on its handle."""
+    from .windows_files import write_new_file_owned_by
+
+    content = data if isinstance(data, bytes) else "".join(data).encode()
+    for _ in range(100):
+        temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}"
+        try:
+            write_new_file_owned_by(temporary, content, sid)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"{path.parent}: no free temporary name")
+    try:
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
         raise
 
 

@@ -35,29 +35,38 @@ _FILE_FLAG_BACKUP_SEMANTICS = 0x02000000  # needed to open a folder
 _FILE_FLAG_OPEN_REPARSE_POINT = 0x00200000
 _FILE_ATTRIBUTE_TAG_INFO = 9  # FILE_INFO_BY_HANDLE_CLASS.FileAttributeTagInfo
 _INVALID_HANDLE = ctypes.c_void_p(-1).value
+_READ_CONTROL, _WRITE_OWNER, _GENERIC_WRITE = 0x00020000, 0x00080000, 0x40000000
+_CREATE_NEW, _FILE_ATTRIBUTE_NORMAL, _ERROR_FILE_EXISTS = 1, 0x80, 80
+_SE_FILE_OBJECT, _OWNER_SECURITY_INFORMATION = 1, 0x1
+_TOKEN_ADJUST_PRIVILEGES, _TOKEN_QUERY, _SE_PRIVILEGE_ENABLED = 0x20, 0x8, 0x2
 
 
 class FolderHandles(Protocol):
-    """Open a folder without following it or letting it move, ask its attributes, close it."""
+    """Open a folder without following it or letting it move, ask its attributes, hand it to
+    another owner, close it."""
 
-    def open(self, path: Path) -> Any: ...
+    def open(self, path: Path, for_new_owner: bool = False) -> Any: ...
 
     def attributes(self, handle: Any) -> int: ...
+
+    def set_owner(self, handle: Any, sid: str) -> None: ...
 
     def close(self, handle: Any) -> None: ...
 
 
 @contextlib.contextmanager
 def pinned_folders(
-    below: Path, parent: Path, handles: FolderHandles | None = None
+    below: Path, parent: Path, handles: FolderHandles | None = None, owner: str | None = None
 ) -> Iterator[None]:
     """Hold every folder from ``below`` down to ``parent`` open and checked, creating the
-    missing ones, until the block ends; a link or junction among them is ``UnsafePath``."""
+    missing ones, until the block ends; a link or junction among them is ``UnsafePath``.
+    ``owner`` (a SID): the folders created here are handed to that account, by handle."""
     calls = handles or WindowsFolderHandles()
     held: list[Any] = []
     try:
         folder = below
         for name in (None, *parent.relative_to(below).parts):
+            created = False
             if name is not None:
                 if name in (".", ".."):
                     raise UnsafePath(
@@ -66,7 +75,8 @@ def pinned_folders(
                 folder = folder / name
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(folder)  # in a pinned, checked parent; checked itself just below
-            handle = calls.open(folder)
+                    created = True
+            handle = calls.open(folder, for_new_owner=created and owner is not None)
             held.append(handle)
             attributes = calls.attributes(handle)
             if attributes & FILE_ATTRIBUTE_REPARSE_POINT:
@@ -76,6 +86,8 @@ def pinned_folders(
                 )
             if not attributes & FILE_ATTRIBUTE_DIRECTORY:
                 raise UnsafePath(f"{folder}: not a folder; remove it and run again")
+            if created and owner is not None:
+                calls.set_owner(handle, owner)
         yield
     finally:
         for handle in reversed(held):
@@ -100,11 +112,23 @@ class WindowsFolderHandles:
             wintypes.HANDLE, ctypes.c_int, wintypes.LPVOID, wintypes.DWORD,
         ]  # fmt: skip
         kernel.CloseHandle.argtypes = [wintypes.HANDLE]
+        advapi = ctypes.WinDLL("advapi32", use_last_error=True)  # type: ignore[attr-defined,unused-ignore]
+        advapi.SetSecurityInfo.argtypes = [
+            wintypes.HANDLE, ctypes.c_int, wintypes.DWORD, wintypes.LPVOID,
+            wintypes.LPVOID, wintypes.LPVOID, wintypes.LPVOID,
+        ]  # fmt: skip
+        advapi.GetSecurityInfo.argtypes = [
+            wintypes.HANDLE, ctypes.c_int, wintypes.DWORD, ctypes.POINTER(wintypes.LPVOID),
+            wintypes.LPVOID, wintypes.LPVOID, wintypes.LPVOID, ctypes.POINTER(wintypes.LPVOID),
+        ]  # fmt: skip
         self._kernel: Any = kernel
+        self._advapi: Any = advapi
+        self._restore_enabled: bool = False
 
-    def open(self, path: Path) -> Any:
+    def open(self, path: Path, for_new_owner: bool = False) -> Any:
+        access = _FILE_READ_ATTRIBUTES | (_READ_CONTROL | _WRITE_OWNER if for_new_owner else 0)
         handle = self._kernel.CreateFileW(
-            str(path), _FILE_READ_ATTRIBUTES, _FILE_SHARE_READ_WRITE, None, _OPEN_EXISTING,
+            str(path), access, _FILE_SHARE_READ_WRITE, None, _OPEN_EXISTING,
             _FILE_FLAG_BACKUP_SEMANTICS | _FILE_FLAG_OPEN_REPARSE_POINT, None,
         )  # fmt: skip
         if handle is None or handle == _INVALID_HANDLE:
@@ -122,3 +146,109 @@ class WindowsFolderHandles:
 
     def close(self, handle: Any) -> None:
         self._kernel.CloseHandle(handle)
+
+    def create_file(self, path: Path) -> Any:
+        """A new file (never an existing name or a link), open for writing and for a new owner."""
+        handle = self._kernel.CreateFileW(
+            str(path), _GENERIC_WRITE | _READ_CONTROL | _WRITE_OWNER, 0, None, _CREATE_NEW,
+            _FILE_ATTRIBUTE_NORMAL, None,
+        )  # fmt: skip
+        if handle is None or handle == _INVALID_HANDLE:
+            error = ctypes.get_last_error()  # type: ignore[attr-defined,unused-ignore]
+            if error == _ERROR_FILE_EXISTS:
+                raise FileExistsError(str(path))
+            raise OSError(error, ctypes.FormatError(error), str(path))  # type: ignore[attr-defined,unused-ignore]
+        return handle
+
+    def set_owner(self, handle: Any, sid: str) -> None:
+        """Hand the object to ``sid``. Naming another account as owner needs SeRestorePrivilege,
+        which SYSTEM and administrators hold but have to switch on first."""
+        from ctypes import wintypes
+
+        self._enable_restore_privilege()
+        binary = wintypes.LPVOID()
+        if not self._advapi.ConvertStringSidToSidW(sid, ctypes.byref(binary)):
+            raise UnsafePath(f"{sid}: not a SID Windows accepts")
+        try:
+            status = self._advapi.SetSecurityInfo(
+                handle, _SE_FILE_OBJECT, _OWNER_SECURITY_INFORMATION, binary, None, None, None
+            )
+        finally:
+            self._kernel.LocalFree(binary)
+        if status != 0:
+            raise UnsafePath(f"cannot hand the file to {sid} ({ctypes.FormatError(status)})")  # type: ignore[attr-defined,unused-ignore]
+
+    def owner(self, handle: Any) -> str:
+        """The owner's SID, read from a handle opened with READ_CONTROL."""
+        from ctypes import wintypes
+
+        sid, descriptor = wintypes.LPVOID(), wintypes.LPVOID()
+        status = self._advapi.GetSecurityInfo(
+            handle, _SE_FILE_OBJECT, _OWNER_SECURITY_INFORMATION, ctypes.byref(sid),
+            None, None, None, ctypes.byref(descriptor),
+        )  # fmt: skip
+        if status != 0:
+            raise OSError(status, "GetSecurityInfo failed")
+        try:
+            text = wintypes.LPWSTR()
+            if not self._advapi.ConvertSidToStringSidW(sid, ctypes.byref(text)):
+                raise OSError("ConvertSidToStringSidW failed")
+            value = str(text.value)
+            self._kernel.LocalFree(text)
+            return value
+        finally:
+            self._kernel.LocalFree(descriptor)
+
+    def _enable_restore_privilege(self) -> None:
+        if self._restore_enabled:
+            return
+        from ctypes import wintypes
+
+        class Privilege(ctypes.Structure):
+            _fields_ = [
+                ("count", wintypes.DWORD),
+                ("low", wintypes.DWORD),
+                ("high", wintypes.LONG),
+                ("attributes", wintypes.DWORD),
+            ]
+
+        token = wintypes.HANDLE()
+        self._kernel.GetCurrentProcess.restype = wintypes.HANDLE
+        self._advapi.OpenProcessToken.argtypes = [
+            wintypes.HANDLE, wintypes.DWORD, ctypes.POINTER(wintypes.HANDLE),
+        ]  # fmt: skip
+        if not self._advapi.OpenProcessToken(
+            self._kernel.GetCurrentProcess(),
+            _TOKEN_ADJUST_PRIVILEGES | _TOKEN_QUERY,
+            ctypes.byref(token),
+        ):
+            return  # then SetSecurityInfo says what is missing
+        try:
+            privilege = Privilege(1, 0, 0, _SE_PRIVILEGE_ENABLED)
+            luid = (wintypes.DWORD * 2)()
+            if self._advapi.LookupPrivilegeValueW(None, "SeRestorePrivilege", ctypes.byref(luid)):
+                privilege.low, privilege.high = luid[0], luid[1]
+                self._advapi.AdjustTokenPrivileges(
+                    token, False, ctypes.byref(privilege), 0, None, None
+                )
+        finally:
+            self._kernel.CloseHandle(token)
+        self._restore_enabled = True
+
+
+def write_new_file_owned_by(path: Path, data: bytes, owner: str) -> None:
+    """Create ``path`` (a new name) with ``data``, its owner ``owner`` set on the handle before
+    the first byte is written."""
+    import msvcrt
+
+    calls = WindowsFolderHandles()
+    handle = calls.create_file(path)
+    try:
+        calls.set_owner(handle, owner)
+    except BaseException:
+        calls.close(handle)
+        os.unlink(path)
+        raise
+    descriptor = msvcrt.open_osfhandle(handle, os.O_WRONLY | getattr(os, "O_BINARY", 0))  # type: ignore[attr-defined,unused-ignore]
+    with os.fdopen(descriptor, "wb") as stream:
+        stream.write(data)

@@ -40,6 +40,7 @@ def test_system_provisions_the_console_user_in_the_profile_windows_records() -> 
     assert target.name == "CORP\\jdoe"
     assert target.home is not None and PureWindowsPath(target.home) == PureWindowsPath(JDOE_PROFILE)
     assert target.someone_else  # so whose token it writes is checked
+    assert target.owner == JDOE_SID  # the file and the folders made for it go to jdoe
     assert said == ["running as SYSTEM: provisioning CORP\\jdoe, the console user"]
 
 

@@ -25,10 +25,14 @@ class FakeHandles:
         self.links, self.files = links, files
         self.opened: list[str] = []
         self.closed: list[str] = []
+        self.owners: dict[str, str] = {}
 
-    def open(self, path: Path) -> str:
+    def open(self, path: Path, for_new_owner: bool = False) -> str:
         self.opened.append(path.name)
         return path.name
+
+    def set_owner(self, handle: str, sid: str) -> None:
+        self.owners[handle] = sid
 
     def attributes(self, handle: str) -> int:
         if handle in self.links:
@@ -74,3 +78,16 @@ def test_a_file_where_a_folder_belongs_is_refused(tmp_path: Path) -> None:
         ),
     ):
         pass
+
+
+def test_only_the_folders_made_here_are_handed_to_the_user(tmp_path: Path) -> None:
+    handles = FakeHandles()
+    home = tmp_path / "jdoe"
+    (home / "AppData").mkdir(parents=True)
+    target = home / "AppData" / "Roaming" / "net.defguard"
+    with pinned_folders(home, target, handles, owner="S-1-5-21-1-2-3-1107"):
+        pass
+    assert handles.owners == {
+        "Roaming": "S-1-5-21-1-2-3-1107",
+        "net.defguard": "S-1-5-21-1-2-3-1107",
+    }

@@ -105,3 +105,25 @@ def test_folders_are_pinned_and_checked_by_handle(tmp_path: Path) -> None:
             with pytest.raises(PermissionError):
                 os.rename(home / "AppData", home / "Elsewhere")
     os.rename(home / "AppData", home / "Elsewhere")  # released
+
+
+def test_the_file_and_new_folders_are_handed_over_on_their_handles(tmp_path: Path) -> None:
+    """SYSTEM writing for jdoe makes jdoe the owner, set on each handle before the first byte;
+    here the account is this one (Wine has no second), which exercises the same calls."""
+    from dgprov import windows_accounts
+    from dgprov.windows_files import WindowsFolderHandles
+
+    sid = windows_accounts.current_sid()
+    home = tmp_path / "profile"
+    home.mkdir()
+    path = client_files.data_directory(home=home) / client_files.FILE_NAME
+    client_files.write(path, CONFIG, owner=sid, home=home)
+    assert client_files.read(path) == CONFIG
+    assert sorted(p.name for p in path.parent.iterdir()) == ["provisioning.json"]  # no temporary
+    handles = WindowsFolderHandles()
+    for owned in (path, path.parent):
+        handle = handles.open(owned, for_new_owner=True)
+        try:
+            assert handles.owner(handle) == sid
+        finally:
+            handles.close(handle)
