@@ -102,6 +102,7 @@ windows-tools:
 	@missing=""; \
 	command -v wine >/dev/null 2>&1 || missing="$$missing wine wine64"; \
 	command -v wixl >/dev/null 2>&1 || missing="$$missing wixl"; \
+	command -v msiinfo >/dev/null 2>&1 || missing="$$missing msitools"; \
 	command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || missing="$$missing gcc-mingw-w64-x86-64-win32"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from . import policy
 from .errors import UsageError
 
 INSTALL_KEY = r"SOFTWARE\dgprov"
@@ -41,7 +42,8 @@ def logon_command(install_dir: Path) -> str:
 
 def task_xml(install_dir: Path) -> str:
     """The task definition: triggered by any user's logon, run as that user (the Users group,
-    least privilege), hidden, one instance at a time, stopped after ``TIME_LIMIT``."""
+    least privilege), hidden, stopped after ``TIME_LIMIT``. Instances run in parallel: the
+    policy is the task's, not a user's, so one user's run must not swallow another's logon."""
     command = escape(str(install_dir / LOGON_EXE))
     return f"""<?xml version="1.0" encoding="UTF-16"?>
 <Task version="1.2" xmlns="http://schemas.microsoft.com/windows/2004/02/mit/task">
@@ -62,7 +64,7 @@ def task_xml(install_dir: Path) -> str:
     </Principal>
   </Principals>
   <Settings>
-    <MultipleInstancesPolicy>IgnoreNew</MultipleInstancesPolicy>
+    <MultipleInstancesPolicy>Parallel</MultipleInstancesPolicy>
     <DisallowStartIfOnBatteries>false</DisallowStartIfOnBatteries>
     <StopIfGoingOnBatteries>false</StopIfGoingOnBatteries>
     <StartWhenAvailable>true</StartWhenAvailable>
@@ -108,14 +110,38 @@ def _schtasks(*arguments: str) -> subprocess.CompletedProcess[str]:
         raise UsageError(f"schtasks.exe could not run ({exc})") from None
 
 
-def register(install_dir: Path) -> None:
-    """Register the task for the programs in ``install_dir`` and record it (run as SYSTEM by the
-    MSI; an administrator can run it again to repair)."""
+def policy_values(given: list[str]) -> dict[str, str]:
+    """``Name=value`` pairs for the policy key, as the MSI passes its properties: an empty
+    value (a property not given) is left out, so a repair never blanks a value; the rest are
+    checked as ``fetch-config`` checks the key."""
+    values: dict[str, str] = {}
+    for pair in given:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in policy.SETTINGS:
+            raise UsageError(
+                f"--policy {name!r}: use Name=value with one of {', '.join(policy.SETTINGS)}"
+            )
+        if value.strip():
+            values[name] = value.strip()
+    policy.parse_policy(values, f"HKLM\\{policy.WINDOWS_KEY}")
+    return values
+
+
+def register(install_dir: Path, settings: dict[str, str] | None = None) -> None:
+    """Register the task for the programs in ``install_dir``, record it, and write ``settings``
+    (policy value name -> value) to the policy key. Run as SYSTEM by the MSI; an administrator
+    can run it again to repair."""
     if sys.platform != "win32":
         raise UsageError("the logon action is a Windows scheduled task; run this on Windows")
     if not (install_dir / LOGON_EXE).is_file():
         raise UsageError(f"{install_dir / LOGON_EXE} is missing: reinstall dgprov")
     import winreg
+
+    if settings:
+        flags = winreg.KEY_WRITE | winreg.KEY_WOW64_64KEY
+        with winreg.CreateKeyEx(winreg.HKEY_LOCAL_MACHINE, policy.WINDOWS_KEY, 0, flags) as key:
+            for name, value in settings.items():
+                winreg.SetValueEx(key, name, 0, winreg.REG_SZ, value)
 
     with tempfile.TemporaryDirectory(prefix="dgprov-task-") as folder:
         definition = Path(folder) / "task.xml"
@@ -126,22 +152,25 @@ def register(install_dir: Path) -> None:
         raise UsageError(
             f"schtasks refused the logon task: {shown[0] if shown else created.returncode}"
         )
-    with winreg.CreateKeyEx(winreg.HKEY_LOCAL_MACHINE, INSTALL_KEY, 0, winreg.KEY_WRITE) as key:
+    flags = winreg.KEY_WRITE | winreg.KEY_WOW64_64KEY
+    with winreg.CreateKeyEx(winreg.HKEY_LOCAL_MACHINE, INSTALL_KEY, 0, flags) as key:
         winreg.SetValueEx(key, "LogonTask", 0, winreg.REG_SZ, TASK_NAME)
         winreg.SetValueEx(key, "LogonCommand", 0, winreg.REG_SZ, logon_command(install_dir))
 
 
 def remove() -> None:
-    """Delete the task and its record; a task already gone is no error (uninstall repeats)."""
+    """Delete the task, its record and the policy key; what is already gone is no error
+    (uninstall repeats). Every user's ``provisioning.json`` stays."""
     if sys.platform != "win32":
         raise UsageError("the logon action is a Windows scheduled task; run this on Windows")
     import winreg
 
     _schtasks("/Delete", "/TN", TASK_NAME, "/F")
-    try:
-        winreg.DeleteKey(winreg.HKEY_LOCAL_MACHINE, INSTALL_KEY)  # its two values with it
-    except FileNotFoundError:
-        return
+    for key in (INSTALL_KEY, policy.WINDOWS_KEY):  # each with its values; a GPO rewrites its own
+        try:
+            winreg.DeleteKeyEx(winreg.HKEY_LOCAL_MACHINE, key, winreg.KEY_WOW64_64KEY, 0)
+        except FileNotFoundError:
+            continue
 
 
 def installed_folder() -> Path:

@@ -205,10 +205,7 @@ def _write_by_name(
         sid = owner if isinstance(owner, str) else None
         with pinned_folders(below, path.parent, owner=sid):
             refuse_links(path, None)
-            if sid is None:
-                _replace_by_name(path, data)
-            else:
-                _replace_owned(path, data, sid)
+            _replace_in_pinned_folder(path, data, sid)
         return
     refuse_links(path, below)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -221,21 +218,24 @@ def _replace_by_name(path: Path, data: bytes | Iterable[str]) -> None:
         os.chmod(temporary, 0o600)
         with os.fdopen(descriptor, "wb") as handle:
             _write_data(handle, data)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
 
 
-def _replace_owned(path: Path, data: bytes | Iterable[str], sid: str) -> None:
-    """``_replace_by_name`` for Windows with the new file handed to ``sid`` on its handle."""
-    from .windows_files import write_new_file_owned_by
+def _replace_in_pinned_folder(path: Path, data: bytes | Iterable[str], sid: str | None) -> None:
+    """``_replace_by_name`` for a folder ``windows_files.pinned_folders`` holds: the temporary
+    file created and checked by handle (and handed to ``sid``), then renamed over ``path``."""
+    from .windows_files import write_new_file
 
     content = data if isinstance(data, bytes) else "".join(data).encode()
     for _ in range(100):
         temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}"
         try:
-            write_new_file_owned_by(temporary, content, sid)
+            write_new_file(temporary, content, sid)
             break
         except FileExistsError:
             continue

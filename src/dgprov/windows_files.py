@@ -39,6 +39,7 @@ _READ_CONTROL, _WRITE_OWNER, _GENERIC_WRITE = 0x00020000, 0x00080000, 0x40000000
 _CREATE_NEW, _FILE_ATTRIBUTE_NORMAL, _ERROR_FILE_EXISTS = 1, 0x80, 80
 _SE_FILE_OBJECT, _OWNER_SECURITY_INFORMATION = 1, 0x1
 _TOKEN_ADJUST_PRIVILEGES, _TOKEN_QUERY, _SE_PRIVILEGE_ENABLED = 0x20, 0x8, 0x2
+_PATH_LIMIT = 32768
 
 
 class FolderHandles(Protocol):
@@ -51,7 +52,16 @@ class FolderHandles(Protocol):
 
     def set_owner(self, handle: Any, sid: str) -> None: ...
 
+    def final_path(self, handle: Any) -> str: ...
+
     def close(self, handle: Any) -> None: ...
+
+
+def same_place(final: str, expected: Path) -> bool:
+    """Whether a handle's final path is ``expected``, compared as Windows compares paths."""
+    return os.path.normcase(os.path.normpath(final)) == os.path.normcase(
+        os.path.normpath(str(expected))
+    )
 
 
 @contextlib.contextmanager
@@ -86,6 +96,14 @@ def pinned_folders(
                 )
             if not attributes & FILE_ATTRIBUTE_DIRECTORY:
                 raise UnsafePath(f"{folder}: not a folder; remove it and run again")
+            # An empty folder can become a junction in place (its owner may set a reparse
+            # point on it despite the handle), after which the next name would be created
+            # elsewhere: where each opened folder really is settles it.
+            if not same_place(calls.final_path(handle), folder):
+                raise UnsafePath(
+                    f"{folder} leads elsewhere (a junction was made while dgprov worked): "
+                    "remove it and run again"
+                )
             if created and owner is not None:
                 calls.set_owner(handle, owner)
         yield
@@ -112,6 +130,9 @@ class WindowsFolderHandles:
             wintypes.HANDLE, ctypes.c_int, wintypes.LPVOID, wintypes.DWORD,
         ]  # fmt: skip
         kernel.CloseHandle.argtypes = [wintypes.HANDLE]
+        kernel.GetFinalPathNameByHandleW.argtypes = [
+            wintypes.HANDLE, wintypes.LPWSTR, wintypes.DWORD, wintypes.DWORD,
+        ]  # fmt: skip
         advapi = ctypes.WinDLL("advapi32", use_last_error=True)  # type: ignore[attr-defined,unused-ignore]
         advapi.SetSecurityInfo.argtypes = [
             wintypes.HANDLE, ctypes.c_int, wintypes.DWORD, wintypes.LPVOID,
@@ -146,6 +167,14 @@ class WindowsFolderHandles:
 
     def close(self, handle: Any) -> None:
         self._kernel.CloseHandle(handle)
+
+    def final_path(self, handle: Any) -> str:
+        """Where the handle's object really is, links resolved (``\\\\?\\`` dropped)."""
+        buffer = ctypes.create_unicode_buffer(_PATH_LIMIT)
+        length = self._kernel.GetFinalPathNameByHandleW(handle, buffer, _PATH_LIMIT, 0)
+        if not 0 < length < _PATH_LIMIT:
+            raise UnsafePath("cannot tell where a folder dgprov opened really is")
+        return buffer.value.removeprefix("\\\\?\\")
 
     def create_file(self, path: Path) -> Any:
         """A new file (never an existing name or a link), open for writing and for a new owner."""
@@ -236,19 +265,32 @@ class WindowsFolderHandles:
         self._restore_enabled = True
 
 
-def write_new_file_owned_by(path: Path, data: bytes, owner: str) -> None:
-    """Create ``path`` (a new name) with ``data``, its owner ``owner`` set on the handle before
-    the first byte is written."""
+def write_new_file(path: Path, data: bytes, owner: str | None) -> None:
+    """Create ``path`` (a new name, in a pinned folder) with ``data`` and flush it to disk; with
+    ``owner`` (a SID) that account owns it, set on the handle before the first byte. Once the
+    file exists its folder is not empty, so no junction can be made of it any more; that the
+    new file is where it should be is checked on its handle."""
     import msvcrt
 
     calls = WindowsFolderHandles()
     handle = calls.create_file(path)
     try:
-        calls.set_owner(handle, owner)
+        if not same_place(calls.final_path(handle), path):
+            raise UnsafePath(f"{path.parent} leads elsewhere (a junction): remove it, run again")
+        if owner is not None:
+            calls.set_owner(handle, owner)
+        descriptor = msvcrt.open_osfhandle(handle, os.O_WRONLY | getattr(os, "O_BINARY", 0))  # type: ignore[attr-defined,unused-ignore]
     except BaseException:
         calls.close(handle)
-        os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
         raise
-    descriptor = msvcrt.open_osfhandle(handle, os.O_WRONLY | getattr(os, "O_BINARY", 0))  # type: ignore[attr-defined,unused-ignore]
-    with os.fdopen(descriptor, "wb") as stream:
-        stream.write(data)
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise

@@ -17,22 +17,33 @@ from dgprov.windows_files import (
 
 
 class FakeHandles:
-    """Folders by path; ``links`` are reparse points, ``files`` are not folders."""
+    """Folders by name; ``links`` are reparse points, ``files`` are not folders, ``elsewhere``
+    were made junctions in place after they were opened (their final path is another)."""
 
     def __init__(
-        self, links: frozenset[str] = frozenset(), files: frozenset[str] = frozenset()
+        self,
+        links: frozenset[str] = frozenset(),
+        files: frozenset[str] = frozenset(),
+        elsewhere: frozenset[str] = frozenset(),
     ) -> None:
-        self.links, self.files = links, files
+        self.links, self.files, self.elsewhere = links, files, elsewhere
         self.opened: list[str] = []
         self.closed: list[str] = []
         self.owners: dict[str, str] = {}
+        self.paths: dict[str, Path] = {}
 
     def open(self, path: Path, for_new_owner: bool = False) -> str:
         self.opened.append(path.name)
+        self.paths[path.name] = path
         return path.name
 
     def set_owner(self, handle: str, sid: str) -> None:
         self.owners[handle] = sid
+
+    def final_path(self, handle: str) -> str:
+        if handle in self.elsewhere:
+            return "C:\\Windows\\System32\\" + handle
+        return str(self.paths[handle])
 
     def attributes(self, handle: str) -> int:
         if handle in self.links:
@@ -91,3 +102,15 @@ def test_only_the_folders_made_here_are_handed_to_the_user(tmp_path: Path) -> No
         "Roaming": "S-1-5-21-1-2-3-1107",
         "net.defguard": "S-1-5-21-1-2-3-1107",
     }
+
+
+def test_a_folder_made_a_junction_in_place_is_caught_by_where_it_leads(tmp_path: Path) -> None:
+    """An empty folder's owner can set a reparse point on it while dgprov holds it; the next
+    folder would then be made elsewhere. Where the opened folder really is gives it away."""
+    handles = FakeHandles(elsewhere=frozenset({"net.defguard"}))
+    home = tmp_path / "jdoe"
+    home.mkdir()
+    refused = pytest.raises(UnsafePath, match=r"net\.defguard leads elsewhere")
+    with refused, pinned_folders(home, home / "net.defguard", handles, owner="S-1-5-21-1"):
+        pytest.fail("wrote through a junction")
+    assert handles.owners == {}  # nothing handed over

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +33,7 @@ INSTALLED = r"HKLM\SOFTWARE\dgprov"
 PROVISIONING = wine_prefix.roaming_app_data() / "net.defguard" / "provisioning.json"
 LOGS = wine_prefix.local_app_data() / "dgprov" / "logs" / "fetch-config.log"
 
-pytestmark = pytest.mark.posix_services  # Wine's prefix; the release workflow does not install
+pytestmark = pytest.mark.posix_services  # wixl's MSI; the release workflow builds none
 
 
 def msi() -> Path:
@@ -110,7 +111,7 @@ def test_install_logon_action_and_uninstall(
         info["client_id"],
         "entra",
     )
-    assert policy["BrokerUrl"] == ""  # not given: empty, which dgprov reads as not set
+    assert "BrokerUrl" not in policy  # not given: not written (a repair blanks nothing)
     recorded = reg_values(INSTALLED)
     assert recorded is not None
     assert recorded["LogonTask"] == r"\dgprov\fetch-config at logon"
@@ -147,8 +148,6 @@ def test_install_logon_action_and_uninstall(
     assert not PROVISIONING.exists()
     assert "provisioned before" in LOGS.read_text("utf-8")
 
-    for name in by_policy:  # the GPO is withdrawn; the MSI removes what it wrote itself
-        wine_prefix.run(["reg", "delete", POLICY, "/v", name, "/f"], timeout=EXE_SECONDS)
     PROVISIONING.parent.mkdir(parents=True, exist_ok=True)
     PROVISIONING.write_text("{}")  # a user's file, which uninstall must leave alone
     assert msiexec("/x", wine_prefix.windows_path(installer)) == 0
@@ -157,3 +156,20 @@ def test_install_logon_action_and_uninstall(
     assert reg_values(INSTALLED) is None
     assert not (TASK / "fetch-config at logon").exists()
     assert PROVISIONING.read_text() == "{}"
+
+
+def test_the_msi_runs_its_actions_where_windows_allows_deferred_ones() -> None:
+    """A deferred action outside InstallInitialize..InstallFinalize is refused by Windows
+    (error 2762), which Wine does not enforce; wixl once put the uninstall action at 1."""
+    table = subprocess.run(
+        ["msiinfo", "export", str(msi()), "InstallExecuteSequence"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    order = {
+        row.split("\t")[0]: int(row.split("\t")[2])
+        for row in table.splitlines()[3:]
+        if row.count("\t") == 2
+    }
+    assert order["InstallInitialize"] < order["RemoveLogonAction"] < order["RemoveFiles"]
+    assert order["InstallFiles"] < order["RegisterLogonAction"] < order["InstallFinalize"]
+    assert order["InstallValidate"] < order["RemoveExistingProducts"]  # a major upgrade

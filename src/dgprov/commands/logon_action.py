@@ -15,10 +15,19 @@ def logon_action_command() -> None:
 
 
 @logon_action_command.command("register")
-def register_command() -> None:
+@click.option(
+    "--policy",
+    "settings",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Also write this value to HKLM\\SOFTWARE\\Policies\\dgprov (repeatable; an empty "
+    "value is left out).",
+)
+def register_command(settings: tuple[str, ...]) -> None:
     """Register the task for the installed dgprov (as an administrator or SYSTEM)."""
+    values = logon_action.policy_values(list(settings))  # checked before anything is changed
     folder = logon_action.installed_folder()
-    logon_action.register(folder)
+    logon_action.register(folder, values)
     echo_err(f"registered {logon_action.TASK_NAME}: {logon_action.logon_command(folder)}")
 
 
