@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from .errors import UnsafePath, UsageError
 
@@ -35,6 +35,7 @@ _BY_DESCRIPTOR = (
     and _NOFOLLOW != 0
 )
 
+_Made = TypeVar("_Made")
 PosixOwner = tuple[int, int]  # (uid, gid)
 Owner = PosixOwner | str  # or, on Windows, the account's SID
 
@@ -140,15 +141,9 @@ def _replace_at(
         raise AssertionError("POSIX only")
     _refuse_link_at(directory, path.name, path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
-    for _ in range(100):
-        temporary = f".{path.name}.{secrets.token_hex(6)}"
-        try:
-            descriptor = os.open(temporary, flags, 0o600, dir_fd=directory)
-            break
-        except FileExistsError:
-            continue
-    else:
-        raise FileExistsError(f"{path.parent}: no free temporary name")
+    temporary, descriptor = _new_temporary(
+        path, lambda name: os.open(name, flags, 0o600, dir_fd=directory)
+    )
     try:
         with os.fdopen(descriptor, "wb") as handle:
             if owner is not None:
@@ -164,6 +159,18 @@ def _replace_at(
         with suppress(FileNotFoundError):
             os.unlink(temporary, dir_fd=directory)
         raise
+
+
+def _new_temporary(path: Path, create: Callable[[str], _Made]) -> tuple[str, _Made]:
+    """A fresh ``.<name>.<random>`` beside ``path``, made by ``create``, which must refuse a
+    name that exists (``FileExistsError``): a name planted in advance is never reused."""
+    for _ in range(100):
+        name = f".{path.name}.{secrets.token_hex(6)}"
+        try:
+            return name, create(name)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path.parent}: no free temporary name")
 
 
 def _write_data(handle: Any, data: bytes | Iterable[str]) -> None:
@@ -232,15 +239,8 @@ def _replace_in_pinned_folder(path: Path, data: bytes | Iterable[str], sid: str 
     from .windows_files import write_new_file
 
     content = data if isinstance(data, bytes) else "".join(data).encode()
-    for _ in range(100):
-        temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}"
-        try:
-            write_new_file(temporary, content, sid)
-            break
-        except FileExistsError:
-            continue
-    else:
-        raise FileExistsError(f"{path.parent}: no free temporary name")
+    name, _ = _new_temporary(path, lambda name: write_new_file(path.parent / name, content, sid))
+    temporary = path.parent / name
     try:
         os.replace(temporary, path)
     except BaseException:

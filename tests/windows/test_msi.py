@@ -12,17 +12,16 @@ import json
 import shlex
 import shutil
 import subprocess
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import wine_prefix  # packaging/windows, put on the path by conftest.py
 from dgprov_sandbox.tenant import synthetic_tenant
 
-from ..conftest import Running, StartSandbox, trust
+from ..conftest import StartSandbox
 from ..product.test_fetch_config import provision, stored_values
+from ..product.test_system_and_logon import requests_of
 from .conftest import EXE_SECONDS
 
 REPO = wine_prefix.REPO
@@ -66,16 +65,6 @@ def reg_set(key: str, name: str, value: str) -> None:
         ["reg", "add", key, "/v", name, "/t", "REG_SZ", "/d", value, "/f"], timeout=EXE_SECONDS
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
-
-
-def sandbox_requests(running: Running) -> Counter[str]:
-    origin = running.info["graph_url"].rsplit("/", 1)[0]
-    graph = httpx.get(f"{origin}/_sandbox/requests", verify=trust(running.info)).json()
-    return (
-        running.sandbox.core_requests
-        + running.sandbox.authority_requests
-        + Counter(graph["requests"])
-    )
 
 
 @pytest.fixture
@@ -141,10 +130,10 @@ def test_install_logon_action_and_uninstall(
     assert "wrote" in log and stored["EnrollmentToken"] not in log
 
     PROVISIONING.unlink()  # as if the desktop client had used it
-    before = sandbox_requests(running)
+    before = requests_of(running)
     second = wine_prefix.run(command, timeout=EXE_SECONDS)
     assert second.returncode == 0
-    assert sandbox_requests(running) == before  # the next logon sends nothing
+    assert requests_of(running) == before  # the next logon sends nothing
     assert not PROVISIONING.exists()
     assert "provisioned before" in LOGS.read_text("utf-8")
 
