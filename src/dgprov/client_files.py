@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from . import environment, join
+from . import environment, join, windows_accounts
 from .errors import UsageError
 from .private_files import Owner, write_private_file
 from .stored_value import ProvisioningConfig, from_file_json, to_file_json
@@ -76,8 +76,6 @@ def resolve_target(
     """The user the file is for: ``for_user``; as root, the graphical session's user (unless
     ``--output`` already says where the file goes); otherwise whoever runs the command."""
     if sys.platform == "win32":
-        from . import windows_accounts
-
         return resolve_windows_target(for_user, output_given, notify, windows_accounts)
     current = getpass.getuser()
     import pwd
@@ -125,11 +123,6 @@ def resolve_windows_target(
 
 
 WINDOWS_NAME_FORBIDDEN = frozenset('"/[]:;|=,+*?<>')
-
-
-def windows_profile(login: str, accounts: WindowsAccounts) -> Path:
-    """The profile folder of the Windows account ``login`` (see ``windows_account``)."""
-    return windows_account(login, accounts)[1]
 
 
 def windows_account(login: str, accounts: WindowsAccounts) -> tuple[str, Path]:

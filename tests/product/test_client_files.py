@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from dgprov.client_files import data_directory, is_account_of, windows_profile
+from dgprov.client_files import data_directory, is_account_of, windows_account
 from dgprov.errors import UnsafePath, UsageError
 from dgprov.fetch import user_cache_name
 from dgprov.private_files import is_link, refuse_links
@@ -322,11 +322,12 @@ def test_someone_elses_directory_ignores_this_process_variables() -> None:
     assert data_directory("win32", home, values.get) == home / "AppData/Roaming/net.defguard"
 
 
-def test_windows_profile_comes_from_the_profile_list() -> None:
+def test_windows_account_profile_comes_from_the_profile_list() -> None:
     """A profile that is not C:\\Users\\<name> (second profile of the name, moved root)."""
     sid = "S-1-5-21-1-2-3-1001"
     windows = FakeWindows(sids={"CORP\\jdoe": sid}, profiles={sid: "D:\\Profiles\\jdoe.CORP"})
-    home = windows_profile("CORP\\jdoe", windows)
+    sid_found, home = windows_account("CORP\\jdoe", windows)
+    assert sid_found == sid
     assert str(home) == "D:\\Profiles\\jdoe.CORP"
     assert windows.asked == ["CORP\\jdoe"]
     assert data_directory("win32", home, lambda name: None) == home / "AppData/Roaming/net.defguard"
@@ -336,10 +337,10 @@ def test_windows_profile_problems_are_named() -> None:
     sid = "S-1-5-21-1-2-3-1002"
     windows = FakeWindows(sids={"CORP\\new": sid})
     with pytest.raises(UsageError, match="no such account"):
-        windows_profile("CORP\\ghost", windows)
+        windows_account("CORP\\ghost", windows)
     with pytest.raises(UsageError, match="no profile on this machine yet"):
-        windows_profile("CORP\\new", windows)
+        windows_account("CORP\\new", windows)
     for bad in ('a"b', "x|y", "", "tab\tname"):
         with pytest.raises(UsageError, match="not a Windows account name"):
-            windows_profile(bad, windows)
+            windows_account(bad, windows)
     assert windows.asked == ["CORP\\ghost", "CORP\\new"]  # bad names never reach Windows
