@@ -183,6 +183,7 @@ class Sandbox:
             enabled=options.throttle == "documented",
             time_scale=options.time_scale,
             quota_scale=options.quota_scale,
+            clock=self.clock.monotonic,
         )
         graph = GraphService(
             entra,
