@@ -156,10 +156,8 @@ def refuse_without_mfa(started: Answer) -> None:
         else ""
     )
     raise MfaSetupRequired(
-        "Defguard requires multi-factor authentication to be set up when the account is "
-        "activated, which dgprov cannot do: open the Defguard desktop app, which reads the same "
-        f"provisioning.json, and finish there{until} (the session this started ends then; after "
-        "it, ask your administrator for a new token). Nothing was registered"
+        "Defguard requires multi-factor authentication at activation, which dgprov cannot set "
+        f"up. Nothing was registered: finish in the Defguard desktop app{until}"
     )
 
 

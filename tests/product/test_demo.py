@@ -23,8 +23,20 @@ def test_demo_runs_both_jobs_without_showing_a_token(line: str, tmp_path: Path) 
     assert "Client Ready: jdoe is enrolled at Contoso VPN" in result.output
     assert "HQ.conf (mode 600)" in result.output and "needs internal MFA" in result.output
     assert not re.search(r"(?<![A-Za-z0-9])[A-Za-z0-9]{32}(?![A-Za-z0-9])", result.output)
-    assert "PrivateKey" not in result.output
+    assert "turns off MFA at activation" in result.output
+    assert_config_shown_masked(result.output)
     assert not list(tmp_path.iterdir())  # the demo keeps its sign-in in memory only
+
+
+WIREGUARD_KEY = re.compile(r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=")
+
+
+def assert_config_shown_masked(output: str) -> None:
+    """The configuration is shown as wg-quick reads it, with the private key hidden."""
+    assert "[Interface]" in output and "[Peer]" in output and "Endpoint = " in output
+    assert "PrivateKey = (hidden)" in output
+    keys = [line for line in output.splitlines() if WIREGUARD_KEY.search(line)]
+    assert keys and all(line.strip().startswith("PublicKey = ") for line in keys)
 
 
 def test_demo_broker_reaches_client_ready_with_no_stored_token(tmp_path: Path) -> None:
@@ -40,5 +52,5 @@ def test_demo_broker_reaches_client_ready_with_no_stored_token(tmp_path: Path) -
     shown = result.output.replace(audit["request_id"], "")  # 32 hex digits, but no secret
     assert not re.search(r"(?<![A-Za-z0-9])[A-Za-z0-9]{32}(?![A-Za-z0-9])", shown)
     assert "eyJ" not in result.output  # no access token (a JWT) either
-    assert "PrivateKey" not in result.output
+    assert_config_shown_masked(result.output)
     assert not list(tmp_path.iterdir())

@@ -71,6 +71,21 @@ def client_job(settings: api.EntraSettings, heading: str, **fetch_options: Any) 
         )
         headline = f"Client Ready: {enrolled.username} is enrolled at {enrolled.instance}"
         show_enrolled(enrolled, headline, with_modes=True)
+        first = enrolled.configs[0].path
+        click.echo(f"{first.name}, as wg-quick reads it, with its private key hidden:")
+        click.echo(masked_config(first.read_text("utf-8")))
+
+
+SECRET_KEYS = ("privatekey", "presharedkey")
+
+
+def masked_config(text: str) -> str:
+    """A wg-quick file for the screen: its keys' values hidden, everything else as written."""
+    shown = []
+    for line in text.splitlines():
+        key = line.split("=", 1)[0].strip().lower()
+        shown.append(f"{line.split('=', 1)[0].rstrip()} = (hidden)" if key in SECRET_KEYS else line)
+    return "\n".join(f"    {line}".rstrip() for line in shown)
 
 
 def demo_client_job(sandbox: Any, settings: api.EntraSettings) -> None:
@@ -180,6 +195,11 @@ def demo_command(defguard_version: str, broker: bool) -> None:
     # The sample user finishes here, without the desktop app, so the demo tenant does not ask
     # for MFA setup at activation (Defguard derives it from the internal-MFA location otherwise).
     tenant["instance"]["mfa_required"] = False
+    echo_err(
+        f"the demo turns off MFA at activation for the sample tenant, so {DEMO_USER} can finish "
+        "without the desktop app; where Defguard requires it, dgprov enroll stops and names "
+        "the desktop app as the next step"
+    )
     if broker:
         without_directory_roles(tenant, DEMO_USER)
     exit_status = 0
