@@ -21,7 +21,7 @@ from .commands.generate_tokens import generate_tokens_command
 from .commands.logon_action import logon_action_command
 from .commands.sandbox import sandbox_command
 from .commands.sync import sync_command
-from .errors import DgprovError
+from .errors import EXIT_USAGE, DgprovError
 
 log = logging.getLogger("dgprov")
 
@@ -31,10 +31,19 @@ class DgprovGroup(click.Group):
         try:
             return super().invoke(ctx)
         except DgprovError as exc:
-            command = ctx.invoked_subcommand or "dgprov"
             log.info(f"failed: {exc}")
-            click.echo(f"dgprov {command}: error: {exc}", err=True)
+            click.echo(f"{_command(ctx)}: error: {exc}", err=True)
             ctx.exit(exc.exit_status)
+        except click.UsageError as exc:
+            # click's own "Usage: … Error: Invalid value …" (a directory given as a file, an
+            # unknown option), in dgprov's one error style, with --help named as the way on.
+            message = exc.format_message().rstrip(".")
+            click.echo(f"{_command(ctx)}: error: {message}; see {_command(ctx)} --help", err=True)
+            ctx.exit(EXIT_USAGE)
+
+
+def _command(ctx: click.Context) -> str:
+    return f"dgprov {ctx.invoked_subcommand}" if ctx.invoked_subcommand else "dgprov"
 
 
 @click.group(cls=DgprovGroup, context_settings={"help_option_names": ["-h", "--help"]})

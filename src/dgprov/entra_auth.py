@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from . import environment
 from .errors import AuthenticationError, UsageError, WrongAccount
 from .private_files import write_private_file
+from .tls import tls_context
 
 if TYPE_CHECKING:
     import requests
@@ -146,6 +147,9 @@ def http_session(ca_bundle: str | None) -> requests.Session:
 
     session = requests.Session()
     if ca_bundle:
+        tls_context(
+            ca_bundle
+        )  # a bundle that is not PEM is named now, not as an unreachable authority
         session.trust_env = False
         session.verify = ca_bundle
     return session

@@ -12,10 +12,27 @@ from typing import Any
 
 import certifi
 
+from .errors import UsageError
+
 
 def tls_context(ca_bundle: str | None = None) -> ssl.SSLContext:
-    """Verify servers against ``ca_bundle`` when given (a private CA), else the public roots."""
-    return ssl.create_default_context(cafile=ca_bundle or certifi.where())
+    """Verify servers against ``ca_bundle`` when given (a private CA), else the public roots.
+
+    A bundle that cannot be loaded is the caller's mistake, named here once: left to the first
+    connection it would surface as a traceback, or as an unreachable server."""
+    if not ca_bundle:
+        return ssl.create_default_context(cafile=certifi.where())
+    try:
+        return ssl.create_default_context(cafile=ca_bundle)
+    except ssl.SSLError as exc:
+        found_none = exc.reason in (None, "NO_CERTIFICATE_OR_CRL_FOUND")
+        problem = "not a PEM bundle of CA certificates" + ("" if found_none else f" ({exc.reason})")
+    except OSError as exc:
+        problem = f"cannot read it ({exc.strerror or type(exc).__name__})"
+    raise UsageError(
+        f"--ca-bundle {ca_bundle}: {problem}; give the PEM file of the CA that signed the "
+        "servers' certificates"
+    )
 
 
 def ldap_tls(ca_bundle: str | None, host: str) -> Any:

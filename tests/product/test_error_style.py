@@ -1,0 +1,113 @@
+"""One error style through the real CLI: ``dgprov <command>: error: …``, exit 2, no traceback.
+
+An administrator meets these on the first day: a CA bundle that is not PEM, a directory given
+where a file belongs, an option mistyped. Each must be one line naming the problem and the fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from dgprov.cli import main
+
+from ..conftest import Running, StartSandbox
+from .test_enroll import provisioning_file, tenant
+from .test_fetch_config import fetch
+from .test_generate_tokens import cli_args, environment
+
+
+def assert_one_error_line(result: Result, command: str, *expected: str) -> str:
+    """Exit 2 through dgprov's handler (not a crash), one line in dgprov's style; the line."""
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # handled, no traceback
+    assert "Traceback" not in result.output and "Usage:" not in result.output
+    (line,) = [shown for shown in result.output.splitlines() if "error:" in shown]
+    assert line.startswith(f"dgprov {command}: error: "), line
+    for words in expected:
+        assert words in line, line
+    return line
+
+
+@pytest.fixture
+def not_pem(tmp_path: Path) -> Path:
+    path = tmp_path / "corp-ca.crt"
+    path.write_bytes(b"\x30\x82\x03\x0a this is DER, or anything that is not PEM\n")
+    return path
+
+
+def test_a_ca_bundle_that_is_not_pem_is_named_by_generate_tokens(
+    start_sandbox: StartSandbox, tmp_path: Path, not_pem: Path
+) -> None:
+    running = start_sandbox()
+    result = CliRunner().invoke(
+        main,
+        cli_args(running, "--ca-bundle", str(not_pem)),
+        env=environment(running, tmp_path / "cache"),
+    )
+    assert_one_error_line(result, "generate-tokens", f"--ca-bundle {not_pem}", "not a PEM")
+    assert running.tokens("user0001") == []
+
+
+def test_a_ca_bundle_that_is_not_pem_is_named_by_enroll(
+    start_sandbox: StartSandbox, tmp_path: Path, not_pem: Path
+) -> None:
+    running: Running = start_sandbox(tenant())
+    provisioning_file(tmp_path, running, running.issue("jdoe"))
+    result = CliRunner().invoke(
+        main,
+        [
+            "enroll", "--provisioning-file", str(tmp_path / "provisioning.json"),
+            "--output-dir", str(tmp_path / "wg"), "--ca-bundle", str(not_pem),
+        ],
+    )  # fmt: skip
+    assert_one_error_line(result, "enroll", f"--ca-bundle {not_pem}", "not a PEM")
+    assert (tmp_path / "provisioning.json").exists() and not (tmp_path / "wg").exists()
+
+
+def test_a_ca_bundle_that_is_not_pem_is_the_cause_fetch_config_names(
+    start_sandbox: StartSandbox, tmp_path: Path, not_pem: Path
+) -> None:
+    running = start_sandbox()
+    result = fetch(
+        running, tmp_path, running.info["user_upns"][0], "--ca-bundle", str(not_pem),
+        "--output", str(tmp_path / "provisioning.json"),
+    )  # fmt: skip
+    line = assert_one_error_line(result, "fetch-config", f"--ca-bundle {not_pem}", "not a PEM")
+    assert "cannot reach" not in line
+    assert not (tmp_path / "provisioning.json").exists()
+
+
+def test_a_missing_ca_bundle_is_named(start_sandbox: StartSandbox, tmp_path: Path) -> None:
+    running = start_sandbox()
+    missing = tmp_path / "nowhere.pem"
+    result = CliRunner().invoke(
+        main,
+        cli_args(running, "--ca-bundle", str(missing)),
+        env=environment(running, tmp_path / "cache"),
+    )
+    assert_one_error_line(result, "generate-tokens", "'--ca-bundle'", f"{missing}' does not exist")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "command", "expected"),
+    [
+        (["generate-tokens", "--report", "{tmp}"], "generate-tokens", "is a directory"),
+        (["sync", "--no-such-option"], "sync", "No such option"),
+        (["fetch-config", "--source", "nowhere"], "fetch-config", "'nowhere' is not one of"),
+    ],
+)
+def test_click_usage_errors_speak_in_dgprov_style(
+    tmp_path: Path, arguments: list[str], command: str, expected: str
+) -> None:
+    args = [word.replace("{tmp}", str(tmp_path)) for word in arguments]
+    line = assert_one_error_line(CliRunner().invoke(main, args), command, expected)
+    assert line.endswith(f"see dgprov {command} --help")
+
+
+def test_an_unknown_command_is_named_by_dgprov_itself() -> None:
+    result = CliRunner().invoke(main, ["generate-token"])
+    assert result.exit_code == 2
+    assert result.output.startswith("dgprov: error: No such command 'generate-token'")
