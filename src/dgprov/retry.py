@@ -16,6 +16,8 @@ import contextlib
 import email.utils
 import math
 import random
+import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -205,7 +207,7 @@ async def send(
                 )
         except (httpx.TransportError, asyncio.TimeoutError) as exc:
             last_error = (
-                type(exc).__name__
+                transport_problem(exc, url)
                 if isinstance(exc, httpx.TransportError)
                 else f"no complete answer within {policy.deadline:g} s"
             )
@@ -240,3 +242,25 @@ async def send(
         f"{service} could not be reached after {policy.attempts} attempt{plural} ({last_error}); "
         "check the URL, the network and the service's health, then run again"
     )
+
+
+def transport_problem(exc: httpx.TransportError, url: str) -> str:
+    """What went wrong, in the terms that say what to fix: a name that does not resolve (DNS,
+    a typo), a port where nothing listens (the wrong port, a stopped service), a certificate
+    that is not trusted (``--ca-bundle``); else the exception's name."""
+    try:
+        target = exc.request.url  # the absolute URL, also when ``url`` was a path
+    except RuntimeError:
+        target = httpx.URL(url)
+    host = target.host or str(target)
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, socket.gaierror):
+            return f"the name {host} does not resolve"
+        if isinstance(cause, ConnectionRefusedError):
+            port = target.port or {"https": 443, "http": 80}.get(target.scheme)
+            return f"nothing accepts connections on {host} port {port}"
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"{host}'s certificate is not trusted ({cause.verify_message}); see --ca-bundle"
+        cause = cause.__cause__ or cause.__context__
+    return type(exc).__name__

@@ -6,12 +6,16 @@ where a file belongs, an option mistyped. Each must be one line naming the probl
 
 from __future__ import annotations
 
+import socket
+import ssl
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner, Result
 
 from dgprov.cli import main
+from dgprov.retry import transport_problem
 
 from ..conftest import Running, StartSandbox
 from .test_enroll import provisioning_file, tenant
@@ -111,3 +115,50 @@ def test_an_unknown_command_is_named_by_dgprov_itself() -> None:
     result = CliRunner().invoke(main, ["generate-token"])
     assert result.exit_code == 2
     assert result.output.startswith("dgprov: error: No such command 'generate-token'")
+
+
+def test_a_closed_port_is_told_apart_from_a_name_that_does_not_resolve(tmp_path: Path) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    port = closed.getsockname()[1]
+    try:
+        result = CliRunner().invoke(
+            main,
+            [
+                "generate-tokens", "--url", f"http://127.0.0.1:{port}", "--group-name", "vpn",
+                "--tenant", "t", "--client-id", "c", "--yes",
+            ],
+            env={"DEFGUARD_API_TOKEN": "dg-" + "a" * 32, "DGPROV_CACHE_DIR": str(tmp_path)},
+        )  # fmt: skip
+    finally:
+        closed.close()
+    assert_one_error_line(
+        result, "generate-tokens", f"nothing accepts connections on 127.0.0.1 port {port}"
+    )
+
+
+def test_the_transport_problem_names_dns_refusal_and_trust() -> None:
+    """The unit behind the line above, for the causes a test cannot stage offline."""
+    request = httpx.Request("GET", "https://defguard.contoso.example/api/v1/info")
+
+    def failure(cause: BaseException) -> httpx.ConnectError:
+        try:
+            raise httpx.ConnectError(str(cause), request=request) from cause
+        except httpx.ConnectError as exc:
+            return exc
+
+    unresolved = failure(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+    assert transport_problem(unresolved, "/api/v1/info") == (
+        "the name defguard.contoso.example does not resolve"
+    )
+    refused = failure(ConnectionRefusedError(111, "Connection refused"))
+    assert transport_problem(refused, "/api/v1/info") == (
+        "nothing accepts connections on defguard.contoso.example port 443"
+    )
+    untrusted = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    untrusted.verify_message = "unable to get local issuer certificate"
+    assert transport_problem(failure(untrusted), "/api/v1/info") == (
+        "defguard.contoso.example's certificate is not trusted (unable to get local issuer "
+        "certificate); see --ca-bundle"
+    )
+    assert transport_problem(failure(OSError("other")), "/x") == "ConnectError"
