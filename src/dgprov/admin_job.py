@@ -23,7 +23,7 @@ from .errors import UsageError
 from .graph import GraphClient
 from .ldap_directory import LdapDirectory, LdapSettings
 from .tls import tls_context
-from .urls import check_service_url
+from .urls import check_defguard_url
 
 ADMIN_SCOPES = [
     "User.Read.All",
@@ -73,7 +73,7 @@ def check_job(
     ad: LdapSettings | None,
 ) -> str:
     """The checks of an admin job (``generate-tokens``, ``sync``) that need no network; the URL."""
-    url = check_service_url(url, "--url")
+    url = check_defguard_url(url)
     if expiration is not None:
         parse_lifetime(expiration)
     if include_tokens_in_report and report is None:

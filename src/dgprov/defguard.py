@@ -152,6 +152,12 @@ class DefguardClient:
             response = await self._request("GET", path, policy=PREFLIGHT_POLICY)
         except TransportFailure as exc:
             raise PreflightError(str(exc)) from None
+        if response.status_code == 404:  # both lines serve every preflight path
+            raise PreflightError(
+                f"{self.base_url}{path} answered 404, so --url is not Defguard core's address "
+                "(the enrollment proxy's, or a path too many?); give the address of Defguard's "
+                "web UI, such as https://defguard.example.com"
+            )
         if response.status_code != 200:
             raise self._refusal(response)
         return response

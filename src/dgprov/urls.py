@@ -72,6 +72,18 @@ def check_service_url(url: str, option: str) -> str:
     return url.rstrip("/")
 
 
+def check_defguard_url(url: str, option: str = "--url") -> str:
+    """Defguard core's base URL (its web UI's address): dgprov adds ``/api/v1`` itself."""
+    checked = check_service_url(url, option)
+    path = urlsplit(checked).path.rstrip("/")
+    if path.endswith("/api/v1") or "/api/v1/" in path:
+        base = checked[: checked.index("/api/v1")]
+        raise UsageError(
+            f"{option} {checked}: give Defguard's base URL without /api/v1, such as {base}"
+        )
+    return checked
+
+
 def check_ldap_url(url: str) -> str:
     """ldaps, or ldap on a loopback address only: the bind password and tokens cross it."""
     parts = urlsplit(url)

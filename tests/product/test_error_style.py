@@ -162,3 +162,29 @@ def test_the_transport_problem_names_dns_refusal_and_trust() -> None:
         "certificate); see --ca-bundle"
     )
     assert transport_problem(failure(OSError("other")), "/x") == "ConnectError"
+
+
+@pytest.mark.parametrize("command", ["generate-tokens", "sync"])
+def test_the_enrollment_proxy_given_as_url_is_a_preflight_error(
+    start_sandbox: StartSandbox, tmp_path: Path, command: str
+) -> None:
+    running = start_sandbox()
+    args = cli_args(running, "--url", running.info["proxy_url"])
+    args[0] = command
+    if command == "sync":
+        args += ["--state", str(tmp_path / "state.json")]
+    result = CliRunner().invoke(main, args, env=environment(running, tmp_path / "cache"))
+    assert_one_error_line(result, command, "answered 404", "not Defguard core's address")
+    assert running.tokens("user0001") == []
+
+
+@pytest.mark.parametrize("suffix", ["/api/v1", "/api/v1/", "/api/v1/group-info"])
+def test_a_url_ending_in_the_api_path_names_the_base_url(
+    start_sandbox: StartSandbox, tmp_path: Path, suffix: str
+) -> None:
+    running = start_sandbox()
+    base = running.info["defguard_url"]
+    result = CliRunner().invoke(
+        main, cli_args(running, "--url", base + suffix), env=environment(running, tmp_path / "c")
+    )
+    assert_one_error_line(result, "generate-tokens", f"without /api/v1, such as {base}")

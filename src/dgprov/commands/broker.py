@@ -17,7 +17,7 @@ import click
 
 from .. import environment
 from ..credentials import read_secret
-from ..urls import check_service_url
+from ..urls import check_defguard_url
 from .optional import load_optional
 from .options import EntraOptions, broker_entra_options, ca_bundle_option, terminal_prompt, warn
 
@@ -131,7 +131,7 @@ def broker_command(
         warn=warn,
     )
     config = broker.BrokerConfig(
-        defguard_url=check_service_url(url, "--url"),
+        defguard_url=check_defguard_url(url),
         group_name=group_name,
         api_token=token,
         entra=settings,
