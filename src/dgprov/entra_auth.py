@@ -132,12 +132,15 @@ def token_cache(name: str, trust_environment: bool = True) -> Any:
         persistence = msal_extensions.build_encrypted_persistence(str(path))
         return msal_extensions.PersistedTokenCache(persistence)
     except (ImportError, RuntimeError, OSError) as exc:
-        log.warning(
-            "no OS-encrypted storage for the sign-in cache (%s); keeping it in %s, readable by "
-            "you only",
-            str(exc).splitlines()[0],
-            path,
-        )
+        # Said when the plain file is first made, not again on every scheduled run: nothing
+        # about it changes until the machine gains a keyring, and a log should not fill with it.
+        if not path.exists():
+            log.warning(
+                "no OS-encrypted storage for the sign-in cache (%s); keeping it in %s, readable "
+                "by you only",
+                str(exc).splitlines()[0],
+                path,
+            )
         return _plain_file_cache(path)
 
 

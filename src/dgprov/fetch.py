@@ -82,13 +82,8 @@ def from_attribute_set(
         # (user-get.md names Administrator, the role definitions give Reader the permission);
         # tenants differ, so the message names both and the consent that is needed either way.
         raise NothingFound(
-            f"Entra ID returned no custom security attributes for {upn}: either no enrollment "
-            "token was issued yet (an administrator runs dgprov generate-tokens), or this account "
-            f"may not read the attribute set {set_name!r}: an administrator assigns it the "
-            "Attribute Assignment Reader role scoped to that set (where the tenant requires "
-            "it, Attribute Assignment Administrator scoped to that set) and grants consent to "
-            "CustomSecAttributeAssignment.Read.All; either role reads every user's attributes "
-            "in the set, see the README's Security model"
+            f"Entra ID shows {upn} no custom security attributes: no enrollment token was issued "
+            f"yet, or it may not read the set {set_name!r} (README's Permissions table)"
         )
     config = from_entra_attributes(values)
     if config is None:
