@@ -96,9 +96,13 @@ def broker_environment(running: Running) -> dict[str, str]:
 
 @contextmanager
 def broker_process(
-    running: Running, *extra: str, command: list[str] | None = None
+    running: Running,
+    *extra: str,
+    command: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[BrokerProcess]:
-    """The broker serving ``running``'s tenant, stopped (SIGTERM, exit 0 expected) at the end."""
+    """The broker serving ``running``'s tenant, stopped (SIGTERM, exit 0 expected) at the end;
+    ``env`` adds to (or changes) ``broker_environment``."""
     with tempfile.TemporaryDirectory(prefix="dgprov-broker-") as directory:
         stderr_path = Path(directory) / "stderr"
         with stderr_path.open("w", encoding="utf-8") as stderr:
@@ -107,7 +111,7 @@ def broker_process(
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 text=True,
-                env=broker_environment(running),
+                env={**broker_environment(running), **(env or {})},
             )
         try:
             assert process.stdout is not None

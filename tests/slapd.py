@@ -57,6 +57,21 @@ objectclass ( 1.2.840.113556.1.5.9 NAME 'user' SUP inetOrgPerson STRUCTURAL
           extensionAttribute3 $ defguardProvisioningConfig ) )
 """
 
+EFFECTIVE_RIGHTS_SCHEMA = """
+attributetype ( 1.2.840.113556.1.4.914 NAME 'allowedAttributesEffective'
+    EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 )
+objectclass ( 1.3.6.1.4.1.55555.2.1 NAME 'effectiveRights' AUXILIARY
+    MAY allowedAttributesEffective )
+"""
+"""Active Directory constructs ``allowedAttributesEffective`` for whoever asks: the attributes
+that account may write on the object. slapd computes no such thing; with ``effective_rights``
+the test stores the list the provisioning account would get (``Slapd.answer_effective_rights``)
+and an ACL shows it to that account only, so another account, as on AD, reads none."""
+EFFECTIVE_RIGHTS_ACCESS = """access to attrs=allowedAttributesEffective
+    by dn.exact="{provisioner}" read
+    by * none
+"""
+
 CONFIG = """
 include {schema}/core.schema
 include {schema}/cosine.schema
@@ -73,7 +88,7 @@ rootpw {root_password}
 directory {directory}/db
 index objectClass eq
 index sAMAccountName,mail eq
-access to attrs={provisioning_attributes}
+{effective_rights_access}access to attrs={provisioning_attributes}
     by dn.exact="{provisioner}" write
     by self read
     by dn.exact="{reader}" read
@@ -115,6 +130,18 @@ class Slapd:
             ), connection.result
         return dn
 
+    def answer_effective_rights(self, dn: str, attributes: list[str]) -> None:
+        """Store what AD would answer the provisioning account for ``allowedAttributesEffective``
+        on ``dn`` (a slapd started with ``effective_rights`` only)."""
+        with self.admin() as connection:
+            assert connection.modify(
+                dn,
+                {
+                    "objectClass": [(ldap3.MODIFY_ADD, ["effectiveRights"])],
+                    "allowedAttributesEffective": [(ldap3.MODIFY_REPLACE, attributes)],
+                },
+            ), connection.result
+
     def read(self, dn: str, attribute: str) -> str | None:
         with self.admin() as connection:
             connection.search(dn, "(objectClass=*)", ldap3.BASE, attributes=[attribute])
@@ -139,12 +166,29 @@ def slapd(tmp_path: Path) -> Iterator[Slapd]:
         yield server
 
 
+@pytest.fixture
+def effective_rights_slapd(tmp_path: Path) -> Iterator[Slapd]:
+    """A slapd that answers ``allowedAttributesEffective`` as Active Directory does (see
+    ``EFFECTIVE_RIGHTS_SCHEMA``)."""
+    binary = shutil.which("slapd") or "/usr/sbin/slapd"
+    if not Path(binary).exists():
+        pytest.skip(
+            "OpenLDAP slapd is not installed (make test installs it: apt-get install slapd)"
+        )
+    with running_slapd(tmp_path / "slapd", binary, effective_rights=True) as server:
+        yield server
+
+
 @contextmanager
-def running_slapd(directory: Path, binary: str = "/usr/sbin/slapd") -> Iterator[Slapd]:
+def running_slapd(
+    directory: Path, binary: str = "/usr/sbin/slapd", *, effective_rights: bool = False
+) -> Iterator[Slapd]:
     """A slapd with the schema, the service accounts and ``ou=Users``, stopped at the end
-    (the fixture's, and ``bench/sync.py``'s)."""
+    (the fixture's, and ``bench/sync.py``'s); ``effective_rights`` as
+    ``EFFECTIVE_RIGHTS_SCHEMA`` says."""
     (directory / "db").mkdir(parents=True)
-    (directory / "ad.schema").write_text(AD_SCHEMA)
+    extra = EFFECTIVE_RIGHTS_SCHEMA if effective_rights else ""
+    (directory / "ad.schema").write_text(AD_SCHEMA + extra)
     (directory / "slapd.conf").write_text(
         CONFIG.format(
             schema=SCHEMA_DIR,
@@ -156,6 +200,11 @@ def running_slapd(directory: Path, binary: str = "/usr/sbin/slapd") -> Iterator[
             provisioner=PROVISIONER_DN,
             provisioning_attributes=",".join(PROVISIONING_ATTRIBUTES),
             reader=READER_DN,
+            effective_rights_access=(
+                EFFECTIVE_RIGHTS_ACCESS.format(provisioner=PROVISIONER_DN)
+                if effective_rights
+                else ""
+            ),
         )
     )
     port = _free_port()

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from .directory import SyncDirectory
 from .durations import parse_lifetime
@@ -22,6 +21,7 @@ from .entra_directory import EntraDirectory
 from .errors import UsageError
 from .graph import GraphClient
 from .ldap_directory import LdapDirectory, LdapSettings
+from .stop_signals import stop_requests
 from .tls import tls_context
 from .urls import check_defguard_url
 
@@ -42,7 +42,8 @@ def quiet(message: str) -> None:
 
 @contextlib.contextmanager
 def interruptible(stop: asyncio.Event, notify: Notify) -> Iterator[None]:
-    """Ctrl-C asks the run to stop cleanly (finish what is in flight, write the report).
+    """Ctrl-C, SIGTERM, SIGHUP and Windows' console events ask the run to stop cleanly (finish
+    what is in flight, write the report): ``stop_signals.py``.
 
     Signal handlers can only be installed from the main thread; elsewhere the caller's own
     cancellation applies.
@@ -52,15 +53,12 @@ def interruptible(stop: asyncio.Event, notify: Notify) -> Iterator[None]:
         return
     loop = asyncio.get_running_loop()
 
-    def request_stop(*_: Any) -> None:
-        notify("\ninterrupted: finishing requests in flight, then writing the report")
+    def request_stop(what: str) -> None:
+        notify(f"\n{what}: finishing requests in flight, then writing the report")
         loop.call_soon_threadsafe(stop.set)
 
-    previous = signal.signal(signal.SIGINT, request_stop)
-    try:
+    with stop_requests(request_stop):
         yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def check_job(
@@ -103,8 +101,11 @@ async def open_directory(
     attribute_set_name: str,
     ad: LdapSettings | None,
     notify: Notify,
+    *,
+    allow_guests: bool = False,
 ) -> SyncDirectory:
-    """The directory, signed in or bound."""
+    """The directory, signed in or bound; ``allow_guests`` lets Entra guest accounts hold
+    tokens (AD has no guests)."""
     if directory == "ad":
         assert ad is not None
         return LdapDirectory(ad)
@@ -113,4 +114,4 @@ async def open_directory(
     sign_in = await asyncio.to_thread(EntraSignIn, entra, ADMIN_SCOPES, notify, ADMIN_CACHE)
     await asyncio.to_thread(sign_in.token)
     graph = GraphClient(entra.graph_url, sign_in.token, verify=tls_context(entra.ca_bundle))
-    return EntraDirectory(graph, attribute_set_name)
+    return EntraDirectory(graph, attribute_set_name, admit_guests=allow_guests)

@@ -16,11 +16,12 @@ subclasses whose ``exit_status`` is what the CLI would exit with.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +40,7 @@ from .admin_job import (
 from .api_sync import SyncRecord, sync, sync_async
 from .defguard import DefguardClient
 from .directory import SyncDirectory
+from .dry_run import generate_lifetimes, preflight_plan
 from .enrollment import (
     Enrolled,
     checked_provisioning,
@@ -55,7 +57,10 @@ from .errors import (
     NotJoined,
     UsageError,
 )
+from .host_lock import host_lock
+from .known_failures import KnownFailures, read_known
 from .ldap_directory import LdapDirectory, LdapSettings
+from .member_selection import MemberSelection
 from .plan import EnrolledPolicy, Outcome, PlannedMember, summary
 from .provision import ProvisionConfig, Provisioner, utc_iso
 from .reconcile import replaced
@@ -100,6 +105,7 @@ class RunRecord:
     dry_run: bool = False
     report_path: Path | None = None
     replacing: int = 0  # of the pending: members holding an unused token this run replaces
+    known_failures: KnownFailures | None = None  # the previous report's, to tell new ones apart
 
     @property
     def summary(self) -> dict[str, int]:
@@ -112,14 +118,16 @@ class RunRecord:
 
     @property
     def exit_status(self) -> int:
+        """A dry run's too: 1 when the plan already fails members, as the run would."""
         if self.dry_run:
-            return EXIT_OK
+            failed = any(m.outcome is Outcome.FAILED for m in self.members)
+            return EXIT_SOME_FAILED if failed else EXIT_OK
         settled = (Outcome.PROVISIONED, Outcome.SKIPPED)
         return EXIT_OK if all(m.outcome in settled for m in self.members) else EXIT_SOME_FAILED
 
     def rows(self) -> list[dict[str, Any]]:
-        """The report's member rows (never with tokens)."""
-        return [member_row(member, None) for member in self.members]
+        """The report's member rows (never with tokens); a dry run's members to do ``planned``."""
+        return [member_row(member, None, planned=self.dry_run) for member in self.members]
 
     def __repr__(self) -> str:
         # Short on purpose: asyncio formats the main task, result included, when ``asyncio.run``
@@ -129,6 +137,20 @@ class RunRecord:
             f"RunRecord(members={len(self.members)}, summary={self.summary}, "
             f"dry_run={self.dry_run}, report_path={self.report_path!r})"
         )
+
+
+def counted(count: int, noun: str) -> str:
+    """``1 token``, ``3 tokens``: messages read as sentences, not as templates."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def replacing_phrase(count: int) -> str:
+    """What issuing does to tokens already handed out (Defguard deletes a member's unused token
+    when it issues another), said so that zero reads as good news."""
+    if count == 0:
+        return "no member holds an unused token that it would replace"
+    held = "1 member holds" if count == 1 else f"{count} members hold"
+    return f"{held} an unused token that it will replace"
 
 
 async def _replacing(provisioner: Provisioner, directory: SyncDirectory) -> int:
@@ -162,7 +184,14 @@ async def generate_tokens_async(
     confirm: Callable[[int, str], bool] | None = None,
     confirm_replacing: Callable[[int, str, int], bool] | None = None,
     include_disabled_directory_users: bool = False,
+    allow_guests: bool = False,
     overwrite_report: bool = False,
+    lock_file: Path | None = None,
+    api_token_source: str = "DEFGUARD_API_TOKEN",
+    members: Sequence[str] = (),
+    exclude_members: Sequence[str] = (),
+    exclude_members_file: Path | None = None,
+    previous_report: Path | None = None,
 ) -> RunRecord:
     """``generate_tokens`` for callers that already run an event loop."""
     url = check_job(
@@ -176,6 +205,7 @@ async def generate_tokens_async(
     )
     destination = stored_in(directory, attribute_set_name, ad)
     already_done: dict[str, str] = {}
+    earlier_expiry: dict[str, str] = {}
     if resume is not None:
         this_run = {
             "defguard_url": url,
@@ -183,10 +213,13 @@ async def generate_tokens_async(
             "directory": LdapDirectory.name if directory == "ad" else EntraDirectory.name,
             **destination,
         }
-        already_done = resume_from(ReportFile(resume, "--resume"), this_run)
+        already_done = resume_from(ReportFile(resume, "--resume"), this_run, earlier_expiry)
+    selection = MemberSelection.from_options(members, exclude_members, exclude_members_file)
     report_file = ReportFile(report) if report is not None else None
     if report_file is not None:
         check_destination(report_file, overwrite=overwrite_report)
+    same_run = {"defguard_url": url, "group": group_name}
+    known = read_known(previous_report, report, overwrite_report, same_run, notify)
     config = ProvisionConfig(
         group_name=group_name,
         expiration=enrollment_token_expiration_time,
@@ -195,15 +228,21 @@ async def generate_tokens_async(
         enrollment_url=enrollment_url,
         keep_tokens=include_tokens_in_report,
         already_done=already_done,
+        earlier_expiry=earlier_expiry,
         include_disabled=include_disabled_directory_users,
     )
     defguard = DefguardClient(
-        url, api_token, verify=tls_context(ca_bundle), max_connections=concurrency
+        url,
+        api_token,
+        verify=tls_context(ca_bundle),
+        max_connections=concurrency,
+        token_source=api_token_source,
     )
     stop = asyncio.Event()
     started = datetime.datetime.now(datetime.timezone.utc)
     opened: SyncDirectory | None = None
     live: LiveReport | None = None
+    lock = contextlib.ExitStack()
 
     def settled(done: int, total: int) -> None:
         if live is not None:
@@ -216,13 +255,19 @@ async def generate_tokens_async(
         stop.set()  # no more tokens nobody would have a record of
 
     try:
-        # Prove the Defguard side, once, before asking anyone to sign in.
+        # One admin job per host (``sync`` takes the same lock); then prove the Defguard side,
+        # once, before asking anyone to sign in.
+        lock.enter_context(host_lock(lock_file, "generate-tokens", notify))
         version = await defguard.server_version()
         group = await defguard.group(group_name)
+        for line in selection.check(group.members, group_name):
+            notify(line)
         notify(f"Defguard {version} at {url}")
-        opened = await open_directory(directory, entra, attribute_set_name, ad, notify)
+        opened = await open_directory(
+            directory, entra, attribute_set_name, ad, notify, allow_guests=allow_guests
+        )
         provisioner = Provisioner(config, defguard, opened, stop=stop, progress=settled)
-        members = await provisioner.prepare(group)
+        planned = provisioner.state.members = selection.apply(await provisioner.prepare(group))
         run = {
             "defguard_version": version,
             "group": group_name,
@@ -231,13 +276,19 @@ async def generate_tokens_async(
             "started_at": utc_iso(started),
             "defguard_url": url,
             **destination,
+            **selection.run_section(),
         }
-        record = RunRecord(members, run, dry_run=dry_run, report_path=report)
+        record = RunRecord(planned, run, dry_run, report, known_failures=known)
         if dry_run:
             record.replacing = await _replacing(provisioner, opened)
+            lifetimes = await generate_lifetimes(defguard, enrollment_token_expiration_time)
+            offset = datetime.timedelta(seconds=defguard.clock_offset)
+            await preflight_plan(
+                opened, planned, planned, run, report_file, lifetimes, started + offset, notify
+            )
             notify(
-                f"dry run: {record.pending} tokens would be issued, replacing the unused token "
-                f"{record.replacing} members hold; nothing was changed"
+                f"dry run: {counted(record.pending, 'token')} would be issued; "
+                f"{replacing_phrase(record.replacing)}; nothing was changed"
             )
             return record
         if (confirm_replacing or confirm) is not None and record.pending:
@@ -249,9 +300,10 @@ async def generate_tokens_async(
             if not agreed:
                 raise Cancelled("cancelled at the confirmation; nothing was changed")
         provisioner.forget_lookups()
+        await provisioner.check_write()  # refused: exit 2, nothing issued, no report started
         if report_file is not None:
             tokens = provisioner.state.tokens if include_tokens_in_report else None
-            live = LiveReport(report_file, members, tokens, run, report_failed)
+            live = LiveReport(report_file, planned, tokens, run, report_failed)
             await live.start()
         with interruptible(stop, notify):
             try:
@@ -259,10 +311,13 @@ async def generate_tokens_async(
             finally:
                 run["interrupted"] = stop.is_set()
                 run["finished_at"] = utc_iso(datetime.datetime.now(datetime.timezone.utc))
+                if known is not None:
+                    run.update(known.run_section(planned))
                 if live is not None:
                     await live.finish()
         return record
     finally:
+        lock.close()
         await defguard.aclose()
         if opened is not None:
             await opened.aclose()
@@ -278,6 +333,8 @@ def generate_tokens(**options: Any) -> RunRecord:
     unused token the run replaces);
     ``progress(done, total)`` as members settle; ``notify`` hears status lines and the device
     code prompt. Ctrl-C (in the main thread) stops cleanly and the report is still written.
+    Another ``generate_tokens`` or ``sync`` on this host (the same lock) raises
+    ``AlreadyRunning`` (exit 2).
     """
     return asyncio.run(generate_tokens_async(**options))
 
@@ -321,8 +378,9 @@ def fetch_config(
     logon_action_registered: Callable[[], bool] | None = None,
 ) -> FetchResult:
     """Read the user's enrollment URL and token from Entra ID or AD, or have ``dgprov broker``
-    at ``broker_url`` mint one for the user signed in for ``broker_scope``, and write
-    ``provisioning.json`` where the Defguard desktop client reads it.
+    at ``broker_url`` mint one for the user signed in for ``broker_scope`` (None: the scope the
+    broker gives, ``GET /v1/config``), and write ``provisioning.json`` where the Defguard
+    desktop client reads it.
 
     ``source="auto"`` uses the broker when ``broker_url`` is given, else detects the join.
     Raises ``NothingFound`` (exit 1) when the directory holds nothing usable for the user (or
@@ -378,6 +436,7 @@ def fetch_config(
                 ldap_url, base_dn, ad_attribute, bind_dn, bind_password, ca_bundle, state.domain
             ),
             account,
+            notify,
         )
     log.info("found an enrollment URL and token")
     path = output or client_files.data_directory(home=target.home) / client_files.FILE_NAME

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from .admin_job import Notify, check_job, interruptible, open_directory, quiet, stored_in
 from .defguard import DefguardClient
+from .defguard_settings import server_enrollment
 from .directory import SyncDirectory
+from .dry_run import LIFETIME_OPTION, Lifetimes, preflight_plan
 from .durations import duration_seconds, parse_lifetime
 from .entra_auth import EntraSettings
 from .errors import EXIT_OK, EXIT_SOME_FAILED, Cancelled, UsageError
 from .host_lock import host_lock
+from .known_failures import KnownFailures, read_known
 from .ldap_directory import LdapSettings
+from .member_selection import MemberSelection
 from .plan import Decision, EnrolledPolicy, Outcome, PlannedMember
 from .provision import ProvisionConfig, utc_iso
 from .reconcile import Moment, summary
@@ -32,7 +36,9 @@ from .tls import tls_context
 
 DEFAULT_LIFETIME = "24h"  # Defguard's documented default, stated so the stored expiry is real
 DEFAULT_RENEW_BEFORE = "2h"
+DEFAULT_DESKTOP_LIFETIME = "24h"  # Defguard's default, where its settings do not say (1.6)
 CHANGES = (Decision.ISSUE, Decision.RENEW, Decision.CLEAR)
+ISSUING = (Decision.ISSUE, Decision.RENEW)
 
 
 @dataclass(repr=False)
@@ -47,6 +53,7 @@ class SyncRecord:
     run: dict[str, Any]
     dry_run: bool = False
     report_path: Path | None = None
+    known_failures: KnownFailures | None = None  # the previous report's, to tell new ones apart
 
     @property
     def summary(self) -> dict[str, dict[str, int]]:
@@ -60,13 +67,14 @@ class SyncRecord:
 
     @property
     def exit_status(self) -> int:
-        if self.dry_run:
-            return EXIT_OK
-        failed = any(m.outcome in (None, Outcome.FAILED) for m in self.members)
+        # A dry run's members still to do are planned, not failed; those the plan already
+        # fails make it exit 1, as the run would.
+        failing = (Outcome.FAILED,) if self.dry_run else (None, Outcome.FAILED)
+        failed = any(m.outcome in failing for m in self.members)
         return EXIT_SOME_FAILED if failed else EXIT_OK
 
     def rows(self) -> list[dict[str, Any]]:
-        return [member_row(member, None) for member in self.members]
+        return [member_row(member, None, planned=self.dry_run) for member in self.members]
 
     def __repr__(self) -> str:
         """Short: ``asyncio.run`` formats its task's result at the end (through the SIGINT
@@ -102,6 +110,7 @@ async def sync_async(
     enrollment_token_expiration_time: str | None = None,
     enrolled_users: EnrolledPolicy = EnrolledPolicy.DESKTOP,
     renew_before: str = DEFAULT_RENEW_BEFORE,
+    desktop_token_lifetime: str = DEFAULT_DESKTOP_LIFETIME,
     state: Path | None = None,
     dry_run: bool = False,
     concurrency: int = 32,
@@ -110,8 +119,14 @@ async def sync_async(
     include_tokens_in_report: bool = False,
     enrollment_url: str | None = None,
     include_disabled_directory_users: bool = False,
+    allow_guests: bool = False,
     ca_bundle: str | None = None,
+    members: Sequence[str] = (),
+    exclude_members: Sequence[str] = (),
+    exclude_members_file: Path | None = None,
+    previous_report: Path | None = None,
     lock_file: Path | None = None,
+    api_token_source: str = "DEFGUARD_API_TOKEN",
     now: datetime.datetime | None = None,
     notify: Notify = quiet,
     progress: Callable[[int, int], None] | None = None,
@@ -121,10 +136,14 @@ async def sync_async(
     lifetime = enrollment_token_expiration_time or DEFAULT_LIFETIME
     url = check_job(url, lifetime, include_tokens_in_report, report, directory, entra, ad)
     window = _renew_window(renew_before, lifetime)
+    desktop_seconds = parse_lifetime(desktop_token_lifetime, "--desktop-token-lifetime")
+    selection = MemberSelection.from_options(members, exclude_members, exclude_members_file)
     report_file = ReportFile(report) if report is not None else None
     if report_file is not None:
         check_destination(report_file, overwrite=overwrite_report)
-    with host_lock(lock_file):
+    this_run = {"defguard_url": url, "group": group_name}
+    known = read_known(previous_report, report, overwrite_report, this_run, notify)
+    with host_lock(lock_file, "sync", notify):
         sync_state = SyncState.load(state) if state is not None else None
         config = ProvisionConfig(
             group_name=group_name,
@@ -136,17 +155,37 @@ async def sync_async(
             include_disabled=include_disabled_directory_users,
         )
         defguard = DefguardClient(
-            url, api_token, verify=tls_context(ca_bundle), max_connections=concurrency
+            url,
+            api_token,
+            verify=tls_context(ca_bundle),
+            max_connections=concurrency,
+            token_source=api_token_source,
         )
         opened: SyncDirectory | None = None
         try:
             version = await defguard.server_version()
             group = await defguard.group(group_name)
+            for line in selection.check(group.members, group_name):
+                notify(line)
             offset = datetime.timedelta(seconds=defguard.clock_offset)
-            moment = Moment(now or datetime.datetime.now(datetime.timezone.utc) + offset, window)
+            server = await server_enrollment(defguard)
+            moment = Moment(
+                now or datetime.datetime.now(datetime.timezone.utc) + offset,
+                window,
+                lifetime=datetime.timedelta(seconds=parse_lifetime(lifetime)),
+                desktop_lifetime=datetime.timedelta(
+                    seconds=server.desktop_lifetime_seconds or desktop_seconds
+                ),
+                enrollment_url=enrollment_url or server.enrollment_url,
+            )
             config.clock_offset = defguard.clock_offset
             notify(f"Defguard {version} at {url}")
-            opened = await open_directory(directory, entra, attribute_set_name, ad, notify)
+            if server.desktop_lifetime_seconds is not None:
+                hours = server.desktop_lifetime_seconds // 3600
+                notify(f"start_desktop tokens last {hours}h (Defguard's settings)")
+            opened = await open_directory(
+                directory, entra, attribute_set_name, ad, notify, allow_guests=allow_guests
+            )
             stop = asyncio.Event()
             lives: list[LiveReport] = []
 
@@ -157,9 +196,16 @@ async def sync_async(
                     progress(done, total)
 
             syncer = Syncer(
-                config, defguard, opened, moment, state=sync_state, stop=stop, progress=settled
+                config,
+                defguard,
+                opened,
+                moment,
+                state=sync_state,
+                stop=stop,
+                progress=settled,
+                selection=selection,
             )
-            members = await syncer.prepare(group)
+            planned = await syncer.prepare(group)
             run = {
                 "command": "sync",
                 "defguard_version": version,
@@ -170,10 +216,25 @@ async def sync_async(
                 "defguard_url": url,
                 "renew_before": renew_before,
                 **stored_in(directory, attribute_set_name, ad),
+                **selection.run_section(),
             }
-            record = SyncRecord(members, run, dry_run=dry_run, report_path=report)
+            record = SyncRecord(planned, run, dry_run, report, known)
             changes = record.changes
             if dry_run:
+                lifetimes = Lifetimes(
+                    parse_lifetime(lifetime),
+                    LIFETIME_OPTION
+                    if enrollment_token_expiration_time
+                    else "Defguard's documented default",
+                    int(moment.desktop_lifetime.total_seconds()),
+                    "Defguard's settings"
+                    if server.desktop_lifetime_seconds
+                    else "--desktop-token-lifetime",
+                )
+                targets = [m for m in planned if m.pending and m.decision in CHANGES]
+                await preflight_plan(
+                    opened, planned, targets, run, report_file, lifetimes, moment.now, notify
+                )
                 listed = ", ".join(f"{count} {name}" for name, count in changes.items())
                 notify(f"dry run: {listed}; nothing was changed")
                 return record
@@ -200,6 +261,8 @@ async def _execute(
 ) -> None:
     """Run the decisions with the report kept current, as ``generate-tokens`` does."""
     live: LiveReport | None = None
+    # Refused: exit 2 with nothing issued, and no report started that says tokens may have been.
+    await syncer.provisioner.check_write([m for m in record.members if m.decision in ISSUING])
     if report_file is not None:
 
         def report_failed(message: str) -> None:
@@ -216,6 +279,8 @@ async def _execute(
         finally:
             record.run["interrupted"] = stop.is_set()
             record.run["finished_at"] = utc_iso(datetime.datetime.now(datetime.timezone.utc))
+            if record.known_failures is not None:
+                record.run.update(record.known_failures.run_section(record.members))
             if live is not None:
                 await live.finish()
 
@@ -225,6 +290,7 @@ def sync(**options: Any) -> SyncRecord:
     members without one, renew those expiring within ``renew_before``, keep valid ones, and
     clear used and orphaned ones (``api_sync.sync_async`` lists the keyword arguments, named
     after the command's options). ``confirm(changes, directory_name)`` is asked before anything
-    changes; another run on this host raises ``AlreadyRunning`` (exit 2).
+    changes; another ``sync`` or ``generate_tokens`` on this host (the same lock) raises
+    ``AlreadyRunning`` (exit 2).
     """
     return asyncio.run(sync_async(**options))

@@ -88,7 +88,9 @@ class DefguardClient:
         verify: ssl.SSLContext,
         policy: RetryPolicy | None = None,
         max_connections: int = 16,
+        token_source: str = "DEFGUARD_API_TOKEN",
     ) -> None:
+        self.token_source = token_source  # where the token came from, for the message if refused
         if not is_token_text(api_token):
             raise UsageError(
                 "the Defguard API token contains spaces, control or non-ASCII characters and "
@@ -129,7 +131,7 @@ class DefguardClient:
         if response.status_code == 401:
             return AuthenticationError(
                 "Defguard refused the API token (unknown, revoked, or its owner is disabled); "
-                "create a new token for an active admin and pass it in DEFGUARD_API_TOKEN"
+                f"create a new token for an active admin and put it in {self.token_source}"
             )
         if response.status_code == 403:
             return AuthenticationError(

@@ -26,27 +26,32 @@ class DirectoryUser:
     # False only when the directory says so (Entra ``accountEnabled: false``, AD's ACCOUNTDISABLE
     # bit): a token stored on a disabled account is a credential nobody should be holding.
     enabled: bool = True
+    # Entra ``userType`` Guest: someone from outside the tenant, refused unless admitted.
+    guest: bool = False
 
 
 @dataclass(frozen=True)
 class Matches:
-    """Directory users found per lookup key (lower-cased), stage by stage.
+    """Directory users found per lookup key (``addresses.fold``-ed), stage by stage.
 
-    Entra matching tries ``mail``, then ``userPrincipalName``, then ``otherMails``, keyed by the
-    member's e-mail address; the first stage that finds anyone decides, so nobody is matched
-    through an alias when a primary address exists. AD has one stage, keyed by the
-    sAMAccountName (= Defguard username) or by the e-mail address.
+    Entra matching looks every member's e-mail address up in ``mail``, ``userPrincipalName``
+    and ``otherMails`` alike, and an address that finds more than one object, under one key
+    or under different ones, is ambiguous (``plan``): first-key-wins would hand a member's
+    token to whoever reuses a former address as their ``mail`` or lists it in ``otherMails``.
+    AD has one stage, keyed by the sAMAccountName (= Defguard username) or by the e-mail
+    address.
     """
 
     stages: Sequence[tuple[str, Mapping[str, Sequence[DirectoryUser]]]]
     key: MatchKey = "email"
     # Keys the directory cannot search for at all -> why (e.g. longer than Graph's filters take).
     unsearchable: Mapping[str, str] = field(default_factory=dict)
-
-
-def unmatched(keys: Iterable[str], *stages: Mapping[str, Sequence[DirectoryUser]]) -> list[str]:
-    """Keys no earlier stage found anyone for: the only ones worth the next lookup."""
-    return [k for k in keys if not any(stage.get(k) for stage in stages)]
+    # Key -> (stage, object) whose address there only looks like the key: it holds characters
+    # that may fold into ASCII (``addresses.skeleton``). Such a key is ambiguous, never matched.
+    confusable: Mapping[str, Sequence[tuple[str, DirectoryUser]]] = field(default_factory=dict)
+    # Whether guest accounts may receive tokens (``--allow-guests``); the run's policy, carried
+    # with what the directory found so every planner applies the same.
+    admit_guests: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,10 @@ class Stored:
     upn: str | None
     digest: bytes
     expires_at: str | None = None
+    # The stored enrollment URL (Entra and AD listings read it), to compare with Defguard's.
+    url: str | None = None
+    # A value --state does not know (e.g. stored by a run that was killed): kept, not renewed.
+    unrecorded: bool = False
 
 
 @dataclass(frozen=True)

@@ -72,31 +72,32 @@ def duration_seconds(text: str) -> int:
     return _nanos(text) // _NANOS_PER_SECOND
 
 
-def parse_lifetime(text: str) -> int:
-    """Seconds of token lifetime for ``text``: Defguard's grammar, within dgprov's bounds."""
-    nanos = _nanos(text)
+def parse_lifetime(text: str, option: str = _OPTION) -> int:
+    """Seconds of token lifetime for ``text``: Defguard's grammar, within dgprov's bounds;
+    ``option`` names the option in the message."""
+    nanos = _nanos(text, option)
     if nanos < MIN_LIFETIME_SECONDS * _NANOS_PER_SECOND:
         what = "zero" if nanos == 0 else "shorter than a minute"
         raise UsageError(
-            f"{_OPTION} {text!r} is {what}: the tokens would expire before anyone could use "
+            f"{option} {text!r} is {what}: the tokens would expire before anyone could use "
             "them, and each would still replace the user's current one; give at least 1m, "
             "e.g. 24h, 1d or 2w"
         )
     if nanos > MAX_LIFETIME_SECONDS * _NANOS_PER_SECOND:
         raise UsageError(
-            f"{_OPTION} {text!r} is longer than {MAX_LIFETIME_TEXT}, the longest lifetime dgprov "
+            f"{option} {text!r} is longer than {MAX_LIFETIME_TEXT}, the longest lifetime dgprov "
             "issues (enrollment tokens are meant to be used within days, and far longer "
             "lifetimes crash Defguard); give e.g. 24h, 2w or 1y"
         )
     return nanos // _NANOS_PER_SECOND
 
 
-def _nanos(text: str) -> int:
+def _nanos(text: str, option: str = _OPTION) -> int:
     try:
         return _parse_nanos(text)
     except ValueError as exc:
         raise UsageError(
-            f"{_OPTION} {text!r} is not a duration Defguard accepts "
+            f"{option} {text!r} is not a duration Defguard accepts "
             f"({exc}); use a number with a unit, e.g. 24h, 1d, 2w or 1h 30m"
         ) from None
 

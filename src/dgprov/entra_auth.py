@@ -69,14 +69,19 @@ class EntraSettings:
     certificate_password: str | None = None
     persist_cache: bool = True
 
-    def check(self) -> None:
-        """Refuse settings that cannot sign anyone in, naming the option that is missing."""
+    def missing(self) -> list[str]:
+        """What cannot sign anyone in, each with the option or variable that gives it."""
+        missing = []
         if not self.tenant and not self.authority:
-            raise UsageError("no Entra tenant: pass --tenant or set DGPROV_TENANT")
+            missing.append("no Entra tenant (--tenant or DGPROV_TENANT)")
         if not self.client_id:
-            raise UsageError(
-                "no client id: pass --client-id or set DGPROV_CLIENT_ID (see the README)"
-            )
+            missing.append("no client id (--client-id or DGPROV_CLIENT_ID)")
+        return missing
+
+    def check(self) -> None:
+        """Refuse settings that cannot sign anyone in, naming every option that is missing."""
+        if missing := self.missing():
+            raise UsageError("; ".join(missing))
 
     @property
     def authority_url(self) -> str:

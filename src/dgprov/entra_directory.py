@@ -6,6 +6,7 @@ and answer stays in ``graph.py``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
 from .directory import DirectoryUser, Matches, MatchKey, Stored, WriteResult
@@ -25,9 +26,12 @@ class EntraDirectory:
         "CustomSecAttributeAssignment.ReadWrite.All"
     )
 
-    def __init__(self, graph: GraphClient, attribute_set: str) -> None:
+    def __init__(
+        self, graph: GraphClient, attribute_set: str, *, admit_guests: bool = False
+    ) -> None:
         self.graph = graph
         self.attribute_set = attribute_set
+        self.admit_guests = admit_guests  # --allow-guests: guest accounts may hold tokens
         self.holds_expiry = False
         self.one_listing = False  # sync: members matched from the listing of stored values
         self.digests = True
@@ -43,8 +47,9 @@ class EntraDirectory:
             matches, self._held = await self.graph.list_users(
                 self.attribute_set, emails, digests=self.digests
             )
-            return matches
-        return await self.graph.find_users(emails)
+        else:
+            matches = await self.graph.find_users(emails)
+        return dataclasses.replace(matches, admit_guests=self.admit_guests)
 
     async def check_can_write(self, user: DirectoryUser) -> None:
         """Nothing: Graph documents no write that changes nothing and is checked like a real one

@@ -21,7 +21,11 @@ CLIENT_CERTIFICATE_PASSWORD = "DGPROV_CLIENT_CERTIFICATE_PASSWORD"
 BIND_PASSWORD = "DGPROV_BIND_PASSWORD"
 CACHE_DIR = "DGPROV_CACHE_DIR"  # where the sign-in cache is kept
 BROKER_URL = "DGPROV_BROKER_URL"  # fetch-config: the broker; --source auto then prefers it
-LOCK_FILE = "DGPROV_LOCK_FILE"  # the file `dgprov sync` locks (default: one per host)
+BROKER_SCOPE = "DGPROV_BROKER_SCOPE"  # fetch-config: the broker's scope (else the broker's own)
+# dgprov broker: its own registration's id. Not DGPROV_CLIENT_ID, which is the public client's
+# on the same machines and shells: a broker that took it would accept the wrong audience.
+BROKER_CLIENT_ID = "DGPROV_BROKER_CLIENT_ID"
+LOCK_FILE = "DGPROV_LOCK_FILE"  # the lock sync and generate-tokens share (default: per account)
 
 # dgprov's own variables, documented in the README; the rest below belong to the platform.
 DGPROV_VARIABLES = (
@@ -34,6 +38,8 @@ DGPROV_VARIABLES = (
     BIND_PASSWORD,
     CACHE_DIR,
     BROKER_URL,
+    BROKER_SCOPE,
+    BROKER_CLIENT_ID,
     LOCK_FILE,
 )
 PROGRAM_DATA = "PROGRAMDATA"  # Windows: the machine-wide data folder (sync's lock)

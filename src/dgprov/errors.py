@@ -132,5 +132,5 @@ class MfaSetupRequired(DgprovError):
 
 
 class AlreadyRunning(DgprovError):
-    """Another ``dgprov sync`` holds this host's lock; nothing was done (exit 2). The message
-    names the holder and what to do."""
+    """Another ``dgprov sync`` or ``generate-tokens`` holds the admin jobs' lock; nothing was
+    done (exit 2). The message names the holder and what to do."""

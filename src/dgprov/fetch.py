@@ -7,6 +7,7 @@ the raw attribute value.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
 from collections.abc import Callable
@@ -14,7 +15,13 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
-from .broker_client import check_broker_scope, check_broker_url, fetch_provisioning
+from .broker_client import (
+    check_broker_scope,
+    check_broker_url,
+    check_tenant,
+    fetch_provisioning,
+    fetch_settings,
+)
 from .client_files import TargetUser, account_name, is_account_of
 from .entra_auth import (
     APP_ONLY_MODES,
@@ -35,11 +42,12 @@ from .graph import GraphClient
 from .join import JoinState
 from .ldap_directory import LdapDirectory, LdapSettings, base_dn_for, discover_ldap_url
 from .private_files import write_private_file
+from .reissue import ask_for_one, expired_since
 from .stored_value import (
     AD_EXPECTED_SHAPE,
-    ENTRA_TOKEN_ATTRIBUTE,
-    ENTRA_URL_ATTRIBUTE,
+    ENTRA_EXPIRY_ATTRIBUTE,
     ProvisioningConfig,
+    ad_expiry,
     from_ad_json,
     from_entra_attributes,
 )
@@ -88,8 +96,7 @@ def from_attribute_set(
     config = from_entra_attributes(values)
     if config is None:
         raise NothingFound(
-            f"{upn} has no {ENTRA_URL_ATTRIBUTE} and {ENTRA_TOKEN_ATTRIBUTE} in the attribute set "
-            f"{set_name!r}; an administrator runs dgprov generate-tokens for your group"
+            f"{upn} has no enrollment token in the set {set_name!r}; {ask_for_one()}"
         )
     return _checked(config, f"the attribute set {set_name!r}")
 
@@ -97,8 +104,7 @@ def from_attribute_set(
 def from_ad_value(raw: str | None, attribute: str, account: str) -> ProvisioningConfig:
     if raw is None or not raw.strip():
         raise NothingFound(
-            f"{account} has no value in {attribute!r}; an administrator runs dgprov "
-            "generate-tokens --directory ad for your group"
+            f"{account} has no value in {attribute!r}; {ask_for_one(account, directory_ad=True)}"
         )
     config = from_ad_json(raw)
     if config is None:
@@ -164,8 +170,9 @@ async def user_sign_in(
 
 def broker_settings(
     broker_url: str | None, broker_scope: str | None, auth: AuthMode
-) -> tuple[str, str]:
-    """``--broker-url``, ``--broker-scope`` and ``--auth`` checked before any sign-in."""
+) -> tuple[str, str | None]:
+    """``--broker-url``, ``--broker-scope`` and ``--auth`` checked before any sign-in; no
+    scope: the broker is asked for its own (``fetch_from_broker``)."""
     if auth in APP_ONLY_MODES:
         raise UsageError(
             f"--source broker signs a person in; --auth {auth} signs in the app, whose token "
@@ -174,18 +181,13 @@ def broker_settings(
     if not broker_url:
         raise UsageError("--source broker needs --broker-url URL (or set DGPROV_BROKER_URL)")
     url = check_broker_url(broker_url)
-    if not broker_scope:
-        raise UsageError(
-            "--source broker needs --broker-scope, the broker's scope such as "
-            "api://<broker app id>/Provision (ask your administrator)"
-        )
-    return url, check_broker_scope(broker_scope)
+    return url, check_broker_scope(broker_scope) if broker_scope else None
 
 
 async def fetch_from_broker(
     settings: EntraSettings,
     broker_url: str,
-    broker_scope: str,
+    broker_scope: str | None,
     notify: Callable[[str], None],
     for_user: str | None = None,
 ) -> ProvisioningConfig:
@@ -193,9 +195,20 @@ async def fetch_from_broker(
     checked by ``broker_settings``); nothing is read from a
     directory, so the user needs no directory role. The platform broker (WAM) is tried first
     on Windows: the sign-in is for the broker's own API, which WAM serves from the machine's
-    account without a prompt."""
-    sign_in = await user_sign_in(settings, [broker_scope], notify, for_user, platform_broker=True)
+    account without a prompt.
+
+    Without a configured scope or tenant the broker's ``GET /v1/config`` gives them (the ones
+    configured win): the broker's URL and the public client's id then suffice."""
     verify = tls_context(settings.ca_bundle)
+    no_tenant = not settings.tenant and not settings.authority
+    if broker_scope is None or no_tenant:
+        told = await fetch_settings(broker_url, verify=verify)
+        log.info(f"the broker serves the scope {told.scope} of tenant {told.tenant}")
+        broker_scope = broker_scope or told.scope
+        if no_tenant:
+            settings = dataclasses.replace(settings, tenant=told.tenant)
+        check_tenant(told, settings.authority_url, broker_url)
+    sign_in = await user_sign_in(settings, [broker_scope], notify, for_user, platform_broker=True)
     try:
         return await fetch_provisioning(
             broker_url, await asyncio.to_thread(sign_in.token), verify=verify
@@ -223,10 +236,29 @@ async def fetch_from_entra(
         upn, values = await graph.my_attribute_set(set_name)
     finally:
         await graph.aclose()
-    return from_attribute_set(values, set_name, upn or "the signed-in user")
+    config = from_attribute_set(values, set_name, upn or "the signed-in user")
+    say_if_expired((values or {}).get(ENTRA_EXPIRY_ATTRIBUTE), None, False, notify)
+    return config
 
 
-def fetch_from_ad(settings: LdapSettings, account: str) -> ProvisioningConfig:
+def say_if_expired(
+    expires_at: object, username: str | None, directory_ad: bool, notify: Callable[[str], None]
+) -> None:
+    """Warn when the expiry sync stored beside the token has passed: the file is written all
+    the same (this host's clock may be wrong), but enroll will be refused, so the person learns
+    now what to ask for."""
+    if (when := expired_since(expires_at)) is not None:
+        message = (
+            f"warning: the stored enrollment token expired at {when}; "
+            f"{ask_for_one(username, directory_ad=directory_ad)}"
+        )
+        log.info(message)
+        notify(message)
+
+
+def fetch_from_ad(
+    settings: LdapSettings, account: str, notify: Callable[[str], None] | None = None
+) -> ProvisioningConfig:
     directory = LdapDirectory(settings)
     try:
         found, raw = directory.read_value(account)
@@ -237,7 +269,10 @@ def fetch_from_ad(settings: LdapSettings, account: str) -> ProvisioningConfig:
             f"the directory has no user with sAMAccountName {account!r} under {settings.base_dn}; "
             "check --base-dn or pass --for-user with the right login name"
         )
-    return from_ad_value(raw, settings.attribute, account)
+    config = from_ad_value(raw, settings.attribute, account)
+    if notify is not None and raw is not None:
+        say_if_expired(ad_expiry(raw), account, True, notify)
+    return config
 
 
 def ad_account(target: TargetUser, sam_account_name: str | None) -> str:

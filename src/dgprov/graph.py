@@ -12,6 +12,7 @@ after the largest ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -20,8 +21,9 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from . import __version__
+from .addresses import confusable, fold, skeleton
 from .answers import Answer
-from .directory import DirectoryUser, Matches, WriteResult, unmatched
+from .directory import DirectoryUser, Matches, WriteResult
 from .errors import AuthenticationError, InvalidAnswer, PreflightError, RemoteError
 from .graph_listing import (
     SERVICE,
@@ -47,7 +49,7 @@ UNSEARCHABLE = (
     f"e-mail address longer than Graph can search ({MAX_FILTER_VALUE} characters); no token issued"
 )
 LOOKUP_SLICE = BATCH_SIZE * 8  # filter requests in flight per slice
-SELECT = "id,userPrincipalName,mail,otherMails,accountEnabled"
+SELECT = "id,userPrincipalName,mail,otherMails,accountEnabled,userType"
 CSA_TYPE = "#Microsoft.DirectoryServices.CustomSecurityAttributeValue"
 RETRYABLE_ITEM_STATUSES = frozenset({429, 500, 502, 503, 504})
 ITEM_ERROR_ATTEMPTS = 8  # for 5xx items; throttled items wait as long as Graph asks
@@ -61,6 +63,28 @@ TokenProvider = Callable[[bool], str]
 
 def odata_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def _in_filter(field: str) -> Callable[[list[str]], str]:
+    return lambda chunk: f"{field} in ({','.join(map(odata_string, chunk))})"
+
+
+LOOKUP_STAGES: list[
+    tuple[str, Callable[[list[str]], str], Callable[[dict[str, Any]], Iterable[str]]]
+] = [
+    ("mail", _in_filter("mail"), lambda user: [user.get("mail") or ""]),
+    (
+        "userPrincipalName",
+        _in_filter("userPrincipalName"),
+        lambda user: [user.get("userPrincipalName") or ""],
+    ),
+    (
+        "otherMails",
+        lambda chunk: " or ".join(f"otherMails/any(m:m eq {odata_string(e)})" for e in chunk),
+        lambda user: user.get("otherMails") or [],
+    ),
+]
+"""Name, filter of up to 15 addresses, and the user's values it compares, of each stage."""
 
 
 class GraphClient(GraphListing):
@@ -211,32 +235,35 @@ class GraphClient(GraphListing):
 
     # ------------------------------------------------------------------------------- lookups
 
-    async def _lookup(
-        self,
-        emails: Sequence[str],
-        build_filter: Callable[[list[str]], str],
-        key: Callable[[dict[str, Any]], Iterable[str]],
-    ) -> dict[str, list[DirectoryUser]]:
+    async def _lookup(self, emails: Sequence[str]) -> Matches:
+        """Every stage's filters for ``emails``, stage after stage (a failing stage stops the
+        lookup before the next is sent)."""
         chunks = [list(emails[i : i + FILTER_VALUES]) for i in range(0, len(emails), FILTER_VALUES)]
-        found: dict[str, list[DirectoryUser]] = {}
+        found: list[dict[str, list[DirectoryUser]]] = [{} for _ in LOOKUP_STAGES]
+        alike: dict[str, list[tuple[str, DirectoryUser]]] = {}
         wanted = set(emails)
-        # A slice of batches at a time, each answer reduced to DirectoryUsers before the next:
-        # for 100,000 addresses the raw answers would otherwise all be in memory at once.
-        for first in range(0, len(chunks), LOOKUP_SLICE):
-            items = []
-            for index, chunk in enumerate(chunks[first : first + LOOKUP_SLICE], start=first):
-                query = urlencode(
-                    {"$filter": build_filter(chunk), "$select": SELECT, "$top": "999"},
-                    quote_via=quote,
-                )
-                items.append({"id": str(index), "method": "GET", "url": f"/users?{query}"})
-            for answer in (await self._batch(items)).values():
-                for value in await self._all_values(answer):
-                    user = directory_user(value)
-                    for address in key(value):
-                        if address.lower() in wanted:
-                            found.setdefault(address.lower(), []).append(user)
-        return found
+        for stage, (name, build_filter, values_of) in enumerate(LOOKUP_STAGES):
+            # A slice of batches at a time, each answer reduced to DirectoryUsers before the
+            # next: for 100,000 addresses the raw answers would otherwise all be in memory.
+            for first in range(0, len(chunks), LOOKUP_SLICE):
+                items = []
+                for index, chunk in enumerate(chunks[first : first + LOOKUP_SLICE], first):
+                    query = urlencode(
+                        {"$filter": build_filter(chunk), "$select": SELECT, "$top": "999"},
+                        quote_via=quote,
+                    )
+                    items.append({"id": str(index), "method": "GET", "url": f"/users?{query}"})
+                for answer in (await self._batch(items)).values():
+                    for value in await self._all_values(answer):
+                        user = directory_user(value)
+                        for address in values_of(value):
+                            if (folded := fold(address)) in wanted:
+                                found[stage].setdefault(folded, []).append(user)
+                            elif confusable(address) and (plain := skeleton(address)) in wanted:
+                                # Graph's own case folding found it: not the address asked for
+                                alike.setdefault(plain, []).append((name, user))
+        names = [name for name, _, _ in LOOKUP_STAGES]
+        return Matches(list(zip(names, found, strict=True)), confusable=alike)
 
     async def _all_values(self, answer: dict[str, Any]) -> list[dict[str, Any]]:
         """The users of one lookup answer, following ``@odata.nextLink`` to the end.
@@ -276,34 +303,16 @@ class GraphClient(GraphListing):
                 body = Answer.of(response, SERVICE).value
 
     async def find_users(self, emails: Iterable[str]) -> Matches:
-        """Stage by stage, each stage only for the addresses still unmatched."""
-        addresses = sorted({e.lower() for e in emails})
-        remaining = [e for e in addresses if len(e) <= MAX_FILTER_VALUE]
+        """Every address in every stage: an address found on two objects under different keys
+        is ambiguous, so no stage may stop the search early."""
+        addresses = sorted({fold(e) for e in emails})
+        # A look-alike address is refused by the plan, whatever Graph would make of it.
+        searchable = [e for e in addresses if len(e) <= MAX_FILTER_VALUE and not confusable(e)]
         too_long = {e: UNSEARCHABLE for e in addresses if len(e) > MAX_FILTER_VALUE}
-        by_mail = await self._lookup(
-            remaining,
-            lambda chunk: f"mail in ({','.join(map(odata_string, chunk))})",
-            lambda user: [user.get("mail") or ""],
-        )
-        remaining = unmatched(remaining, by_mail)
-        by_upn = await self._lookup(
-            remaining,
-            lambda chunk: f"userPrincipalName in ({','.join(map(odata_string, chunk))})",
-            lambda user: [user.get("userPrincipalName") or ""],
-        )
-        remaining = unmatched(remaining, by_upn)
-        by_other = await self._lookup(
-            remaining,
-            lambda chunk: " or ".join(f"otherMails/any(m:m eq {odata_string(e)})" for e in chunk),
-            lambda user: user.get("otherMails") or [],
-        )
-        return Matches(
-            [("mail", by_mail), ("userPrincipalName", by_upn), ("otherMails", by_other)],
-            unsearchable=too_long,
-        )
+        return dataclasses.replace(await self._lookup(searchable), unsearchable=too_long)
 
     async def user_by_id(self, object_id: str) -> tuple[DirectoryUser, list[str]] | None:
-        """One user and the addresses members match it by (mail, UPN, otherMails, lower-cased),
+        """One user and the addresses members match it by (mail, UPN, otherMails, folded),
         or None when Graph has no such user; for the broker, which knows the object id."""
         response = await self._request(
             "GET", f"/users/{quote(object_id, safe='')}", params={"$select": SELECT}
@@ -317,7 +326,7 @@ class GraphClient(GraphListing):
         user = directory_user(value)
         addresses = [value.get("mail") or "", value.get("userPrincipalName") or ""]
         addresses += value.get("otherMails") or []
-        return user, list(dict.fromkeys(a.lower() for a in addresses if a))
+        return user, list(dict.fromkeys(fold(a) for a in addresses if a))
 
     # ------------------------------------------------------------------------- the user's own
 

@@ -11,10 +11,19 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
+from .addresses import confusable, fold, skeleton
 from .answers import Answer
 from .directory import DirectoryUser, Matches, Stored
 from .errors import PreflightError
-from .stored_value import ENTRA_EXPIRY_ATTRIBUTE, ENTRA_TOKEN_ATTRIBUTE, NO_DIGEST, token_digest
+from .stored_value import (
+    ENTRA_EXPIRY_ATTRIBUTE,
+    ENTRA_TOKEN_ATTRIBUTE,
+    ENTRA_URL_ATTRIBUTE,
+    NO_DIGEST,
+    ProvisioningConfig,
+    checked_expiry,
+    token_digest,
+)
 
 SERVICE = "Microsoft Graph"
 CSA_PROPERTY = "customSecurityAttributes"
@@ -56,10 +65,13 @@ class GraphListing:
         once the whole tenant is listed anyway, matching the members from the same pages saves
         the lookups. Only matches and holders are kept, a holder's token only as a digest.
         """
-        keys = {_lowered(k) for k in wanted} if wanted is not None else set()
-        fields = "id,userPrincipalName" + (",mail,otherMails,accountEnabled" if keys else "")
+        keys = {fold(k) for k in wanted} if wanted is not None else set()
+        fields = "id,userPrincipalName" + (
+            ",mail,otherMails,accountEnabled,userType" if keys else ""
+        )
         query = urlencode({"$select": f"{fields},{CSA_PROPERTY}", "$top": "999"}, quote_via=quote)
         stages: list[dict[str, tuple[DirectoryUser, ...]]] = [{}, {}, {}]
+        alike: dict[str, list[tuple[str, DirectoryUser]]] = {}
         held: dict[str, Stored] = {}
         expiries: dict[str, str] = {}  # one string per distinct expiry
         link: str | None = f"/users?{query}"
@@ -76,32 +88,44 @@ class GraphListing:
             for item in page.items("value"):
                 stored = stored_in(item, set_name, digests)
                 if stored is not None:
-                    if stored.expires_at is not None:
-                        expiry = expiries.setdefault(stored.expires_at, stored.expires_at)
-                        stored = Stored(stored.object_id, stored.upn, stored.digest, expiry)
+                    if stored.expires_at is not None or stored.url is not None:
+                        # One string per distinct expiry and URL (memory at 100,000).
+                        expiry = stored.expires_at and expiries.setdefault(
+                            stored.expires_at, stored.expires_at
+                        )
+                        url = stored.url and expiries.setdefault(stored.url, stored.url)
+                        stored = Stored(stored.object_id, stored.upn, stored.digest, expiry, url)
                     held[_lowered(stored.object_id)] = stored
                 if keys:
-                    _index(user_value(item), keys, stages)
+                    _index(user_value(item), keys, stages, alike)
             link = page.optional_text("@odata.nextLink")
             if link is not None and (link in seen or len(seen) >= MAX_LISTING_PAGES):
                 raise page.invalid("'@odata.nextLink' repeats an earlier page or never ends")
             seen.add(link or "")
-        names = ("mail", "userPrincipalName", "otherMails")
-        return Matches(list(zip(names, stages, strict=True))), held
+        return Matches(list(zip(STAGE_NAMES, stages, strict=True)), confusable=alike), held
+
+
+STAGE_NAMES = ("mail", "userPrincipalName", "otherMails")
 
 
 def _lowered(text: str) -> str:
-    """``text`` lower-cased, the same string object when it already is (memory at 100,000)."""
+    """An object id lower-cased as sync keys them, the same string object when it already is
+    (memory at 100,000)."""
     lowered = text.lower()
     return text if lowered == text else lowered
 
 
 def _index(
-    value: dict[str, Any], keys: set[str], stages: list[dict[str, tuple[DirectoryUser, ...]]]
+    value: dict[str, Any],
+    keys: set[str],
+    stages: list[dict[str, tuple[DirectoryUser, ...]]],
+    alike: dict[str, list[tuple[str, DirectoryUser]]],
 ) -> None:
     """Add a listed user to each stage (mail, userPrincipalName, otherMails) whose address of
-    theirs is one of ``keys``."""
+    theirs is one of ``keys``, and to ``alike`` where one only looks like a key (every stage
+    counts: ``plan`` refuses an address that finds two objects)."""
     found: list[tuple[int, str]] = []
+    resembling: list[tuple[int, str]] = []
     for stage, addresses in enumerate(
         (
             [value.get("mail") or ""],
@@ -109,14 +133,18 @@ def _index(
             value.get("otherMails") or [],
         )
     ):
-        found += [(stage, k) for a in addresses if (k := _lowered(a)) in keys]
-    if not found:
+        for address in addresses:
+            if (key := fold(address)) in keys:
+                found.append((stage, key))
+            elif confusable(address) and (plain := skeleton(address)) in keys:
+                resembling.append((stage, plain))
+    if not found and not resembling:
         return
     user = directory_user(value)
     for stage, key in found:
-        if any(key in earlier for earlier in stages[:stage]):
-            continue  # an earlier stage decides this address (plan reads stages in order)
         stages[stage][key] = (*stages[stage].get(key, ()), user)
+    for stage, key in resembling:
+        alike.setdefault(key, []).append((STAGE_NAMES[stage], user))
 
 
 def user_value(item: Answer) -> dict[str, Any]:
@@ -125,6 +153,7 @@ def user_value(item: Answer) -> dict[str, Any]:
     item.optional_text("userPrincipalName")
     item.optional_text("mail")
     item.texts("otherMails")
+    item.optional_text("userType")
     value: dict[str, Any] = item.value
     return value
 
@@ -137,6 +166,7 @@ def directory_user(value: dict[str, Any]) -> DirectoryUser:
         upn,
         upn if mail == upn else mail,  # one string where both are the same (memory)
         enabled=value.get("accountEnabled") is not False,
+        guest=value.get("userType") == "Guest",
     )
 
 
@@ -152,9 +182,12 @@ def stored_in(item: Answer, set_name: str, digests: bool = True) -> Stored | Non
     token = values.optional_text(ENTRA_TOKEN_ATTRIBUTE)
     if not token:
         return None
+    url = values.optional_text(ENTRA_URL_ATTRIBUTE)
+    pair = ProvisioningConfig(url, token) if url is not None else None
     return Stored(
         item.text("id"),
         item.optional_text("userPrincipalName"),
         token_digest(token) if digests else NO_DIGEST,
-        values.optional_text(ENTRA_EXPIRY_ATTRIBUTE),
+        checked_expiry(pair, values.optional_text(ENTRA_EXPIRY_ATTRIBUTE)),
+        url,
     )

@@ -22,6 +22,7 @@ import ldap3
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 
+from .addresses import confusable, fold, skeleton
 from .directory import DirectoryUser, Matches, MatchKey, Stored, WriteResult
 from .errors import AuthenticationError, PreflightError, UsageError
 from .stored_value import (
@@ -54,6 +55,8 @@ class LdapSettings:
 
 
 INSUFFICIENT_RIGHTS = "insufficientAccessRights"
+EFFECTIVE_ATTRIBUTES = "allowedAttributesEffective"  # constructed by AD for whoever asks
+MAX_EFFECTIVE = 10_000  # names read from one answer; AD's schema has about 1,500 attributes
 
 
 class LdapDirectory:
@@ -173,10 +176,15 @@ class LdapDirectory:
 
     # ------------------------------------------------------------------------------- lookups
 
-    def _find(self, keys: list[str]) -> dict[str, list[DirectoryUser]]:
+    def _find(
+        self, keys: list[str]
+    ) -> tuple[dict[str, list[DirectoryUser]], dict[str, list[DirectoryUser]]]:
+        """``(users per key, look-alike users per key)``: AD compares with its own case rules,
+        so an entry whose value only resembles the key (``addresses.skeleton``) is kept apart."""
         connection = self._connect()
         attribute = self._search_attribute
         found: dict[str, list[DirectoryUser]] = {}
+        alike: dict[str, list[DirectoryUser]] = {}
         wanted_attributes = ["sAMAccountName", "mail", "userPrincipalName"]
         # AD has userAccountControl; an LDAP schema without it would make ldap3 refuse the search.
         schema = connection.server.schema
@@ -194,13 +202,19 @@ class LdapDirectory:
                 raise PreflightError(
                     f"searching the directory failed ({result.get('description')})"
                 )
-            wanted = {key.lower() for key in chunk}
+            wanted = set(chunk)
             for entry in entries or []:
                 if entry.get("type") != "searchResEntry":
                     continue
                 values = entry["attributes"]
                 value = _first(values.get(attribute))
-                if value is None or value.lower() not in wanted:
+                if value is None:
+                    continue
+                if (key := fold(value)) in wanted:
+                    into = found
+                elif confusable(value) and (key := skeleton(value)) in wanted:
+                    into = alike
+                else:
                     continue
                 control = _first(values.get("userAccountControl"))
                 user = DirectoryUser(
@@ -209,13 +223,19 @@ class LdapDirectory:
                     _first(values.get("mail")),
                     enabled=not (control and control.isdigit() and int(control) & ACCOUNTDISABLE),
                 )
-                found.setdefault(value.lower(), []).append(user)
-        return found
+                into.setdefault(key, []).append(user)
+        return found, alike
 
     async def find_users(self, keys: Iterable[str]) -> Matches:
-        unique = sorted({key.lower() for key in keys})
-        found = await asyncio.to_thread(self._find, unique)
-        return Matches([(self._search_attribute, found)], key=self.match_key)
+        # A look-alike key is refused by the plan, whatever the directory would make of it.
+        unique = sorted({k for key in keys if not confusable(k := fold(key))})
+        found, alike = await asyncio.to_thread(self._find, unique)
+        name = self._search_attribute
+        return Matches(
+            [(name, found)],
+            key=self.match_key,
+            confusable={key: [(name, user) for user in users] for key, users in alike.items()},
+        )
 
     # -------------------------------------------------------------------------------- writes
 
@@ -247,6 +267,30 @@ class LdapDirectory:
 
     async def check_can_write(self, user: DirectoryUser) -> None:
         await asyncio.to_thread(self._probe, user.id)
+
+    def _may_write(self, dn: str) -> bool | None:
+        """Whether Active Directory's ``allowedAttributesEffective`` on ``dn`` (the attributes
+        the bound account may write there, computed for whoever asks) lists the attribute;
+        None where the server does not compute it (its schema has no such attribute, as
+        OpenLDAP's) or does not answer. An answer without it means no right to write it."""
+        connection = self._connect()
+        schema = connection.server.schema
+        known = {name.lower() for name in schema.attribute_types} if schema is not None else set()
+        if EFFECTIVE_ATTRIBUTES.lower() not in known:
+            return None
+        status, _, entries, _ = connection.search(
+            dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=[EFFECTIVE_ATTRIBUTES]
+        )
+        found = [e for e in entries or [] if e.get("type") == "searchResEntry"]
+        if not status or not found:
+            return None
+        values = found[0]["attributes"].get(EFFECTIVE_ATTRIBUTES) or []
+        wanted = self.settings.attribute.lower()
+        return any(isinstance(v, str) and v.lower() == wanted for v in values[:MAX_EFFECTIVE])
+
+    async def may_write(self, dn: str) -> bool | None:
+        """``_may_write`` for a dry run, which proves what it can without writing."""
+        return await asyncio.to_thread(self._may_write, dn)
 
     def _write(self, values: Sequence[tuple[str, list[str]]]) -> dict[str, WriteResult]:
         """``(dn, new values)`` -> result per DN; an empty list removes the attribute's value."""
@@ -304,6 +348,7 @@ class LdapDirectory:
                     _first(values.get("userPrincipalName")) or _first(values.get("sAMAccountName")),
                     token_digest(config.enrollment_token) if self.digests else NO_DIGEST,
                     ad_expiry(text),
+                    url=config.enrollment_url,
                 )
             controls = result.get("controls") or {}
             cookie = controls.get(PAGED_RESULTS, {}).get("value", {}).get("cookie")

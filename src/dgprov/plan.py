@@ -13,6 +13,7 @@ import enum
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
+from .addresses import confusable, describe, fold, skeleton
 from .defguard import DefguardUser
 from .directory import DirectoryUser, Matches
 
@@ -69,15 +70,49 @@ class PlannedMember:
 
 
 def _decide_match(key: str, matches: Matches) -> tuple[DirectoryUser | None, str]:
+    """The one object ``key`` finds in any stage, or why there is none to choose.
+
+    Every stage counts: an address that finds one object by ``mail`` and another by
+    ``otherMails`` (a former address reused, an alias someone set) is ambiguous, as is one
+    that only looks like another object's address (``Matches.confusable``)."""
+    found: dict[str, tuple[DirectoryUser, list[str]]] = {}
     for stage_name, stage in matches.stages:
-        found = {user.id: user for user in stage.get(key, ())}
-        if len(found) == 1:
-            return next(iter(found.values())), ""
-        if len(found) > 1:
-            return None, (
-                f"ambiguous: {len(found)} directory users have {stage_name} {key}; make it unique"
-            )
-    return None, ""
+        for user in stage.get(key, ()):
+            found.setdefault(user.id.lower(), (user, []))[1].append(stage_name)
+    alike = matches.confusable.get(key, ())
+    for stage_name, user in alike:
+        found.setdefault(user.id.lower(), (user, []))[1].append(f"{stage_name} look-alike")
+    if len(found) == 1 and not alike:
+        return next(iter(found.values()))[0], ""
+    if not found:
+        return None, ""
+    named = "; ".join(
+        f"{user.id} ({user.upn or 'no UPN'}) by {' and '.join(stages)}"
+        for user, stages in found.values()
+    )
+    count = (
+        "1 directory object answers"
+        if len(found) == 1
+        else f"{len(found)} directory objects answer"
+    )
+    return None, (
+        f"ambiguous: {count} to {key}: {named}; no token issued: make it belong to one "
+        "object only (correct the others' mail, userPrincipalName, otherMails or account "
+        "name; a look-alike holds characters that case-fold into ASCII)"
+    )
+
+
+def _unusable_key(user: DefguardUser, matches: Matches) -> str:
+    """Why the member's own address or username cannot be matched safely, or ``""``."""
+    raw = (user.email or "") if matches.key == "email" else user.username
+    if not confusable(raw):
+        return ""
+    what = "e-mail address" if matches.key == "email" else "username"
+    return (
+        f"ambiguous: the Defguard {what} {raw!r} holds characters that case-fold into ASCII "
+        f"({describe(raw)}), so a directory may take it for {skeleton(raw)}; no token issued: "
+        f"correct the {what} in Defguard"
+    )
 
 
 ALREADY_PROVISIONED = "already provisioned"
@@ -135,6 +170,9 @@ def plan(
         if matches.key == "email" and not email:
             entry.outcome, entry.reason = Outcome.SKIPPED, "no e-mail address in Defguard"
             continue
+        if problem := _unusable_key(user, matches):
+            entry.outcome, entry.reason = Outcome.FAILED, problem
+            continue
         if unsearchable := matches.unsearchable.get(_key(user, matches)):
             entry.outcome, entry.reason = Outcome.SKIPPED, unsearchable
             continue
@@ -154,6 +192,14 @@ def plan(
                 Outcome.SKIPPED,
                 f"the {directory_name} account is disabled; no token issued (pass "
                 "--include-disabled-directory-users to provision disabled accounts too)",
+            )
+            continue
+        if directory_user.guest and not matches.admit_guests:
+            entry.outcome, entry.reason = (
+                Outcome.SKIPPED,
+                f"the {directory_name} account {directory_user.upn or directory_user.id} is a "
+                "guest (userType Guest); no token issued (pass --allow-guests to provision "
+                "guest accounts too)",
             )
             continue
         if user.enrolled:
@@ -180,16 +226,18 @@ def matched_object(user: DefguardUser, matches: Matches) -> DirectoryUser | None
 
 
 def candidates(user: DefguardUser, matches: Matches) -> Iterator[DirectoryUser]:
-    """Every directory object any stage finds for ``user``, chosen or not."""
+    """Every directory object any stage finds for ``user``, chosen or not, look-alikes too."""
     if matches.key == "email" and not user.email:
         return
     key = _key(user, matches)
     for _, found in matches.stages:
         yield from found.get(key, ())
+    for _, alike in matches.confusable.get(key, ()):
+        yield alike
 
 
 def _key(user: DefguardUser, matches: Matches) -> str:
-    return ((user.email or "") if matches.key == "email" else user.username).lower()
+    return fold((user.email or "") if matches.key == "email" else user.username)
 
 
 def _refuse_shared_objects(
@@ -235,10 +283,24 @@ def _refuse_shared_objects(
             )
 
 
+NOT_PROCESSED = "not processed"
+"""How the reason of a member a run never reached starts (its outcome stays ``failed``)."""
+NOT_PROCESSED_KEY = "not_processed"  # the summaries count such members apart from ``failed``
+
+
+def not_processed(member: PlannedMember) -> bool:
+    """Whether the run stopped before it reached ``member``: nothing was tried for it."""
+    return member.outcome is Outcome.FAILED and member.reason.startswith(NOT_PROCESSED)
+
+
 def summary(planned: Iterable[PlannedMember]) -> dict[str, int]:
-    """Members per outcome of ``generate-tokens`` (sync's summary is ``reconcile.summary``)."""
+    """Members per outcome of ``generate-tokens`` (sync's summary is ``reconcile.summary``),
+    and apart from ``failed`` those the run never reached (``not_processed``)."""
     counts = {outcome.value: 0 for outcome in GENERATE_OUTCOMES}
+    counts[NOT_PROCESSED_KEY] = 0
     for entry in planned:
-        if entry.outcome is not None and entry.outcome.value in counts:
+        if not_processed(entry):
+            counts[NOT_PROCESSED_KEY] += 1
+        elif entry.outcome is not None and entry.outcome.value in counts:
             counts[entry.outcome.value] += 1
     return counts

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -20,14 +20,18 @@ from .directory import Directory, Matches
 from .durations import parse_lifetime
 from .errors import DgprovError, PreflightError, RemoteError
 from .gather import cancel_and_wait
-from .plan import Action, EnrolledPolicy, Outcome, PlannedMember, plan
-from .stored_value import UNKNOWN_EXPIRY, ProvisioningConfig, token_digest
+from .plan import NOT_PROCESSED, Action, EnrolledPolicy, Outcome, PlannedMember, plan
+from .stored_value import UNKNOWN_EXPIRY, ProvisioningConfig, desktop_stamp
 
 DEFAULT_LIFETIME_SECONDS = 24 * 3600
+BeforeWrite = Callable[[Sequence[tuple[PlannedMember, ProvisioningConfig]]], Awaitable[None]]
+"""Called with each batch of issued tokens before the directory receives it (sync records them
+in ``--state``'s journal); a ``DgprovError`` keeps the batch from being stored."""
 WRITE_BATCH = 20
 WRITERS = 4
 BATCH_LINGER_SECONDS = 0.05
 ALREADY_ACTIVATED = "User account is already activated"
+STOPPED_BEFORE = f"{NOT_PROCESSED}: the run stopped before this member"
 
 
 @dataclass
@@ -41,6 +45,9 @@ class ProvisionConfig:
     enrollment_url: str | None = None
     keep_tokens: bool = False
     already_done: dict[str, str] = field(default_factory=dict)
+    # --resume: the expires_at the earlier reports give the members in already_done, kept in
+    # this run's report (their tokens are the ones those runs issued).
+    earlier_expiry: dict[str, str] = field(default_factory=dict)
     include_disabled: bool = False
     # sync: store each token's expiry beside it (a start_desktop token's as "unknown"), and
     # look up the directory objects of members disabled in Defguard too (to clear them).
@@ -58,7 +65,6 @@ class RunState:
     enrollment_url: str | None = None
     stored: int = 0  # members whose token the directory accepted
     write_denied: str | None = None  # the directory's answer to the first refused write
-    digests: dict[str, bytes] = field(default_factory=dict)  # sync: object id -> token digest
 
 
 def utc_iso(moment: datetime.datetime) -> str:
@@ -74,7 +80,7 @@ def url_problem(url: str, limit: int | None) -> str | None:
     return None
 
 
-def _comparable(url: str) -> tuple[str, str]:
+def comparable_url(url: str) -> tuple[str, str]:
     """Scheme and host ignore case, a trailing slash means nothing (Defguard adds one)."""
     parts = urlsplit(url)
     rest = parts._replace(scheme="", netloc="").geturl().rstrip("/")
@@ -90,8 +96,10 @@ class Provisioner:
         *,
         stop: asyncio.Event | None = None,
         progress: Callable[[int, int], None] | None = None,
+        before_write: BeforeWrite | None = None,
     ) -> None:
         self.config = config
+        self.before_write = before_write
         self.defguard = defguard
         self.directory = directory
         self.stop = stop or asyncio.Event()
@@ -102,6 +110,7 @@ class Provisioner:
         self._lifetime = (
             parse_lifetime(config.expiration) if config.expiration else DEFAULT_LIFETIME_SECONDS
         )
+        self._write_checked = False
 
     def forget_lookups(self) -> None:
         """Drop what planning read (every Defguard user, every directory match): the plan holds
@@ -146,15 +155,32 @@ class Provisioner:
             directory_name=self.directory.name,
             include_disabled=self.config.include_disabled,
         )
+        for member in self.state.members:
+            if member.outcome is Outcome.SKIPPED and member.username in self.config.already_done:
+                member.expires_at = self.config.earlier_expiry.get(member.username)
         return self.state.members
+
+    async def check_write(self, members: Sequence[PlannedMember] | None = None) -> None:
+        """The directory's own write probe (AD: a write that changes nothing) on the object of
+        the first member to issue for, among ``members`` (by default the plan's), once.
+
+        The callers run it before the report is started: a refusal is a preflight error with
+        nothing issued, and leaves no report saying that tokens may have been."""
+        if self._write_checked:
+            return
+        chosen = self.state.members if members is None else members
+        first = next((m for m in chosen if m.pending), None)
+        if first is None:
+            return
+        assert first.directory_user is not None
+        await self.directory.check_can_write(first.directory_user)
+        self._write_checked = True
 
     async def execute(self) -> RunState:
         pending = [m for m in self.state.members if m.pending]
         if not pending:
             return self.state
-        first_user = pending[0].directory_user
-        assert first_user is not None
-        await self.directory.check_can_write(first_user)
+        await self.check_write(pending)
         total, done = len(pending), 0
 
         def finished(count: int) -> None:
@@ -172,7 +198,7 @@ class Provisioner:
             canary, rest = rest[0], rest[1:]
             await self._run([canary], finished)
             if self.state.write_denied is not None:
-                self._abandon(rest, "not processed: the run stopped before this member")
+                self._abandon(rest, STOPPED_BEFORE)
                 raise PreflightError(
                     f"{self.directory.name} refused the first write ({self.state.write_denied}): "
                     f"{self.directory.write_permission}"
@@ -180,7 +206,7 @@ class Provisioner:
             if self.state.enrollment_url and (
                 problem := self._url_problem(self.state.enrollment_url)
             ):
-                self._abandon(rest, "not processed: the run stopped before this member")
+                self._abandon(rest, STOPPED_BEFORE)
                 raise PreflightError(problem)
         await self._run(rest, finished)
         return self.state
@@ -188,7 +214,7 @@ class Provisioner:
     def _url_problem(self, url: str) -> str | None:
         """Why tokens with this enrollment URL must not be stored, if they must not."""
         stated = self.config.enrollment_url
-        if stated is not None and _comparable(url) != _comparable(stated):
+        if stated is not None and comparable_url(url) != comparable_url(stated):
             return (
                 f"Defguard hands out the enrollment URL {url}, not the --enrollment-url {stated}: "
                 "correct --enrollment-url, or the public proxy URL in Defguard's settings"
@@ -211,8 +237,8 @@ class Provisioner:
         async def issuer() -> None:
             for member in todo:
                 if self.stop.is_set():
-                    self._fail(member, "not processed: the run was interrupted")
-                    finished(1)
+                    # Not counted as settled: the progress shown stops where the run did.
+                    self._fail(member, f"{NOT_PROCESSED}: the run was interrupted")
                     continue
                 token = await self._issue_settling(member, finished)
                 if token is not None:
@@ -267,7 +293,7 @@ class Provisioner:
                 member.reason = "enrolled for Defguard: desktop token, server default lifetime"
         token = await self.defguard.start_desktop(member.username)
         member.expires_at = (
-            UNKNOWN_EXPIRY
+            desktop_stamp(utc_iso(now))  # its lifetime is Defguard's; sync learns it each run
             if self.config.stamp
             else utc_iso(now + datetime.timedelta(seconds=DEFAULT_LIFETIME_SECONDS))
         )
@@ -309,6 +335,14 @@ class Provisioner:
                 storable.append((member, token))
         if not storable:
             return
+        if self.before_write is not None:
+            try:
+                await self.before_write(storable)
+            except DgprovError as exc:
+                for member, _ in storable:
+                    self._fail(member, f"{_reason(exc)}; the token was issued but not stored")
+                self.stop.set()  # nothing more can be recorded: no more tokens
+                return
         pairs = [(m.directory_user, t) for m, t in storable if m.directory_user is not None]
         try:
             if self.config.stamp:
@@ -331,10 +365,6 @@ class Provisioner:
                 self.state.stored += 1
                 if self.config.keep_tokens:
                     self.state.tokens[member.username] = token.enrollment_token
-                if self.config.stamp:
-                    self.state.digests[member.directory_user.id] = token_digest(
-                        token.enrollment_token
-                    )
             else:
                 if result.denied and self.state.write_denied is None:
                     self.state.write_denied = result.detail

@@ -29,6 +29,7 @@ import httpx
 from . import __version__
 from .answers import Answer
 from .errors import EnrollmentRefused, InvalidWireGuardConfig, TransportFailure
+from .reissue import ask_for_one
 from .retry import RetryPolicy
 from .transport import ServiceConnection
 from .urls import shown_origin
@@ -62,7 +63,7 @@ def poll_refusal_message(status: int, error: str) -> str:
 
 def refusal_message(status: int, error: str) -> str:
     """What each token state means for the person holding it."""
-    ask = "ask your administrator to issue a new one with `dgprov generate-tokens`"
+    ask = ask_for_one()
     if error == "token expired":
         return f"the enrollment token has expired; {ask}"
     if status == 401 and error == "invalid token":

@@ -9,11 +9,18 @@ did since, and decides one of ``issue``, ``renew``, ``keep``, ``clear`` or ``ski
   ``start_desktop`` token only to an enrolled member without a device; so a member enrolled since
   an enrollment token, or holding a device since a desktop token, has used it;
 - a token is **due** when it has expired or expires within ``renew_before``; a ``start_desktop``
-  token's expiry is Defguard's default, which dgprov cannot read, so it is never guessed: such a
-  token is kept until the member uses it (it is never replaced on a guess, since replacing
-  destroys a token someone may be typing in);
+  token is stored with its issue time, and expires that long after it as Defguard's default
+  lifetime (``Moment.desktop_lifetime``: from Defguard's settings, or
+  ``--desktop-token-lifetime``);
+- a value is **not trusted**, and renewed, when the desktop client would refuse it, when its URL
+  is not the one Defguard hands out, when its expiry is later than any sync writes (now plus the
+  lifetime, plus ``SKEW``), or when it says ``unknown`` (what earlier versions stored for a
+  desktop token) on a member Defguard shows as not enrolled, who never gets a desktop token;
+  with ``--state``, such an ``unknown`` is aged from when a run first saw it instead;
 - a value with no expiry beside it was not written by sync (or was changed since): it is
-  renewed, once, so that from then on sync knows it;
+  renewed, once, so that from then on sync knows it; but a value ``--state`` merely has no
+  record of (``Stored.unrecorded``: a run killed before it could say, another tool) is kept as
+  if issued now, so a stopped run's tokens are never destroyed;
 - the stored value of a member disabled in Defguard or in the directory, and a value sync wrote
   on an object no member maps to any more (the member left the group), is cleared.
 """
@@ -27,8 +34,24 @@ from dataclasses import dataclass
 
 from .defguard import DefguardUser
 from .directory import DirectoryUser, Matches, Stored
-from .plan import Action, Decision, Outcome, PlannedMember, candidates, matched_object
-from .stored_value import UNKNOWN_EXPIRY
+from .plan import (
+    NOT_PROCESSED_KEY,
+    Action,
+    Decision,
+    Outcome,
+    PlannedMember,
+    candidates,
+    matched_object,
+    not_processed,
+)
+from .provision import comparable_url
+from .stored_value import (
+    INVALID_VALUE,
+    REPLACED_VALUE,
+    UNKNOWN_EXPIRY,
+    desktop_issued,
+    desktop_stamp,
+)
 
 SYNC_OUTCOMES = (
     Outcome.PROVISIONED,
@@ -38,14 +61,23 @@ SYNC_OUTCOMES = (
     Outcome.FAILED,
 )
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+DAY = datetime.timedelta(hours=24)
+SKEW = datetime.timedelta(minutes=5)
+"""How much later than now plus the lifetime an expiry sync wrote can be: the clock offset is
+measured to the second on each run, so minutes are plenty, and far less than any lifetime."""
 
 
 @dataclass(frozen=True)
 class Moment:
-    """The clock of one run and how early tokens are renewed."""
+    """The clock of one run, how early tokens are renewed, and what sync itself would write:
+    the lifetime of its ``start_enrollment`` tokens, Defguard's default lifetime (that of
+    ``start_desktop`` tokens), and the enrollment URL Defguard hands out where it is known."""
 
     now: datetime.datetime
     renew_before: datetime.timedelta
+    lifetime: datetime.timedelta = DAY
+    desktop_lifetime: datetime.timedelta = DAY
+    enrollment_url: str | None = None
 
 
 def parse_expiry(text: str) -> datetime.datetime | None:
@@ -62,14 +94,72 @@ def parse_expiry(text: str) -> datetime.datetime | None:
 def is_used(user: DefguardUser, stored: Stored) -> bool:
     """Whether the member enrolled after ``stored`` was issued (see the module docstring).
 
-    Never for a value sync did not write (no expiry beside it): when it was issued is unknown,
-    and it may be a desktop token an administrator gave for a second device."""
-    if stored.expires_at is None:
+    Never for a value sync did not write (no expiry beside it) or that nobody could use: when
+    it was issued is unknown, and it may be a desktop token an administrator gave for a second
+    device."""
+    if stored.expires_at in (None, INVALID_VALUE):
         return False
-    if user.enrolled and (user.devices or 0) > 0:
+    if _has_device(user):
         return True
-    enrollment_token = stored.expires_at not in (None, UNKNOWN_EXPIRY)
-    return enrollment_token and user.enrolled
+    dead = stored.expires_at == REPLACED_VALUE  # renewed, whichever kind it was
+    return not dead and not is_desktop(stored.expires_at) and user.enrolled
+
+
+def is_desktop(expires_at: str | None) -> bool:
+    """Whether sync stored this beside a ``start_desktop`` token."""
+    return expires_at == UNKNOWN_EXPIRY or desktop_issued(expires_at) is not None
+
+
+def _has_device(user: DefguardUser) -> bool:
+    return user.enrolled and (user.devices or 0) > 0
+
+
+def _distrusted(stored: Stored, moment: Moment) -> str | None:
+    """Why a value sync's expiry vouches for is still not to be trusted, if it is not."""
+    if stored.expires_at == INVALID_VALUE:
+        return "the stored value is not one the desktop client accepts (its URL or token)"
+    if stored.expires_at == REPLACED_VALUE:
+        return "Defguard replaced this token when sync issued another, which was never stored"
+    expected = moment.enrollment_url
+    if (
+        stored.url is not None
+        and expected
+        and comparable_url(stored.url) != comparable_url(expected)
+    ):
+        return f"the stored enrollment URL is not the one Defguard hands out ({expected})"
+    return None
+
+
+def _expiry_of(stored: str, user: DefguardUser, moment: Moment) -> tuple[str | None, str]:
+    """The expiry (ISO 8601 UTC) a stored value vouches for, or None and why it is renewed."""
+    issued_text = desktop_issued(stored)
+    if issued_text is not None:
+        issued = parse_expiry(issued_text)
+        if issued is None:
+            return None, "the stored issue time is not ISO 8601"
+        if issued > moment.now + SKEW:
+            return None, f"issued at {issued_text}, later than now: not trusted"
+        return _iso(issued + moment.desktop_lifetime), ""
+    if stored == UNKNOWN_EXPIRY:
+        if user.enrolled:
+            return stored, ""
+        return None, (
+            "expiry 'unknown' on a member Defguard shows as not enrolled, who never gets a "
+            "start_desktop token: not trusted"
+        )
+    expires = parse_expiry(stored)
+    if expires is None:
+        return None, "the stored expiry is not ISO 8601"
+    if expires > moment.now + moment.lifetime + SKEW:
+        return None, (
+            f"expires at {stored}, later than a token sync issues now would "
+            "(--enrollment-token-expiration-time): not trusted"
+        )
+    return stored, ""
+
+
+def _iso(moment: datetime.datetime) -> str:
+    return moment.strftime(ISO_FORMAT)
 
 
 def _settle(member: PlannedMember, decision: Decision, outcome: Outcome | None, why: str) -> None:
@@ -96,7 +186,7 @@ def decide(
         return
     assert user is not None
     if stored is None:
-        if user.enrolled and (user.devices or 0) > 0:
+        if _has_device(user):
             count = user.devices
             _settle(member, Decision.SKIP, Outcome.SKIPPED, f"enrolled, {count} device(s)")
         else:
@@ -105,39 +195,56 @@ def decide(
     if is_used(user, stored):
         _settle(member, Decision.CLEAR, None, "enrolled since the token was issued")
         return
+    foreign = stored.expires_at in (None, INVALID_VALUE)
+    if foreign and _has_device(user):
+        _settle(
+            member,
+            Decision.SKIP,
+            Outcome.SKIPPED,
+            "enrolled; the stored value was not written by sync and is left alone",
+        )
+        return
+    if stored.expires_at is None and stored.unrecorded:
+        # --state has no record of it (a run killed before it said, or another tool): kept as
+        # if sync had issued it now, so it is renewed only once that expiry passes.
+        now = _iso(moment.now)
+        adopted = desktop_stamp(now) if user.enrolled else _iso(moment.now + moment.lifetime)
+        member.expires_at = adopted
+        why = "--state has no record of the stored token: kept as if issued now"
+        _settle(member, Decision.KEEP, Outcome.KEPT, why)
+        return
     if stored.expires_at is None:
-        if user.enrolled and (user.devices or 0) > 0:
-            _settle(
-                member,
-                Decision.SKIP,
-                Outcome.SKIPPED,
-                "enrolled; the stored value was not written by sync and is left alone",
-            )
-            return
         member.decision = Decision.RENEW
         member.reason = "no expiry stored beside the token (not written by sync, or changed)"
         return
-    if stored.expires_at == UNKNOWN_EXPIRY:
+    distrusted = _distrusted(stored, moment)
+    if distrusted is not None:
+        member.decision, member.reason = Decision.RENEW, distrusted
+        return
+    expiry, why = _expiry_of(stored.expires_at, user, moment)
+    if expiry is None:
+        member.decision, member.reason = Decision.RENEW, why
+        return
+    if expiry == UNKNOWN_EXPIRY:
         member.expires_at = UNKNOWN_EXPIRY
         _settle(
             member,
             Decision.KEEP,
             Outcome.KEPT,
-            "start_desktop token with Defguard's default lifetime, which dgprov cannot read: "
-            "kept until the member enrolls",
+            "start_desktop token an earlier dgprov stored without its issue time: kept until "
+            "the member uses it (with --state, it is aged from when a run first saw it)",
         )
         return
-    expires = parse_expiry(stored.expires_at)
-    if expires is None:
-        member.decision, member.reason = Decision.RENEW, "the stored expiry is not ISO 8601"
-    elif expires <= moment.now:
-        member.decision, member.reason = Decision.RENEW, f"expired at {stored.expires_at}"
+    expires = parse_expiry(expiry)
+    assert expires is not None
+    if expires <= moment.now:
+        member.decision, member.reason = Decision.RENEW, f"expired at {expiry}"
     elif expires - moment.now <= moment.renew_before:
         member.decision = Decision.RENEW
-        member.reason = f"expires at {stored.expires_at}, within --renew-before"
+        member.reason = f"expires at {expiry}, within --renew-before"
     else:
         member.expires_at = stored.expires_at
-        _settle(member, Decision.KEEP, Outcome.KEPT, _valid_until(stored.expires_at))
+        _settle(member, Decision.KEEP, Outcome.KEPT, _valid_until(expiry))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -171,7 +278,7 @@ def reconcile(
         decide(member, user, held.get(obj.id.lower()) if obj is not None else None, moment)
     orphans: list[PlannedMember] = []
     for key, stored in held.items():
-        if key in claimed or stored.expires_at is None:
+        if key in claimed or stored.expires_at in (None, INVALID_VALUE):
             continue  # a member's, or not written by sync: never another tool's value
         orphan = PlannedMember(
             "",
@@ -188,13 +295,18 @@ def reconcile(
 
 
 def summary(members: Iterable[PlannedMember]) -> dict[str, dict[str, int]]:
-    """Members per decision and per outcome; a member not settled counts as failed."""
+    """Members per decision and per outcome; a member not settled counts as failed, one the
+    run never reached as ``not_processed``."""
     decisions = {decision.value: 0 for decision in Decision}
     outcomes = {outcome.value: 0 for outcome in SYNC_OUTCOMES}
+    outcomes[NOT_PROCESSED_KEY] = 0
     for member in members:
         if member.decision is not None:
             decisions[member.decision.value] += 1
-        outcomes[(member.outcome or Outcome.FAILED).value] += 1
+        if not_processed(member):
+            outcomes[NOT_PROCESSED_KEY] += 1
+        else:
+            outcomes[(member.outcome or Outcome.FAILED).value] += 1
     return {"decision": decisions, "outcome": outcomes}
 
 

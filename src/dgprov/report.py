@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -38,6 +39,10 @@ NOT_SETTLED = (
     "in progress: the run had not settled this member when the report was written (a token may "
     "have been issued); --resume treats the member as not provisioned"
 )
+PLANNED = "planned"
+"""The outcome of a member a dry run's report shows still to do (``--dry-run --report``)."""
+EXPIRY = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+"""An ``expires_at`` as dgprov writes it; anything else read back from a report is dropped."""
 CHECKPOINT_SECONDS = 1.0
 CHECKPOINT_SHARE = 20  # wait this many times as long as the last write took, at least
 OVERWRITE_OPTION = "--overwrite-report"
@@ -65,18 +70,22 @@ class ReportFile:
 
 
 def member_row(
-    member: PlannedMember, token: str | None, unsettled: str | None = None
+    member: PlannedMember, token: str | None, unsettled: str | None = None, *, planned: bool = False
 ) -> dict[str, Any]:
     """The report row of ``member``; a member not yet settled counts as failed, and with
-    ``unsettled`` its reason says so instead of what the plan meant to do."""
+    ``unsettled`` its reason says so instead of what the plan meant to do. In a dry run's
+    report (``planned``) such a member is ``planned``, with the plan's reason."""
+    outcome = member.outcome.value if member.outcome else PLANNED if planned else "failed"
     row: dict[str, Any] = {
         "username": member.username,
         "email": member.email,
         "directory_id": member.directory_user.id if member.directory_user else None,
         "upn": member.directory_user.upn if member.directory_user else None,
         "action": member.action.value,
-        "outcome": (member.outcome or Outcome.FAILED).value,
-        "reason": unsettled if member.outcome is None and unsettled else member.reason,
+        "outcome": outcome,
+        "reason": (
+            unsettled if member.outcome is None and unsettled and not planned else member.reason
+        ),
         "expires_at": member.expires_at,
     }
     if member.decision is not None:
@@ -95,10 +104,12 @@ def write_report(
     """Write the report atomically (0600), row by row; ``tokens`` only when the user asked.
 
     Members not settled are written as failed, "in progress" (see ``NOT_SETTLED``), and counted
-    so in the summary: the file never claims more than the run knows. A ``sync`` run's report
+    so in the summary: the file never claims more than the run knows. A dry run's report
+    (``run["dry_run"]``) shows them ``planned`` instead. A ``sync`` run's report
     (``run["command"]``) adds the ``decision`` column and counts decisions and outcomes.
     """
     is_sync = run.get("command") == "sync"
+    planned = bool(run.get("dry_run"))
 
     def rows() -> Iterator[dict[str, Any]]:
         for member in members:
@@ -106,14 +117,12 @@ def write_report(
                 member,
                 tokens.get(member.username, "") if tokens is not None else None,
                 NOT_SETTLED,
+                planned=planned,
             )
 
     def chunks() -> Iterator[str]:
         if report.kind == "json":
-            counts: dict[str, Any] = sync_summary(members) if is_sync else summary(members)
-            if not is_sync:  # sync's summary counts members not settled as failed itself
-                counts[Outcome.FAILED.value] += sum(1 for member in members if member.pending)
-            head = {"summary": counts, "run": run}
+            head = {"summary": report_summary(members, is_sync, planned), "run": run}
             yield json.dumps(head, indent=2, ensure_ascii=False)[:-2] + ',\n  "members": ['
             for index, row in enumerate(rows()):
                 yield ("," if index else "") + "\n    " + json.dumps(row, ensure_ascii=False)
@@ -136,6 +145,23 @@ def write_report(
     write_private_file(report.path, chunks())
 
 
+def report_summary(
+    members: Sequence[PlannedMember], is_sync: bool, planned: bool = False
+) -> dict[str, Any]:
+    """The JSON report's ``summary``: members per outcome (sync: per decision and outcome),
+    those not settled yet counted as failed, or in a dry run as ``planned``."""
+    counts: dict[str, Any] = sync_summary(members) if is_sync else summary(members)
+    outcomes = counts["outcome"] if is_sync else counts
+    pending = sum(1 for member in members if member.pending)
+    if is_sync:  # sync's summary counts members not settled as failed itself
+        outcomes[Outcome.FAILED.value] -= pending
+    if planned:
+        outcomes[PLANNED] = pending
+    else:
+        outcomes[Outcome.FAILED.value] += pending
+    return counts
+
+
 def _not_a_report(report: ReportFile) -> UsageError:
     return UsageError(
         f"{report.option} {report.path}: not a dgprov report (expected a JSON object with "
@@ -152,50 +178,79 @@ def _read_text(report: ReportFile) -> str:
         ) from None
 
 
-def provisioned_in(report: ReportFile) -> dict[str, str]:
-    """Usernames a previous report shows provisioned, with a note naming the run that did it."""
+def report_rows(report: ReportFile) -> tuple[dict[str, Any] | None, list[Any]]:
+    """The ``run`` section (None in a CSV, which has none) and the member rows of a report;
+    a ``UsageError`` naming the option for a file that is not one."""
     text = _read_text(report)
+    run: Any = None
     try:
         if report.kind == "json":
-            rows = json.loads(text)["members"]
+            document = json.loads(text)
+            run, rows = document.get("run"), document["members"]
         else:
             reader = csv.DictReader(io.StringIO(text))
             if not set(COLUMNS) <= set(reader.fieldnames or ()):
                 raise ValueError("not the report's columns")
             rows = list(reader)
-    except (ValueError, KeyError, TypeError, csv.Error):
+    except (ValueError, KeyError, TypeError, AttributeError, csv.Error):
         raise _not_a_report(report) from None
-    return _provisioned(report, rows)
+    if not isinstance(rows, list) or not (run is None or isinstance(run, dict)):
+        raise _not_a_report(report)
+    return run, rows
 
 
-def _provisioned(report: ReportFile, rows: Iterable[Any]) -> dict[str, str]:
+def provisioned_in(report: ReportFile) -> dict[str, str]:
+    """Usernames a previous report shows provisioned, with a note naming the run that did it."""
+    return _provisioned(report, report_rows(report)[1])
+
+
+def _provisioned(
+    report: ReportFile, rows: Iterable[Any], expiries: dict[str, str] | None = None
+) -> dict[str, str]:
     """Members provisioned by the run of ``report``, or carried forward by it from an earlier
-    run (then with that run's note, so the note always names the run that issued the token)."""
+    run (then with that run's note, so the note always names the run that issued the token);
+    ``expiries`` receives each one's ``expires_at``, where the row holds a well-formed one."""
     note = f"by the run in {report.path.name}"
     prefix = f"{ALREADY_PROVISIONED} ("
     found: dict[str, str] = {}
+    for row in _provisioned_rows(rows, prefix):
+        username, reason = row["username"], row.get("reason")
+        if row.get("outcome") == Outcome.PROVISIONED.value:
+            found[username] = note
+        else:
+            assert isinstance(reason, str)
+            found[username] = reason[len(prefix) : -1]
+        expiry = row.get("expires_at")
+        if expiries is not None and isinstance(expiry, str) and EXPIRY.fullmatch(expiry):
+            expiries[username] = expiry
+    return found
+
+
+def _provisioned_rows(rows: Iterable[Any], prefix: str) -> Iterator[dict[str, Any]]:
+    """The rows of members provisioned, by the report's run or an earlier one."""
     for row in rows:
         if not isinstance(row, dict) or not isinstance(row.get("username"), str):
             continue
         reason = row.get("reason")
-        if row.get("outcome") == Outcome.PROVISIONED.value:
-            found[row["username"]] = note
-        elif (
+        if row.get("outcome") == Outcome.PROVISIONED.value or (
             row.get("outcome") == Outcome.SKIPPED.value
             and isinstance(reason, str)
             and reason.startswith(prefix)
             and reason.endswith(")")
         ):
-            found[row["username"]] = reason[len(prefix) : -1]
-    return found
+            yield row
 
 
-def resume_from(report: ReportFile, this_run: Mapping[str, str]) -> dict[str, str]:
+def resume_from(
+    report: ReportFile, this_run: Mapping[str, str], expiries: dict[str, str] | None = None
+) -> dict[str, str]:
     """``provisioned_in`` for ``--resume``: only the JSON report of a run like this one.
 
     ``this_run`` holds what the report's ``run`` section must repeat (the Defguard URL, the
     group, the directory and where in it tokens are stored): members provisioned for another
     group, or stored somewhere this run does not write, are not provisioned for this one.
+    ``expiries`` receives the ``expires_at`` of the members returned, so the resumed run's
+    report keeps them.
     """
     if report.kind != "json":
         raise UsageError(
@@ -225,7 +280,7 @@ def resume_from(report: ReportFile, this_run: Mapping[str, str]) -> dict[str, st
             f"{report.option} {report.path} is the report of another run ({'; '.join(differences)}"
             "): resume only from a report of the same Defguard URL, group and directory"
         )
-    return _provisioned(report, rows)
+    return _provisioned(report, rows, expiries)
 
 
 def check_destination(report: ReportFile, *, overwrite: bool) -> None:
@@ -334,7 +389,9 @@ class LiveReport:
                 if self.written_at
                 else "no version of it is on disk"
             )
-            counts = ", ".join(f"{count} {name}" for name, count in summary(self.members).items())
+            counts = ", ".join(
+                f"{count} {name.replace('_', ' ')}" for name, count in summary(self.members).items()
+            )
             raise ReportNotWritten(
                 f"{self.report.option} {self.report.path}: the final report could not be "
                 f"written ({_why(exc)}); {kept}. This run: {counts}"

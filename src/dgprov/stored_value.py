@@ -29,8 +29,19 @@ AD_URL_KEY = "enrollmentUrl"
 AD_TOKEN_KEY = "enrollmentToken"
 AD_EXPIRY_KEY = "expiresAt"
 UNKNOWN_EXPIRY = "unknown"
-"""The stored expiry of a ``start_desktop`` token: Defguard applies its own default lifetime
-and does not say which, so ``sync`` records that it does not know rather than guess."""
+"""What earlier versions of sync stored beside a ``start_desktop`` token, without its issue
+time; sync no longer writes it (see ``reconcile.py`` for how such a value is judged)."""
+DESKTOP_ISSUED = "start_desktop issued "
+"""The prefix of what sync stores beside a ``start_desktop`` token: when it was issued (ISO 8601
+UTC follows). Defguard gives such a token its default lifetime, whatever was asked (v2.0.1
+``handlers/user.rs:599``), so the expiry is that issue time plus the lifetime sync learns
+from Defguard's settings (or ``--desktop-token-lifetime``), worked out on each run."""
+INVALID_VALUE = "invalid"
+"""The expiry a value reads as when the desktop client would refuse it (``ProvisioningConfig
+.validated``): whoever may write the attribute chose it, and such a value is renewed."""
+REPLACED_VALUE = "replaced"
+"""The expiry ``--state`` gives a value it knows was replaced in Defguard by a token sync issued
+next (and never stored): dead, so renewed."""
 AD_EXPECTED_SHAPE = '{"enrollmentUrl": "https://…", "enrollmentToken": "…"}'
 FILE_URL_KEY = "enrollment_url"
 FILE_TOKEN_KEY = "enrollment_token"
@@ -113,10 +124,43 @@ def from_ad_json(raw: str) -> ProvisioningConfig | None:
 
 
 def ad_expiry(raw: str) -> str | None:
-    """The ``expiresAt`` sync keeps beside the pair in the AD JSON, if it is a string."""
+    """The ``expiresAt`` sync keeps beside the pair in the AD JSON, if it is a string;
+    ``INVALID_VALUE`` when the pair is one the desktop client would refuse."""
     document = _ad_document(raw)
-    value = document.get(AD_EXPIRY_KEY) if document is not None else None
-    return value if isinstance(value, str) else None
+    if document is None:
+        return None
+    value = document.get(AD_EXPIRY_KEY)
+    pair = _pair(document, AD_URL_KEY, AD_TOKEN_KEY)
+    return checked_expiry(pair, value if isinstance(value, str) else None)
+
+
+def value_problem(config: ProvisioningConfig | None) -> str | None:
+    """Why the desktop client (and ``fetch-config``) would refuse this stored pair, if it would."""
+    if config is None:
+        return "the URL or the token is missing"
+    try:
+        config.validated()
+    except InvalidProvisioningValue as exc:
+        return str(exc)
+    return None
+
+
+def checked_expiry(config: ProvisioningConfig | None, expires_at: str | None) -> str | None:
+    """The expiry a stored value reads as: ``INVALID_VALUE`` for a pair the client would refuse
+    (Entra and AD values are judged alike), else the expiry stored beside it."""
+    return INVALID_VALUE if value_problem(config) is not None else expires_at
+
+
+def desktop_stamp(issued: str) -> str:
+    """What sync stores beside a ``start_desktop`` token issued at ``issued`` (ISO 8601 UTC)."""
+    return DESKTOP_ISSUED + issued
+
+
+def desktop_issued(expires_at: str | None) -> str | None:
+    """The issue time in a ``desktop_stamp``, else None."""
+    if expires_at is None or not expires_at.startswith(DESKTOP_ISSUED):
+        return None
+    return expires_at.removeprefix(DESKTOP_ISSUED)
 
 
 NO_DIGEST = b""  # where no digest is wanted (see ``directory.SyncDirectory.digests``)

@@ -6,22 +6,25 @@ and adds the reads sync needs and the clearing. The reads grow like the number o
 divided by a page size: Defguard's user list (plus, on 1.6, one device list), the directory's
 member lookups, and one listing of the objects holding a token. A run where nothing changed
 writes nothing anywhere: no token is issued, no directory value is written, and the state file
-(``--state``) is rewritten only when an entry changed.
+(``--state``) is rewritten only when an entry changed. With ``--state``, each batch of tokens is
+journaled (``sync_state.py``) before the directory receives it, so a run killed at any point
+leaves a record of every token it may have stored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from .defguard import DefguardClient, DefguardGroup, DefguardUser
 from .directory import Stored, SyncDirectory
 from .errors import DgprovError, PreflightError
+from .member_selection import MemberSelection
 from .plan import Decision, Outcome, PlannedMember
-from .provision import ProvisionConfig, Provisioner
+from .provision import ProvisionConfig, Provisioner, utc_iso
 from .reconcile import Moment, reconcile
-from .stored_value import ENTRA_EXPIRY_ATTRIBUTE
+from .stored_value import ENTRA_EXPIRY_ATTRIBUTE, NO_DIGEST, ProvisioningConfig, token_digest
 from .sync_state import SyncState
 
 CLEAR_BATCH = 200
@@ -43,22 +46,33 @@ class Syncer:
         state: SyncState | None = None,
         stop: asyncio.Event | None = None,
         progress: Callable[[int, int], None] | None = None,
+        selection: MemberSelection | None = None,
     ) -> None:
         self.defguard = defguard
+        self.selection = selection or MemberSelection()
         self.directory = directory
         self.moment = moment
         self.state = state
         self.stop = stop or asyncio.Event()
         config = dataclasses.replace(config, stamp=True)
         self.provisioner = Provisioner(
-            config, defguard, directory, stop=self.stop, progress=progress
+            config,
+            defguard,
+            directory,
+            stop=self.stop,
+            progress=progress,
+            before_write=self._journal if state is not None else None,
         )
         self.members: list[PlannedMember] = []
         self.held: dict[str, Stored] = {}
         self._state_changed = False
+        self._issued: set[str] = set()  # lower-cased object ids journaled this run
 
     async def prepare(self, group: DefguardGroup) -> list[PlannedMember]:
-        """Every member's decision, and a ``clear`` row per orphaned value; changes nothing."""
+        """Every member's decision, and a ``clear`` row per orphaned value; changes nothing.
+
+        The whole group is decided, so that no value of a member left out of the selection
+        reads as orphaned; then only the selected rows are kept (``MemberSelection.apply``)."""
         self.directory.one_listing = True
         self.directory.digests = self.state is not None
         planned = await self.provisioner.prepare(group)
@@ -70,15 +84,49 @@ class Syncer:
             )
         users = await self._with_devices(group, self.provisioner.users)
         held = await self.directory.read_stored()
-        self.held = self.state.vouch(held) if self.state is not None else held
+        now = utc_iso(self.moment.now)
+        self.held = self.state.vouch(held, now) if self.state is not None else held
         orphans = reconcile(planned, users, self.provisioner.matches, self.held, self.moment)
-        self.members = [*planned, *orphans]
+        self.members = self.selection.apply([*planned, *orphans])
+        self._adopt(self.members)
         # What reconcile read is not needed any more (the state file needs the holders):
         # 100,000 members' records go before the run and its report need memory.
         self.provisioner.forget_lookups()
         if self.state is None:
             self.held = {}
         return self.members
+
+    def _adopt(self, planned: Sequence[PlannedMember]) -> None:
+        """Record the values --state had no record of and reconcile kept, with the expiry it
+        gave them, so the next runs judge them by it."""
+        if self.state is None:
+            return
+        for member in planned:
+            obj = member.directory_user
+            stored = self.held.get(obj.id.lower()) if obj is not None else None
+            if stored is None or not stored.unrecorded or member.decision is not Decision.KEEP:
+                continue
+            assert obj is not None and member.expires_at is not None
+            self.state.record(obj.id, stored.digest, member.expires_at, member.username)
+            self._state_changed = True
+
+    async def _journal(self, batch: Sequence[tuple[PlannedMember, ProvisioningConfig]]) -> None:
+        """Record a batch of issued tokens, on disk, before the directory receives them: each
+        replaces the member's previous token in Defguard, which the entry names."""
+        state = self.state
+        assert state is not None
+        entries = []
+        for member, config in batch:
+            obj = member.directory_user
+            assert obj is not None
+            previous = self.held.get(obj.id.lower())
+            replaced = previous.digest if previous is not None else NO_DIGEST
+            digest = token_digest(config.enrollment_token)
+            expiry = member.expires_at or ""
+            entries.append(state.record(obj.id, digest, expiry, member.username, replaced))
+            self._issued.add(obj.id.lower())
+        self._state_changed = True
+        await asyncio.to_thread(state.append, entries)
 
     async def _with_devices(
         self, group: DefguardGroup, users: Mapping[str, DefguardUser]
@@ -132,24 +180,14 @@ class Syncer:
                     )
 
     def _update_state(self, issuing: list[PlannedMember]) -> None:
-        """Record each token stored this run, forget objects that hold nothing any more."""
+        """Fold the journal (each token issued this run) into the file, and forget objects
+        that hold nothing any more."""
         state = self.state
         if state is None:
             return
-        digests = self.provisioner.state.digests
-        for member in issuing:
-            obj = member.directory_user
-            if member.outcome is Outcome.PROVISIONED and obj is not None and obj.id in digests:
-                expiry = member.expires_at or ""
-                state.record(obj.id, digests[obj.id], expiry, member.username)
-                self._state_changed = True
-        written = {
-            m.directory_user.id.lower()
-            for m in issuing
-            if m.outcome is Outcome.PROVISIONED and m.directory_user is not None
-        }
-        for key in [k for k in state.entries if k not in self.held and k not in written]:
+        for key in [k for k in state.entries if k not in self.held and k not in self._issued]:
             state.forget(key)
             self._state_changed = True
-        if self._state_changed:
+        if self._state_changed or state.unsaved:
             state.save()
+        state.close()

@@ -69,7 +69,7 @@ def test_dry_run_returns_the_plan_and_changes_nothing(start_sandbox: StartSandbo
     running = start_sandbox(example_tenant())
     messages: list[str] = []
     record = api.generate_tokens(**admin_options(running), dry_run=True, notify=messages.append)
-    assert record.dry_run and record.exit_status == 0
+    assert record.dry_run and record.exit_status == 1  # the plan fails the ambiguous twin
     assert record.pending == sum(1 for m in record.members if m.outcome is None) > 0
     assert record.run["group"] == "vpn-users" and record.run["directory"] == "Entra ID"
     assert any("tokens would be issued" in m for m in messages)

@@ -18,6 +18,7 @@ import pytest
 from dgprov_sandbox.http_common import FaultSettings
 
 from dgprov import api
+from dgprov.broker.decisions import AMBIGUOUS
 
 from ..broker_fixtures import BrokerProcess, broker_command, broker_process, broker_token
 from ..conftest import Running, StartSandbox, example_tenant, trust
@@ -81,6 +82,19 @@ def test_mapping_refusals(
     assert (response.status_code, response.json()["error"]) == (status, code), response.text
     assert response.json()["message"]
     assert not any("start" in route for route in running.sandbox.core_requests)
+
+
+def test_a_409_names_no_account_to_the_caller(
+    sandbox_and_broker: tuple[Running, BrokerProcess],
+) -> None:
+    """Tom has no Defguard account, but his mail is the address of member twin: he hears a
+    fixed message, and the audit line tells the administrator which member and objects."""
+    running, broker = sandbox_and_broker
+    response = provision(broker, broker_token(running, "tom@contoso.example"))
+    assert (response.status_code, response.json()["error"]) == (409, "ambiguous")
+    assert response.json()["message"] == AMBIGUOUS
+    (line,) = [a for a in broker.audit_lines() if a["status"] == 409]
+    assert "twin" in line["detail"] and "a0000000-0000-4000-8000-000000000005" in line["detail"]
 
 
 def test_disabled_accounts_are_refused(start_sandbox: StartSandbox) -> None:

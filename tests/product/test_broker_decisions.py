@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from dgprov.broker.decisions import Refusal, decide, email_index
+from dgprov.broker.decisions import AMBIGUOUS, Refusal, decide, email_index
 from dgprov.broker.limits import RateLimiter, TtlCache
 from dgprov.defguard import DefguardUser
 from dgprov.directory import DirectoryUser, Matches
@@ -29,6 +29,7 @@ def run(
     me: DirectoryUser = ME,
     refuse_enrolled: bool = False,
     addresses: tuple[str, ...] = ("me@corp.example",),
+    admit_guests: bool = False,
 ) -> tuple[str, Action]:
     grant = decide(
         "oid-me",
@@ -40,6 +41,7 @@ def run(
         list(addresses),
         Matches([("mail", by_mail)]),
         refuse_enrolled=refuse_enrolled,
+        admit_guests=admit_guests,
     )
     return grant.username, grant.action
 
@@ -75,14 +77,49 @@ def test_refusals() -> None:
     )
 
 
-def test_an_alias_belongs_to_whoever_has_it_as_primary_mail() -> None:
-    """The caller lists other@ among their addresses, but Graph finds other@ as someone else's
-    mail: that member is not theirs (generate-tokens' first-stage rule)."""
+def test_an_address_another_object_has_as_mail_is_ambiguous_and_named_only_in_the_audit() -> None:
+    """The caller lists other@ in their otherMails, and Graph finds other@ as someone else's
+    mail: the member is neither's (generate-tokens refuses it the same way), and the 409 names
+    nobody to the caller; the detail, for the audit line, names both objects."""
     found = {"other@corp.example": [OTHER]}
+    aliases = {"other@corp.example": [ME]}
     members = [user("o", "other@corp.example")]
-    assert refusal(members, found, addresses=("me@corp.example", "other@corp.example")) == (
-        404,
-        "no_defguard_user",
+    with pytest.raises(Refusal) as caught:
+        decide(
+            "oid-me",
+            "me@corp.example",
+            ["o"],
+            {"o": members[0]},
+            email_index({"o": members[0]}),
+            ME,
+            ["me@corp.example", "other@corp.example"],
+            Matches([("mail", found), ("userPrincipalName", {}), ("otherMails", aliases)]),
+            refuse_enrolled=False,
+        )
+    refused = caught.value
+    assert (refused.status, refused.code, refused.message) == (409, "ambiguous", AMBIGUOUS)
+    assert refused.detail is not None
+    assert "oid-other" in refused.detail and "oid-me" in refused.detail
+    assert refused.detail.startswith("Defguard member o: ambiguous")
+
+
+def test_a_look_alike_address_of_the_caller_is_ambiguous() -> None:
+    """The caller's mail holds the Kelvin sign (U+212A), which str.lower() turns into k."""
+    members = [user("kim", "kim@corp.example")]
+    with pytest.raises(Refusal) as caught:
+        run(members, {}, addresses=("\u212aim@corp.example",))
+    refused = caught.value
+    assert (refused.status, refused.code, refused.message) == (409, "ambiguous", AMBIGUOUS)
+    assert refused.detail is not None and "U+212A" in refused.detail and "kim" in refused.detail
+
+
+def test_guests_are_refused_unless_admitted() -> None:
+    guest = DirectoryUser("oid-me", "me@corp.example", "me@corp.example", guest=True)
+    me = {"me@corp.example": [guest]}
+    assert refusal([user("me", "me@corp.example")], me, me=guest) == (403, "guest_account")
+    assert run([user("me", "me@corp.example")], me, me=guest, admit_guests=True) == (
+        "me",
+        Action.START_ENROLLMENT,
     )
 
 

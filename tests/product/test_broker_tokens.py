@@ -7,6 +7,7 @@ and re-signed with the tenant's own key, so only the changed claim can be the re
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -14,11 +15,15 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from dgprov_sandbox.keys import JwtSigner
+
+from dgprov.broker import tokens
+from dgprov.broker.tokens import KeySet, KeysUnavailable, TokenValidator
 
 from ..broker_fixtures import BrokerProcess, broker_process, broker_token
 from ..conftest import Running, StartSandbox, example_tenant, sign_in
@@ -201,3 +206,68 @@ def test_v1_tokens_and_the_app_id_uri_audience_are_accepted(
     )
     assert broker.post(v1).status_code == 200
     assert len(running.tokens("jdoe")) == 1
+
+
+class FetchLog:
+    """Counts the key set's fetches as its ``timer`` sees them: started, and ended (either way)."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.ended = 0
+
+    @contextmanager
+    def timer(self, service: str, what: str) -> Iterator[None]:
+        self.started += 1
+        try:
+            yield
+        finally:
+            self.ended += 1
+
+    async def until_started(self, count: int) -> None:
+        deadline = time.monotonic() + 30
+        while self.started < count:
+            assert time.monotonic() < deadline, "the refresh never started"
+            await asyncio.sleep(0.01)
+
+
+def test_a_stale_key_set_is_refreshed_behind_the_requests_not_in_front_of_them(
+    start_sandbox: StartSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daily refresh against an authority that drops connections (after holding each for
+    2 s): tokens with a known ``kid`` are answered while the one refresh is still under way;
+    a token with an unknown ``kid`` waits for that refresh (and starts no other)."""
+    running = start_sandbox(example_tenant())
+    token = broker_token(running, UPN)
+    forged = CASES["unknown kid"](running, token)
+    faults = running.sandbox.options.authority_faults
+    fetches = FetchLog()
+
+    async def scenario() -> None:
+        keys = KeySet(
+            running.info["authority_url"],
+            ca_bundle=running.info["ca_bundle"],
+            refetch_floor=30.0,
+            timer=fetches.timer,
+        )
+        validator = TokenValidator(keys, running.info["broker_client_id"])
+        try:
+            await validator.validate(token)
+            assert (fetches.started, fetches.ended) == (1, 1)
+            monkeypatch.setattr(tokens, "KEYS_MAX_AGE_SECONDS", 0.0)  # the set is a day old
+            faults.latency_ms, faults.drop_rate = 2000.0, 1.0
+            callers = await asyncio.gather(*(validator.validate(token) for _ in range(20)))
+            assert {caller.upn for caller in callers} == {UPN}
+            assert fetches.ended == 1, "a request waited for the refresh"
+            await fetches.until_started(2)
+            assert fetches.ended == 1 and keys.refreshing
+            with pytest.raises(KeysUnavailable):
+                await validator.validate(forged)  # waits for the refresh, which fails
+            assert (fetches.started, fetches.ended) == (2, 2)
+            # The authority is still away: the old set serves on, nobody waits, none refetches.
+            assert (await validator.validate(token)).upn == UPN
+            assert fetches.started == 2 and not keys.refreshing
+        finally:
+            faults.latency_ms, faults.drop_rate = 0.0, 0.0
+            await keys.aclose()
+
+    asyncio.run(scenario())

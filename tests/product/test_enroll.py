@@ -127,7 +127,7 @@ def test_desktop_token_for_an_enrolled_user(
     [
         (
             "expired",
-            "has expired; ask your administrator to issue a new one with `dgprov generate-tokens`",
+            "has expired; ask your administrator for one: dgprov generate-tokens --member",
         ),
         ("unknown", "unknown, or was used and its session is over"),
         ("disabled", "your Defguard account is disabled"),

@@ -188,3 +188,34 @@ def test_a_url_ending_in_the_api_path_names_the_base_url(
         main, cli_args(running, "--url", base + suffix), env=environment(running, tmp_path / "c")
     )
     assert_one_error_line(result, "generate-tokens", f"without /api/v1, such as {base}")
+
+
+def test_every_missing_setting_is_named_in_one_run(tmp_path: Path) -> None:
+    """A new unit file without tenant, client id or API token: one run names all three."""
+    result = CliRunner().invoke(
+        main,
+        ["sync", "--url", "https://defguard.contoso.example", "--group-name", "vpn-users"],
+        env={"DGPROV_CACHE_DIR": str(tmp_path), "DEFGUARD_API_TOKEN": "", "DGPROV_TENANT": "",
+             "DGPROV_CLIENT_ID": ""},
+    )  # fmt: skip
+    line = assert_one_error_line(
+        result, "sync", "no Entra tenant (--tenant or DGPROV_TENANT)",
+        "no client id (--client-id or DGPROV_CLIENT_ID)",
+        "no Defguard API token (DEFGUARD_API_TOKEN or --api-token-file)",
+    )  # fmt: skip
+    assert len(line) <= 200
+
+
+def test_a_refused_token_from_a_file_names_that_file(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    running = start_sandbox()
+    token_file = tmp_path / "defguard-api-token"
+    token_file.write_text("dg-" + "x" * 32 + "\n")  # well formed, but no such token
+    args = cli_args(running, "--api-token-file", str(token_file))
+    env = environment(running, tmp_path / "cache")
+    env["DEFGUARD_API_TOKEN"] = ""  # the file is the only source
+    result = CliRunner().invoke(main, args, env=env)
+    line = assert_one_error_line(result, "generate-tokens", "refused the API token")
+    assert f"put it in --api-token-file {token_file}" in line
+    assert "DEFGUARD_API_TOKEN" not in line

@@ -200,15 +200,6 @@ def test_an_app_sign_in_is_refused(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--source broker signs a person in" in result.output
 
 
-def test_no_scope(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        main,
-        ["fetch-config", "--tenant", "t", "--client-id", "c", "--broker-url", "https://b.example",
-         "--output", str(tmp_path / "p.json")],
-    )  # fmt: skip
-    assert result.exit_code == 2 and "needs --broker-scope" in result.output
-
-
 @pytest.mark.parametrize(
     ("status", "exit_status", "fix"),
     [

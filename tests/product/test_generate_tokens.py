@@ -139,7 +139,12 @@ def test_whole_flow_on_both_lines(
     document = json.loads(report.read_text())
     rows = {row["username"]: row for row in document["members"]}
     assert {name: (row["action"], row["outcome"]) for name, row in rows.items()} == EXPECTED
-    assert document["summary"] == {"provisioned": 5, "skipped": 4, "failed": 1}
+    assert document["summary"] == {
+        "provisioned": 5,
+        "skipped": 4,
+        "failed": 1,
+        "not_processed": 0,
+    }
     assert list(rows["jdoe"]) == [
         "username",
         "email",
@@ -183,7 +188,7 @@ def test_csv_report_and_tokens_only_on_request(
 def test_dry_run_changes_nothing(start_sandbox: StartSandbox, invoke: Invoker) -> None:
     running = start_sandbox(example_tenant())
     result = invoke(running, "--dry-run")
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # the ambiguous twin
     assert "jdoe" in result.stdout and "start_enrollment" in result.stdout
     assert "5 tokens would be issued" in result.output
     assert token_hashes(running) == {}
@@ -375,18 +380,18 @@ def test_api_token_on_the_command_line_warns(start_sandbox: StartSandbox, tmp_pa
     result = CliRunner().invoke(
         main, args, env={"DEFGUARD_API_TOKEN": "", "DGPROV_CACHE_DIR": str(tmp_path)}
     )
-    assert result.exit_code == 0 and "visible to other users" in result.output
+    assert result.exit_code == 1 and "visible to other users" in result.output
 
 
 def test_second_run_signs_in_silently(start_sandbox: StartSandbox, invoke: Invoker) -> None:
     running = start_sandbox(example_tenant())
-    assert invoke(running, "--dry-run").exit_code == 0
+    assert invoke(running, "--dry-run").exit_code == 1  # the ambiguous twin
     assert running.sandbox.entra is not None
     codes_before = len(running.sandbox.entra.device_codes)
     second = CliRunner().invoke(
         main, cli_args(running, "--dry-run"), env=environment(running, invoke.cache)
     )
-    assert second.exit_code == 0 and "To sign in" not in second.output
+    assert second.exit_code == 1 and "To sign in" not in second.output
     assert len(running.sandbox.entra.device_codes) == codes_before
 
 
@@ -422,7 +427,7 @@ def test_browser_sign_in_with_a_headless_browser(
         text=True,
         timeout=120,
     )
-    assert completed.returncode == 0, completed.stderr
+    assert completed.returncode == 1, completed.stderr  # the ambiguous twin
     assert "5 tokens would be issued" in completed.stderr
 
 
@@ -448,7 +453,12 @@ def test_throttling_and_faults_still_provision_everyone(
     result = invoke(running, "--report", str(report), "--concurrency", "32")
     document = json.loads(report.read_text())
     assert result.exit_code == 0, document["summary"]
-    assert document["summary"] == {"provisioned": 120, "skipped": 0, "failed": 0}
+    assert document["summary"] == {
+        "provisioned": 120,
+        "skipped": 0,
+        "failed": 0,
+        "not_processed": 0,
+    }
     graph_counts = httpx.get(
         running.info["graph_url"].replace("/v1.0", "/_sandbox/requests"), verify=False
     ).json()["requests"]
@@ -526,7 +536,7 @@ def test_certificate_sign_in(start_sandbox: StartSandbox, tmp_path: Path) -> Non
     args[args.index("--client-id") + 1] = running.info["confidential_client_id"]
     args[args.index("--auth") + 1] = "certificate"
     result = CliRunner().invoke(main, args, env=environment(running, tmp_path))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # the ambiguous twin
     assert "5 tokens would be issued" in result.output
     broken = tmp_path / "broken.pem"
     broken.write_text(certificate)
@@ -882,7 +892,7 @@ def test_resume_accepts_only_a_json_report_of_the_same_group(
     assert refused.exit_code == 2
     assert "its group is 'contractors', this run's is 'vpn-users'" in refused.output
     as_csv = tmp_path / "vpn.csv"
-    assert invoke(running, "--report", str(as_csv), "--dry-run").exit_code == 0
+    assert invoke(running, "--report", str(as_csv), "--dry-run").exit_code == 1  # the twin
     as_csv.write_text("username,outcome\njdoe,provisioned\n")
     refused_csv = invoke(running, "--resume", str(as_csv))
     assert refused_csv.exit_code == 2

@@ -80,6 +80,14 @@ def tokens(running: Running) -> dict[str, set[str]]:
     return found
 
 
+def with_member(user: dict[str, Any]) -> dict[str, Any]:
+    """The example tenant with one more Defguard user, a member of vpn-users."""
+    tenant = example_tenant()
+    tenant["users"].append(user)
+    tenant["groups"][1]["members"].append(user["username"])
+    return tenant
+
+
 def report_rows(path: Path) -> dict[str, dict[str, Any]]:
     return {r["username"]: r for r in json.loads(path.read_text())["members"]}
 
@@ -114,12 +122,16 @@ def test_flow_by_account_name(
 def test_match_by_mail_escapes_and_detects_duplicates(
     start_sandbox: StartSandbox, slapd: Slapd, tmp_path: Path
 ) -> None:
-    tenant = example_tenant()
-    tenant["users"].append(
-        {"username": "wild", "first_name": "W", "last_name": "Ild", "email": "w*@contoso.example"}
+    running = start_sandbox(
+        with_member(
+            {
+                "username": "wild",
+                "first_name": "W",
+                "last_name": "Ild",
+                "email": "w*@contoso.example",
+            }
+        )
     )
-    tenant["groups"][1]["members"].append("wild")
-    running = start_sandbox(tenant)
     populate(slapd)
     slapd.add_user("Tom Twin", "ttwin", "SHARED@contoso.example")
     slapd.add_user("Walter A", "wa", "wa@contoso.example")  # would match an unescaped w*
@@ -268,3 +280,32 @@ def test_disabled_ad_accounts_are_skipped_unless_included(
     assert report_rows(included)["jdoe"]["outcome"] == "provisioned"
     stored = json.loads(ad_slapd.read(dns["jdoe"], "defguardProvisioningConfig") or "")
     assert tokens(running)["jdoe"] == {sha(stored["enrollmentToken"])}
+
+
+def test_an_account_name_spelled_with_the_kelvin_sign_gets_no_token(
+    start_sandbox: StartSandbox, slapd: Slapd, tmp_path: Path
+) -> None:
+    """slapd's caseIgnoreMatch folds the Kelvin sign (U+212A) into k, as Python's lower()
+    does: the account K-im (kim has none in AD) must not receive member kim's token."""
+    running = start_sandbox(
+        with_member(
+            {
+                "username": "kim",
+                "first_name": "Kim",
+                "last_name": "K",
+                "email": "kim@contoso.example",
+            }
+        )
+    )
+    populate(slapd)
+    mallory = slapd.add_user("Mallory M", "\u212aim")
+    report = tmp_path / "r.json"
+    result = run(running, slapd, tmp_path, "--report", str(report))
+    assert result.exit_code == 1, result.output
+    row = report_rows(report)["kim"]
+    assert (row["action"], row["outcome"]) == ("none", "failed"), row
+    assert row["reason"].startswith("ambiguous: 1 directory object answers to kim:")
+    assert mallory in row["reason"] and "look-alike" in row["reason"]
+    assert "kim" not in tokens(running)
+    assert slapd.read(mallory, "defguardProvisioningConfig") is None
+    assert report_rows(report)["jdoe"]["outcome"] == "provisioned"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from dgprov.defguard import DefguardUser
-from dgprov.directory import DirectoryUser, Matches, unmatched
-from dgprov.plan import Action, EnrolledPolicy, Outcome, plan, summary
+from dgprov.directory import DirectoryUser, Matches
+from dgprov.plan import Action, EnrolledPolicy, Outcome, candidates, plan, summary
 
 ALICE = DirectoryUser("id-alice", "alice@corp.example", "alice@corp.example")
 ERIN = DirectoryUser("id-erin", "erin@corp.example", "erin@corp.example")
@@ -78,12 +80,17 @@ def test_enrolled_users_can_be_skipped() -> None:
     assert decided["erin"][:2] == (Action.NONE, Outcome.SKIPPED)
 
 
-def test_earlier_stage_wins_over_aliases() -> None:
+def test_an_address_on_two_objects_under_different_keys_is_ambiguous() -> None:
+    """One object has it as mail, another in otherMails (a former address reused, an alias
+    anyone could set): neither gets the member's token, and both are named."""
     matches = entra({"x@corp.example": [ALICE]}, other={"x@corp.example": [ALIAS]})
     planned = plan(
         ["x"], {"x": user("x", "x@corp.example")}, matches, enrolled_policy=EnrolledPolicy.DESKTOP
     )
-    assert planned[0].directory_user == ALICE
+    assert planned[0].directory_user is None and planned[0].outcome is Outcome.FAILED
+    assert planned[0].reason.startswith("ambiguous: 2 directory objects answer to x@corp.example:")
+    assert "id-alice (alice@corp.example) by mail" in planned[0].reason
+    assert "id-alias (alias@corp.example) by otherMails" in planned[0].reason
     only_alias = entra({}, other={"x@corp.example": [ALIAS]})
     planned = plan(
         ["x"],
@@ -107,11 +114,7 @@ def test_resume_skips_done_members_and_duplicates_are_planned_once() -> None:
         ("alice", Outcome.SKIPPED),
         ("ghost", Outcome.FAILED),
     ]
-    assert summary(planned) == {"provisioned": 0, "skipped": 1, "failed": 1}
-
-
-def test_unmatched_keeps_only_addresses_no_stage_found() -> None:
-    assert unmatched(["a", "b", "c"], {"a": [ALICE]}, {"b": []}) == ["b", "c"]
+    assert summary(planned) == {"provisioned": 0, "skipped": 1, "failed": 1, "not_processed": 0}
 
 
 def test_matching_by_account_name_needs_no_email() -> None:
@@ -265,3 +268,57 @@ def test_a_member_provisioned_earlier_still_protects_its_object() -> None:
     )
     assert (other.action, other.outcome) == (Action.NONE, Outcome.FAILED)
     assert other.reason == shared_object_reason("alice and Alice2", "id-alice")
+
+
+# ------------------------------------------------------------------ case folding and guests
+
+
+def test_only_ascii_case_is_folded_and_look_alikes_are_ambiguous() -> None:
+    """The Kelvin sign (U+212A) lower-cases to k in Python: a member whose Defguard address holds
+    it is refused, and so is a member whose address an object only resembles."""
+    kelvin = "\u212aim@corp.example"
+    lookalike = DirectoryUser("id-mallory", "mallory@corp.example", kelvin)
+    kim = DirectoryUser("id-kim", "kim@corp.example", None)
+    matches = Matches(
+        [("mail", {}), ("userPrincipalName", {"kim@corp.example": [kim]}), ("otherMails", {})],
+        confusable={"kim@corp.example": [("mail", lookalike)]},
+    )
+    members = [user("kim", "KIM@corp.example"), user("k2", kelvin)]
+    planned = {
+        p.username: p
+        for p in plan(
+            ["kim", "k2"],
+            {m.username: m for m in members},
+            matches,
+            enrolled_policy=EnrolledPolicy.DESKTOP,
+        )
+    }
+    assert planned["kim"].outcome is Outcome.FAILED and planned["kim"].directory_user is None
+    assert "id-kim (kim@corp.example) by userPrincipalName" in planned["kim"].reason
+    assert "id-mallory (mallory@corp.example) by mail look-alike" in planned["kim"].reason
+    assert planned["k2"].outcome is Outcome.FAILED
+    assert "(U+212A)" in planned["k2"].reason and planned["k2"].reason.startswith("ambiguous")
+    assert [c.id for c in candidates(members[0], matches)] == ["id-kim", "id-mallory"]
+
+
+def test_guests_are_skipped_unless_admitted() -> None:
+    guest = DirectoryUser(
+        "id-guest", "g_partner#EXT#@corp.example", "g@partner.example", guest=True
+    )
+    found = {"g@partner.example": [guest]}
+    planned = plan(
+        ["g"],
+        {"g": user("g", "g@partner.example")},
+        entra(found),
+        enrolled_policy=EnrolledPolicy.DESKTOP,
+    )
+    assert planned[0].outcome is Outcome.SKIPPED and "--allow-guests" in planned[0].reason
+    assert planned[0].directory_user == guest  # still theirs: no other member may take it
+    admitted = dataclasses.replace(entra(found), admit_guests=True)
+    planned = plan(
+        ["g"],
+        {"g": user("g", "g@partner.example")},
+        admitted,
+        enrolled_policy=EnrolledPolicy.DESKTOP,
+    )
+    assert planned[0].action is Action.START_ENROLLMENT

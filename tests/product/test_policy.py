@@ -92,10 +92,10 @@ def test_policy_is_the_default_and_the_command_line_wins(
     )
     output = ["--output", str(tmp_path / "p.json")]
     from_policy = CliRunner().invoke(main, ["fetch-config", "--client-id", "c", *output])
-    assert from_policy.exit_code == 2
-    assert "--broker-scope" in from_policy.output  # the broker source came from policy
+    assert from_policy.exit_code == 1
+    assert "the broker could not be reached" in from_policy.output  # the source from policy
     overridden = CliRunner().invoke(main, ["fetch-config", "--source", "ad", *output])
-    assert "--broker-scope" not in overridden.output
+    assert "the broker" not in overridden.output
     assert "--ldap-url" in overridden.output or "domain" in overridden.output
 
 

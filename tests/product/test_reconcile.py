@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 
 import pytest
@@ -10,7 +11,14 @@ from dgprov.defguard import DefguardUser
 from dgprov.directory import DirectoryUser, Matches, Stored
 from dgprov.plan import Action, Decision, EnrolledPolicy, Outcome, PlannedMember, plan
 from dgprov.reconcile import Moment, is_used, parse_expiry, reconcile, replaced, summary
-from dgprov.stored_value import UNKNOWN_EXPIRY, ad_expiry, from_ad_json
+from dgprov.stored_value import (
+    INVALID_VALUE,
+    REPLACED_VALUE,
+    UNKNOWN_EXPIRY,
+    ad_expiry,
+    desktop_stamp,
+    from_ad_json,
+)
 
 NOW = datetime.datetime(2026, 1, 10, 12, 0, tzinfo=datetime.timezone.utc)
 MOMENT = Moment(NOW, datetime.timedelta(hours=2))
@@ -77,10 +85,88 @@ def test_a_valid_token_is_kept_and_an_expiring_one_renewed() -> None:
     assert decided["edge"][:2] == (Decision.RENEW, None)
 
 
-def test_unknown_expiry_is_kept_never_guessed() -> None:
-    decided = decide([user("desk", enrolled=True)], {"desk": stored("desk", UNKNOWN_EXPIRY)})
+def test_an_earlier_versions_unknown_expiry_is_kept_only_on_an_enrolled_member() -> None:
+    """``unknown`` is what earlier versions stored beside a desktop token, which sync gives only
+    to enrolled members: on a member Defguard shows as never enrolled it is not trusted."""
+    users = [user("desk", enrolled=True), user("never")]
+    held = {name: stored(name, UNKNOWN_EXPIRY) for name in ("desk", "never")}
+    decided = decide(users, held)
     assert decided["desk"][:2] == (Decision.KEEP, Outcome.KEPT)
-    assert "cannot read" in decided["desk"][2]
+    assert "without its issue time" in decided["desk"][2]
+    assert decided["never"][:2] == (Decision.RENEW, None) and "not enrolled" in decided["never"][2]
+
+
+def moment(**fields: object) -> Moment:
+    return dataclasses.replace(MOMENT, **fields)  # type: ignore[arg-type]
+
+
+def decide_at(when: Moment, member: DefguardUser, value: Stored) -> tuple[Decision | None, str]:
+    matches = Matches([("mail", {member.email or "": [obj(member.username)]})])
+    users = {member.username: member}
+    planned = plan([member.username], users, matches, enrolled_policy=EnrolledPolicy.DESKTOP)
+    reconcile(planned, users, matches, {value.object_id.lower(): value}, when)
+    return planned[0].decision, planned[0].reason
+
+
+@pytest.mark.parametrize(
+    ("issued_hours_ago", "lifetime_hours", "decision", "why"),
+    [
+        (1, 24, Decision.KEEP, "valid until"),
+        (23, 24, Decision.RENEW, "within --renew-before"),
+        (25, 24, Decision.RENEW, "expired at"),
+        (25, 48, Decision.KEEP, "valid until"),  # the server's default lifetime is longer
+        (-1, 24, Decision.RENEW, "later than now"),  # issued in the future: not trusted
+    ],
+)
+def test_a_desktop_token_expires_its_servers_default_lifetime_after_it_was_issued(
+    issued_hours_ago: float, lifetime_hours: float, decision: Decision, why: str
+) -> None:
+    when = moment(desktop_lifetime=datetime.timedelta(hours=lifetime_hours))
+    value = stored("desk", desktop_stamp(iso(-issued_hours_ago)))
+    got = decide_at(when, user("desk", enrolled=True), value)
+    assert got[0] is decision and why in got[1]
+
+
+@pytest.mark.parametrize("expiry", ["9999-12-31T23:59:59Z", iso(24 + 1)])
+def test_an_expiry_later_than_sync_would_write_is_not_trusted(expiry: str) -> None:
+    """Sync writes now plus the lifetime it states (24h here): later is someone else's claim."""
+    decision, why = decide_at(MOMENT, user("ann"), stored("ann", expiry))
+    assert decision is Decision.RENEW and "not trusted" in why
+    assert decide_at(MOMENT, user("ann"), stored("ann", iso(24)))[0] is Decision.KEEP
+
+
+def test_a_value_the_client_would_refuse_is_renewed() -> None:
+    decision, why = decide_at(MOMENT, user("ann"), stored("ann", INVALID_VALUE))
+    assert decision is Decision.RENEW and "desktop client accepts" in why
+    # Another tool's junk on an enrolled member with a device is theirs, as a valid value is.
+    used = user("ann", enrolled=True, devices=1)
+    assert decide_at(MOMENT, used, stored("ann", INVALID_VALUE))[0] is Decision.SKIP
+
+
+def test_a_value_whose_url_is_not_defguards_is_renewed() -> None:
+    when = moment(enrollment_url="https://Enroll.corp.example")
+    value = dataclasses.replace(stored("ann", iso(5)), url="https://enroll.evil.example/")
+    decision, why = decide_at(when, user("ann"), value)
+    assert decision is Decision.RENEW and "https://Enroll.corp.example" in why
+    same = dataclasses.replace(value, url="https://enroll.corp.example/")  # case, slash
+    assert decide_at(when, user("ann"), same)[0] is Decision.KEEP
+
+
+def test_a_value_state_has_no_record_of_is_kept_as_if_issued_now() -> None:
+    """``--state`` did not see it written (a run killed first): never renewed on that ground."""
+    value = dataclasses.replace(stored("ann", None), unrecorded=True)
+    for member, kept in ((user("ann"), iso(24)), (user("ann", enrolled=True), None)):
+        matches = Matches([("mail", {"ann@corp.example": [obj("ann")]})])
+        users = {"ann": member}
+        planned = plan(["ann"], users, matches, enrolled_policy=EnrolledPolicy.DESKTOP)
+        reconcile(planned, users, matches, {"id-ann": value}, MOMENT)
+        assert (planned[0].decision, planned[0].outcome) == (Decision.KEEP, Outcome.KEPT)
+        assert planned[0].expires_at == (kept or desktop_stamp(iso(0)))
+
+
+def test_a_value_a_stopped_run_replaced_in_defguard_is_renewed() -> None:
+    decision, why = decide_at(MOMENT, user("ann"), stored("ann", REPLACED_VALUE))
+    assert decision is Decision.RENEW and "replaced" in why
 
 
 def test_value_without_expiry_or_unreadable_is_renewed() -> None:
@@ -97,6 +183,8 @@ def test_value_without_expiry_or_unreadable_is_renewed() -> None:
         ({"enrolled": False}, iso(5), False),
         ({"enrolled": True, "devices": 1}, UNKNOWN_EXPIRY, True),  # desktop token, then a device
         ({"enrolled": True}, UNKNOWN_EXPIRY, False),  # desktop token not used yet
+        ({"enrolled": True}, desktop_stamp(iso(-1)), False),
+        ({"enrolled": True, "devices": 1}, desktop_stamp(iso(-1)), True),
         # Another tool's value: when it was issued is unknown (a second device's desktop token?).
         ({"enrolled": True, "devices": 2}, None, False),
     ],

@@ -113,7 +113,12 @@ def test_json_has_summary_and_run_sections(tmp_path: Path) -> None:
     write_report(ReportFile(path), mixed(), None, RUN)
     document = json.loads(path.read_text("utf-8"))
     assert list(document) == ["summary", "run", "members"]
-    assert document["summary"] == {"provisioned": 2, "skipped": 1, "failed": 1}
+    assert document["summary"] == {
+        "provisioned": 2,
+        "skipped": 1,
+        "failed": 1,
+        "not_processed": 0,
+    }
     assert document["run"] == RUN
 
 

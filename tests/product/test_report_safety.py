@@ -248,6 +248,22 @@ def test_a_chain_of_reports_remembers_who_was_provisioned_where(tmp_path: Path) 
     }
 
 
+def test_resume_keeps_only_well_formed_expiries(tmp_path: Path) -> None:
+    """A report is a file anyone with access may have edited: an ``expires_at`` read back is
+    kept only in the form dgprov writes, whatever else the row holds."""
+    path = tmp_path / "r.json"
+    hostile: list[Any] = ["2025-01-02T03:04:05Z", "soon", "9" * 100_000, 12, None, ["x"]]
+    rows = [
+        {"username": f"u{n}", "outcome": "provisioned", "reason": "", "expires_at": value}
+        for n, value in enumerate(hostile)
+    ]
+    path.write_text(json.dumps({"run": RUN, "members": rows}))
+    expiries: dict[str, str] = {}
+    done = resume_from(ReportFile(path, "--resume"), THIS_RUN, expiries)
+    assert set(done) == {f"u{n}" for n in range(len(hostile))}
+    assert expiries == {"u0": "2025-01-02T03:04:05Z"}
+
+
 # ------------------------------------------------------------------------- the live report
 
 
@@ -274,7 +290,12 @@ def test_first_version_is_written_before_anything_settles(tmp_path: Path) -> Non
         "alice": ("failed", NOT_SETTLED),
         "bob": ("skipped", "disabled in Defguard"),
     }
-    assert written["summary"] == {"provisioned": 0, "skipped": 1, "failed": 1}
+    assert written["summary"] == {
+        "provisioned": 0,
+        "skipped": 1,
+        "failed": 1,
+        "not_processed": 0,
+    }
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert resume_from(ReportFile(path, "--resume"), THIS_RUN) == {}
 

@@ -19,7 +19,7 @@ from dgprov import client_files
 from dgprov.cli import main
 from dgprov.host_lock import host_lock
 
-from ..conftest import Running, StartSandbox, graph_client, sign_in, trust
+from ..conftest import Running, StartSandbox, example_tenant, graph_client, sign_in, trust
 
 MEMBERS = [f"user000{n}" for n in range(1, 6)]
 U1, U2, U3, U4, U5 = MEMBERS
@@ -269,7 +269,9 @@ def test_dry_run_and_generate_tokens_count_what_would_be_replaced(
     assert sync().exit_code == 0
     plan = sync("--dry-run", command="generate-tokens")
     assert plan.exit_code == 0
-    assert "replacing the unused token 4 members hold" in plan.output
+    assert "4 tokens would be issued; 4 members hold an unused token that it will replace" in (
+        plan.output
+    )
 
 
 def test_generate_tokens_after_sync_leaves_no_stale_expiry(
@@ -297,6 +299,7 @@ def test_sync_has_the_options_of_generate_tokens() -> None:
 
     assert names(sync_command) == (names(generate_tokens_command) - {"--resume"}) | {
         "--renew-before",
+        "--desktop-token-lifetime",
         "--state",
     }
 
@@ -336,36 +339,55 @@ def test_members_disabled_in_defguard_are_cleared(
     assert token_hashes(running) == issued
 
 
-def test_desktop_tokens_say_their_expiry_is_unknown(
+def test_desktop_tokens_record_their_issue_time_and_are_renewed_once_expired(
     start_sandbox: StartSandbox, line: str, tmp_path: Path
 ) -> None:
     """pfetch is enrolled (prefetched from Entra) without a device: a start_desktop token,
-    whose lifetime is Defguard's default; the report and the attribute say "unknown", and the
-    token is kept, never replaced on a guess, even a day later."""
-    running = start_sandbox(line=line)  # the example tenant
+    whose lifetime is Defguard's default whatever is asked (36h here). sync stores when it was
+    issued, learns the lifetime from 2.0's settings (1.6 shows none: --desktop-token-lifetime),
+    keeps the token while it is valid and renews it once expired."""
+    document = example_tenant()
+    document["settings"]["enrollment_token_timeout_hours"] = 36
+    running = start_sandbox(document, line=line)
     sync = Sync(running, tmp_path)
-    path = tmp_path / "r.json"
-    assert sync("--report", str(path)).exit_code == 1  # its "twin" members fail
-    row = next(r for r in json.loads(path.read_text())["members"] if r["username"] == "pfetch")
+    extra = ["--desktop-token-lifetime", "36h"] if line == "1.6" else []
+
+    def pfetch(name: str) -> dict[str, Any]:
+        path = tmp_path / name
+        assert sync(*extra, "--report", str(path)).exit_code == 1  # its "twin" members fail
+        found: dict[str, Any] = next(
+            r for r in json.loads(path.read_text())["members"] if r["username"] == "pfetch"
+        )
+        return found
+
+    row = pfetch("first.json")
     assert (row["action"], row["decision"], row["outcome"]) == (
         "start_desktop",
         "issue",
         "provisioned",
     )
-    assert row["expires_at"] == "unknown"
+    issued_at = running.tokens("pfetch")[0]["created_at"]
+    assert row["expires_at"].startswith("start_desktop issued ")
+    assert row["expires_at"].removeprefix("start_desktop issued ")[:16] == issued_at[:16]
     running.sandbox.entra.auto_approve_upn = None  # type: ignore[union-attr]
     admin = graph_client(running.info, sign_in(running, running.info["admin_upn"]))
     values = admin.get(
         "/users/paula@contoso.example", params={"$select": "customSecurityAttributes"}
     ).json()["customSecurityAttributes"]["Defguard"]
-    assert values["EnrollmentTokenExpiresAt"] == "unknown"
+    assert values["EnrollmentTokenExpiresAt"] == row["expires_at"]
     issued = token_hashes(running)["pfetch"]
-    running.advance_clock(30 * HOUR)
-    later = tmp_path / "later.json"
-    assert sync("--report", str(later)).exit_code == 1
-    row = next(r for r in json.loads(later.read_text())["members"] if r["username"] == "pfetch")
+
+    running.advance_clock(30 * HOUR)  # past 24h, not past 36h - 2h: still valid, kept
+    row = pfetch("later.json")
     assert (row["decision"], row["outcome"]) == ("keep", "kept")
     assert token_hashes(running)["pfetch"] == issued
+
+    running.advance_clock(7 * HOUR)  # expired in Defguard: renewed, the new token is live
+    row = pfetch("expired.json")
+    assert (row["decision"], row["outcome"]) == ("renew", "provisioned")
+    assert "expired at" in row["reason"]
+    (token,) = running.tokens("pfetch")
+    assert token["token_sha256"] not in issued and token["issued_by"] == "start_desktop"
 
 
 def test_library_sync_and_the_replacement_count(

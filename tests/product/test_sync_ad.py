@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import ldap3
 from click.testing import CliRunner, Result
 
 from dgprov import stored_value
@@ -156,3 +157,38 @@ def script_reads(running: Running, folder: Path, url: str, token: str) -> None:
     assert loaded is not None and loaded.enrollment_token == token
     assert sha(token) in token_hashes(running)[U1]
     assert loaded.enrollment_url == running.info["proxy_url"] + "/"
+
+
+def test_planted_ad_values_are_renewed(
+    start_sandbox: StartSandbox, slapd: Slapd, tmp_path: Path
+) -> None:
+    """Anyone who may write the attribute chooses its JSON: an expiry in year 9999, a
+    ``javascript:`` URL, an empty token or another enrollment URL than Defguard's is not kept,
+    as it would not be in Entra."""
+    running = start_sandbox(tenant())
+    dns = accounts(slapd)
+    sync = AdSync(running, slapd, tmp_path)
+    assert rows(sync.report()) == {name: ("issue", "provisioned") for name in MEMBERS[:4]}
+    first = {name: value(slapd, dns[name]) or {} for name in MEMBERS[:4]}
+    changes = [("expiresAt", "9999-12-31T23:59:59Z"), ("enrollmentUrl", "javascript:alert(1)")]
+    changes.append(("enrollmentToken", ""))
+    changes.append(("enrollmentUrl", "https://vpn.elsewhere.example/"))  # not Defguard's URL
+    planted = {
+        name: {**first[name], key: text}
+        for name, (key, text) in zip(MEMBERS, changes, strict=False)
+    }
+    with slapd.admin() as connection:
+        for name, document in planted.items():
+            change = {ATTRIBUTE: [(ldap3.MODIFY_REPLACE, [json.dumps(document)])]}
+            assert connection.modify(dns[name], change), connection.result
+    before = token_hashes(running)
+
+    decided = rows(sync.report())
+    assert decided == {name: ("renew", "provisioned") for name in planted}
+    assert len(planted) == 4
+    after = token_hashes(running)
+    for name in planted:
+        now = value(slapd, dns[name])
+        assert now is not None and sha(now["enrollmentToken"]) in after[name] != before[name]
+        assert now["enrollmentUrl"] == first[name]["enrollmentUrl"]
+        assert now["expiresAt"] < "9999"

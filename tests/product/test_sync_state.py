@@ -12,6 +12,7 @@ import pytest
 from dgprov.directory import Stored
 from dgprov.errors import AlreadyRunning, UsageError
 from dgprov.host_lock import host_lock
+from dgprov.stored_value import INVALID_VALUE, REPLACED_VALUE, UNKNOWN_EXPIRY, desktop_stamp
 from dgprov.sync_state import SyncState
 
 
@@ -113,21 +114,24 @@ def test_a_second_process_is_refused_while_the_first_holds_the_lock(tmp_path: Pa
 @pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX ownership")
 @pytest.mark.parametrize("how", ["hard link", "another owner"])
 def test_the_lock_never_writes_into_a_file_it_does_not_own_alone(tmp_path: Path, how: str) -> None:
-    """The default lock lives where every account may create files: a file someone prepared
-    there (a hard link to a file they cannot write, or their own) is locked, never rewritten."""
+    """A lock file someone prepared (a hard link to a file, or their own file) is never
+    rewritten: the link is locked without the holder's note, another account's file refused."""
     victim = tmp_path / "precious"
     victim.write_text("keep me", "utf-8")
+    victim.chmod(0o600)
     path = tmp_path / "sync.lock"
     if how == "hard link":
         os.link(victim, path)
+        with host_lock(path):
+            pass
     else:
         path.write_text("keep me", "utf-8")
         if os.geteuid() != 0:
             pytest.skip("needs root to give the file to another account")
         os.chown(path, 65534, 65534)
         victim = path
-    with host_lock(path):
-        pass
+        with pytest.raises(UsageError, match="belongs to another account"), host_lock(path):
+            pass
     assert victim.read_text("utf-8") == "keep me"
 
 
@@ -147,3 +151,83 @@ def test_a_state_file_that_could_not_be_written_is_refused_first(
     with pytest.raises(UsageError) as refused:
         SyncState.load(tmp_path / name)
     assert problem in str(refused.value) and str(refused.value).startswith("--state ")
+
+
+def test_the_journal_records_tokens_before_the_file_and_survives_a_kill(tmp_path: Path) -> None:
+    """What a run journaled is known to the next run even though it never saved the file; a
+    last line cut short (killed while writing it) is ignored, the file then replaces the
+    journal."""
+    path = tmp_path / "state.json"
+    state = SyncState.load(path)
+    state.record("obj-1", b"a" * 16, "2026-01-01T00:00:00Z", "ann")
+    state.save()
+    run = SyncState.load(path)
+    entry = run.record("obj-1", b"b" * 16, "2026-01-02T00:00:00Z", "ann", replaced=b"a" * 16)
+    run.append([entry, run.record("obj-2", b"c" * 16, "2026-01-02T00:00:00Z", "bob")])
+    journal = tmp_path / "state.json.journal"
+    assert journal.stat().st_mode & 0o777 == 0o600
+    with journal.open("a") as torn:
+        torn.write('{"object_id": "obj-3", "token_sha')  # the killed run's last write
+    # The run is killed here: nothing saved.
+    after = SyncState.load(path)
+    held = {
+        "obj-1": Stored("obj-1", None, b"b" * 16),
+        "obj-2": Stored("obj-2", None, b"a" * 16),  # its write never happened: something else
+    }
+    vouched = after.vouch(held)
+    assert vouched["obj-1"].expires_at == "2026-01-02T00:00:00Z"
+    assert vouched["obj-2"].expires_at is None and vouched["obj-2"].unrecorded
+    assert after.unsaved
+    after.save()
+    assert not journal.exists()
+    assert SyncState.load(path).entries == after.entries
+
+
+def test_a_value_a_recorded_token_replaced_is_dead_and_an_unknown_one_unrecorded(
+    tmp_path: Path,
+) -> None:
+    state = SyncState(tmp_path / "state.json")
+    state.record("obj-1", b"b" * 16, "2026-01-02T00:00:00Z", "ann", replaced=b"a" * 16)
+    state.record("obj-2", b"c" * 16, UNKNOWN_EXPIRY, "bob")
+    held = {
+        "obj-1": Stored("obj-1", None, b"a" * 16),  # the write of b never happened
+        "obj-2": Stored("obj-2", None, b"c" * 16),
+        "obj-3": Stored("obj-3", None, b"d" * 16, INVALID_VALUE),
+    }
+    vouched = state.vouch(held, "2026-01-01T00:00:00Z")
+    assert vouched["obj-1"].expires_at == REPLACED_VALUE and not vouched["obj-1"].unrecorded
+    # An earlier version's "unknown": aged from now on, which the file keeps.
+    assert vouched["obj-2"].expires_at == desktop_stamp("2026-01-01T00:00:00Z")
+    assert state.vouch(held, "2026-02-01T00:00:00Z")["obj-2"] == vouched["obj-2"]
+    assert vouched["obj-3"].expires_at == INVALID_VALUE  # the client would refuse it anyway
+
+
+@pytest.mark.parametrize(
+    "content", ['{"object_id": 5}\n', "not json\n", '{"object_id": "a"}\n{"x": 1}\n']
+)
+def test_a_hostile_journal_is_refused_with_one_line(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "state.json"
+    (tmp_path / "state.json.journal").write_text(content)
+    with pytest.raises(UsageError) as refused:
+        SyncState.load(path)
+    assert str(refused.value).startswith(f"--state {path}.journal") and "remove it" in str(
+        refused.value
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX links and modes")
+def test_a_journal_that_is_a_link_or_writable_by_others_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    journal = tmp_path / "state.json.journal"
+    (tmp_path / "elsewhere").write_text("")
+    journal.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UsageError, match="not a regular file"):
+        SyncState.load(path)
+    state = SyncState(path)
+    with pytest.raises(UsageError, match="cannot write the journal"):
+        state.append([state.record("obj-1", b"a" * 16, "x", "ann")])
+    journal.unlink()
+    journal.write_text("")
+    journal.chmod(0o666)
+    with pytest.raises(UsageError, match="belong to this account"):
+        SyncState.load(path)

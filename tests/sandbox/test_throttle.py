@@ -137,7 +137,9 @@ WRITE_RATE = WRITE_BURST / (150 * STORM_TIME_SCALE)  # 40 writes/s: a loaded CI 
 def test_write_storm_is_held_to_the_scaled_rate() -> None:
     """150 PATCHes against --quota-scale 0.01 --time-scale 0.005: 30 writes per 0.75 s."""
     storm = ["--users", "10", "--throttle", "documented", "--quota-scale", "0.01"]
-    with sandbox_process(*storm, "--time-scale", str(STORM_TIME_SCALE), "--auto-approve-as", "admin") as info:
+    with sandbox_process(
+        *storm, "--time-scale", str(STORM_TIME_SCALE), "--auto-approve-as", "admin"
+    ) as info:
         app = public_client(info)
         token = app.acquire_token_by_device_flow(
             app.initiate_device_flow(

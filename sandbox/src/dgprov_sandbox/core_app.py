@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -133,6 +134,24 @@ class CoreHandlers:
         """``GET /me`` (v2.0.1 handlers/user.rs:1263, v1.6.6 :1281): the caller's UserInfo."""
         session = self.state.authenticate(request.headers.get("authorization"))
         return core_json(user_info(self.state, session.user))
+
+    async def settings(self, request: Request) -> Response:
+        """``GET /settings``, AdminRole (v2.0.1 crates/defguard_core/src/handlers/settings.rs:28).
+        2.0 keeps the enrollment settings in the database and serializes them with the rest
+        (v2.0.1 crates/defguard_common/src/db/models/settings.rs:246,255, private fields are
+        serialized too): ``public_proxy_url`` and ``enrollment_token_timeout_hours``, the
+        lifetime ``start_desktop`` gives (handlers/user.rs:599). 1.6 reads both from its
+        configuration (v1.6.6 crates/defguard_common/src/config.rs:106-111), so its settings
+        have neither. A few other fields stand in for the rest of the record."""
+        self._admin(request)
+        body: dict[str, Any] = {
+            "instance_name": self.state.instance_name,
+            "enrollment_vpn_step_optional": self.state.vpn_setup_optional,
+        }
+        if self.state.line == "2.0":
+            body["public_proxy_url"] = self.state.public_proxy_url
+            body["enrollment_token_timeout_hours"] = self.state.token_timeout // timedelta(hours=1)
+        return core_json(body)
 
     async def get_user(self, request: Request) -> Response:
         session = self.state.authenticate(request.headers.get("authorization"))
@@ -313,6 +332,7 @@ def build_core_app(
         Route("/api/v1/group-info", wrap(handlers.list_groups_info), methods=["GET"]),
         Route("/api/v1/group/{key}", wrap(handlers.get_group), methods=["GET"]),
         Route("/api/v1/me", wrap(handlers.me), methods=["GET"]),
+        Route("/api/v1/settings", wrap(handlers.settings), methods=["GET"]),
         Route("/api/v1/device", wrap(handlers.list_devices), methods=["GET"]),
         Route("/api/v1/user", wrap(handlers.list_users), methods=["GET"]),
         Route("/api/v1/user/{username}", wrap(handlers.get_user), methods=["GET"]),

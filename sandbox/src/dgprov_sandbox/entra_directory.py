@@ -51,6 +51,7 @@ class EntraUser:
     directory_roles: set[str]
     # attribute set id (as defined) -> attribute name -> value
     custom_security_attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    user_type: str = "Member"  # Graph's userType: Member, or Guest for an invited outsider
 
 
 @dataclass

@@ -65,6 +65,7 @@ class EntraState(EntraGrants):
                 other_mails=list(spec.get("other_mails", [])),
                 proxy_addresses=list(spec.get("proxy_addresses", [])),
                 account_enabled=spec.get("account_enabled", True),
+                user_type=spec.get("user_type", "Member"),
                 mobile_phone=person.get("phone"),
                 directory_roles=set(spec.get("directory_roles", [])),
                 custom_security_attributes={

@@ -89,7 +89,7 @@ def user_record(user: EntraUser) -> dict[str, Any]:
         "otherMails": list(user.other_mails),
         "proxyAddresses": list(user.proxy_addresses),
         "mailNickname": user.user_principal_name.split("@", 1)[0],
-        "userType": "Member",
+        "userType": user.user_type,
     }
 
 

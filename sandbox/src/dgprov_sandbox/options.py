@@ -22,6 +22,9 @@ class SandboxOptions:
     authority_port: int = 0
     graph_port: int = 0
     faults: FaultSettings = field(default_factory=FaultSettings)
+    # The sign-in service's own faults (tests only; none by default): MSAL sign-ins of the
+    # fault tests above stay clean, and a test can make the key set's host drop connections.
+    authority_faults: FaultSettings = field(default_factory=FaultSettings)
     synthetic_group: bool = False
     throttle: Literal["off", "documented"] = "off"
     time_scale: float = 1.0

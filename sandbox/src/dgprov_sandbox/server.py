@@ -211,7 +211,15 @@ class Sandbox:
         apps: list[tuple[ASGIApp, socket.socket, bool]] = [
             (self._wrap(core_app, "core"), core_socket, False),
             (self._wrap(build_proxy_app(state, self.proxy_requests), "proxy"), proxy_socket, False),
-            (build_authority_app(entra, self.authority_requests), authority_socket, True),
+            (
+                FaultInjector(
+                    build_authority_app(entra, self.authority_requests),
+                    options.authority_faults,
+                    random.Random(f"{options.authority_faults.seed}:authority"),
+                ),
+                authority_socket,
+                True,
+            ),
             (self._wrap(build_graph_app(graph), "graph", graph_server_error), graph_socket, True),
         ]
         self._servers = [

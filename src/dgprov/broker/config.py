@@ -10,13 +10,15 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+from .. import environment
 from ..durations import parse_lifetime
 from ..entra_auth import EntraSettings
 from ..errors import UsageError
 from ..urls import is_loopback
+from .connection_limits import ConnectionLimits
 
 EnrolledUsers = Literal["desktop", "refuse"]
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -24,6 +26,10 @@ DEFAULT_TOKEN_LIFETIME = "1h"
 RATE_WINDOW_SECONDS = 60.0
 MAPPING_TTL_SECONDS = 30.0
 JWKS_REFETCH_FLOOR_SECONDS = 30.0
+NO_CLIENT_ID = (
+    "no client id for the broker's own app registration: give --client-id or set "
+    f"{environment.BROKER_CLIENT_ID} ({environment.CLIENT_ID}, the public client's, is not read)"
+)
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -74,10 +80,13 @@ class BrokerConfig:
     # The client apps whose tokens are accepted (``azp`` in v2 tokens, ``appid`` in v1); empty:
     # any app the user consented to the broker's scope for.
     allowed_client_ids: tuple[str, ...] = ()
+    # Whether Entra guest accounts (userType Guest) may obtain tokens (--allow-guests).
+    allow_guests: bool = False
     # Policies with defaults that suit a service; tests shorten them.
     rate_window_seconds: float = RATE_WINDOW_SECONDS
     mapping_ttl_seconds: float = MAPPING_TTL_SECONDS
     jwks_refetch_floor_seconds: float = JWKS_REFETCH_FLOOR_SECONDS
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)  # per connection
 
     @property
     def tls(self) -> bool:
@@ -108,6 +117,8 @@ class BrokerConfig:
                 f"--tenant {self.entra.tenant}: the broker accepts one tenant's users; give its "
                 "tenant id or domain"
             )
+        if not self.entra.client_id:  # before entra.check, which names DGPROV_CLIENT_ID
+            raise UsageError(NO_CLIENT_ID)
         self.entra.check()
         for client_id in self.allowed_client_ids:
             if not GUID.fullmatch(client_id.strip().lower()):
@@ -119,3 +130,4 @@ class BrokerConfig:
             raise UsageError("--workers must be 1 or more")
         if not (math.isfinite(self.rate_window_seconds) and self.rate_window_seconds >= 0):
             raise UsageError("--rate-window must be 0 or more seconds")
+        self.connections.check()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from ..addresses import fold
 from ..defguard import DefguardClient, DefguardUser
 from ..directory import DirectoryUser, Matches
 from ..errors import DgprovError
@@ -44,12 +45,14 @@ class Mapper:
         ttl: float,
         metrics: BrokerMetrics,
         before_graph: Callable[[], Awaitable[None]],
+        admit_guests: bool = False,
     ) -> None:
         self.defguard = defguard
         self.graph = graph
         self.group_name = group_name
         self.metrics = metrics
         self.before_graph = before_graph  # makes sure a Graph token is at hand (no blocking)
+        self.admit_guests = admit_guests  # --allow-guests
         self._group: TtlCache[GroupView] = TtlCache(ttl)
         self._entra: TtlCache[EntraView] = TtlCache(ttl)
         self._matches: TtlCache[Matches] = TtlCache(ttl)
@@ -66,7 +69,7 @@ class Mapper:
                     caller.object_id, lambda: self._read_user(caller.object_id)
                 ),
             )
-            emails = sorted({(users[n].email or "").lower() for n in candidates(addresses, index)})
+            emails = sorted({fold(users[n].email or "") for n in candidates(addresses, index)})
             matches = Matches([])
             if emails:
                 matches = await guarded(
@@ -83,6 +86,7 @@ class Mapper:
             addresses,
             matches,
             refuse_enrolled=refuse_enrolled,
+            admit_guests=self.admit_guests,
         )
 
     def forget(self, caller: Caller) -> None:

@@ -5,6 +5,11 @@ The socket is bound before the app runs so ``--listen HOST:0`` works and the pri
 processes, each with its own event loop, clients and caches (POSIX only). SIGTERM or SIGINT
 stops accepting, lets requests in flight finish (up to ``GRACE_SECONDS``), then closes the
 clients: uvicorn's graceful shutdown, driven through the app's lifespan.
+
+uvicorn serves HTTP/1.1 with h11 (httptools buffers headers without a bound), through
+``connections.GuardedProtocol``: the TLS handshake, request-head deadlines, keep-alive timeout
+and connection caps of ``config.connections``. uvicorn's own ``limit_concurrency`` is off: it
+counted idle connections as requests; the app limits requests in flight instead.
 """
 
 from __future__ import annotations
@@ -20,23 +25,20 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TextIO
 
 import uvicorn
+from prometheus_client import Counter
 
 from ..errors import UsageError
-from .app import create_app
+from .app import build_app
 from .config import BrokerConfig, Listen
+from .connections import protocol_class, tls_server_context
 from .metrics import share_between_workers
+from .service import Broker
 
 GRACE_SECONDS = 10
-# Longer than the idle timeout of common load balancers (60 s), so the broker never closes a
-# kept-alive connection at the moment the balancer sends a request on it (a 502 there).
-KEEP_ALIVE_SECONDS = 75
-# Connections and requests at once; beyond it uvicorn answers 503 instead of holding sockets
-# (and file descriptors) for whoever opens the most.
-MAX_CONCURRENCY = 512
 READY_TIMEOUT_SECONDS = 30.0
 
 
@@ -65,20 +67,31 @@ def broker_url(config: BrokerConfig, sock: socket.socket) -> str:
 
 
 def _server(config: BrokerConfig) -> uvicorn.Server:
+    """One worker's server; raises OSError (ssl.SSLError) for TLS files it cannot serve with."""
+    tls = tls_server_context(config.tls_cert, config.tls_key or "") if config.tls_cert else None
+    broker = Broker(config)
+    closed = Counter(
+        "dgprov_broker_connections_closed",
+        "Connections the broker closed or refused itself, by reason (head_timeout, "
+        "idle_timeout, full, per_client, full_refused, per_client_refused, head_400, head_431).",
+        ["reason"],
+        registry=broker.metrics.registry,
+    )
+    limits = config.connections
+    if not config.tls:  # loopback only, a proxy in front: every connection is the proxy's
+        limits = replace(limits, max_per_client=0)
     return uvicorn.Server(
         uvicorn.Config(
-            create_app(config),
+            build_app(broker),
             lifespan="on",
-            # h11 refuses a request whose unfinished head passes 16 KiB; httptools buffers
-            # headers without a bound, so a few slow connections could fill the memory.
-            http="h11",
-            limit_concurrency=MAX_CONCURRENCY,
+            http=protocol_class(limits, tls, lambda reason: closed.labels(reason).inc()),
+            ws="none",
+            limit_concurrency=None,
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=GRACE_SECONDS,
-            timeout_keep_alive=KEEP_ALIVE_SECONDS,
-            ssl_certfile=config.tls_cert,
-            ssl_keyfile=config.tls_key,
+            # The protocol closes an idle connection itself, first; this is uvicorn's own timer.
+            timeout_keep_alive=int(limits.idle_timeout + limits.head_timeout) + 1,
             server_header=False,
         )
     )
@@ -87,8 +100,8 @@ def _server(config: BrokerConfig) -> uvicorn.Server:
 def _loaded_server(config: BrokerConfig) -> uvicorn.Server:
     """A server whose TLS files are already read: a wrong path, a key that does not match the
     certificate or a file that is not PEM is one line and exit 2, before anything listens."""
-    server = _server(config)
     try:
+        server = _server(config)
         server.config.load()
     except OSError as exc:  # ssl.SSLError too
         reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__

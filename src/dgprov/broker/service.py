@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from prometheus_client import Counter
+
 from ..defguard import DefguardClient
 from ..entra_auth import EntraSignIn
 from ..errors import AuthenticationError, DgprovError, RemoteError
@@ -30,12 +32,14 @@ from ..provision import ALREADY_ACTIVATED
 from ..retry import RetryPolicy
 from ..stored_value import FILE_TOKEN_KEY, FILE_URL_KEY, ProvisioningConfig
 from ..tls import tls_context
+from .audience import audience_problem
+from .audit import AuditWriter
 from .config import BrokerConfig
 from .decisions import Grant, Refusal, enrolled_refusal
 from .limits import RateLimiter
 from .mapping import Mapper, guarded
 from .metrics import BrokerMetrics
-from .tokens import Caller, KeySet, KeysUnavailable, TokenRejected, TokenValidator
+from .tokens import SCOPE, Caller, KeySet, KeysUnavailable, TokenRejected, TokenValidator
 
 # A client is waiting: a few quick attempts, then an honest 503 instead of minutes of retries.
 REQUEST_POLICY = RetryPolicy(attempts=3, max_delay=0.5, deadline=10.0, max_retry_after=2.0)
@@ -100,6 +104,13 @@ class Broker:
         self.config = config
         self.audit = audit
         self.metrics = BrokerMetrics()
+        dropped = Counter(
+            "dgprov_broker_audit_lines_dropped",
+            "Audit lines of requests that asked Defguard for nothing, dropped while the log "
+            "was too slow.",
+            registry=self.metrics.registry,
+        )
+        self.audit_log = AuditWriter(audit, on_drop=dropped.inc)
         self.limiter = RateLimiter(config.rate_window_seconds)
         self.lifetime = config.token_lifetime
         self._signin: EntraSignIn | None = None
@@ -109,9 +120,12 @@ class Broker:
         self._ready_at = float("-inf")
         self._ready_reason: str | None = "starting"
         self._ready_lock = asyncio.Lock()
+        # A client id no check can make right (a public client's): never ready, and said once.
+        self.audience_problem: str | None = None
 
     async def start(self) -> None:
         config = self.config
+        self.audience_problem = audience_problem(config.entra.client_id, config.allowed_client_ids)
         verify = tls_context(config.ca_bundle)
         self.defguard = DefguardClient(
             config.defguard_url,
@@ -139,6 +153,7 @@ class Broker:
             ttl=config.mapping_ttl_seconds,
             metrics=self.metrics,
             before_graph=self.fetch_graph_token,
+            admit_guests=config.allow_guests,
         )
         # Warm up in the background: a broker whose Entra or Defguard is down or slow still
         # starts serving and says so on /readyz, so an orchestrator can wait for it.
@@ -152,6 +167,7 @@ class Broker:
             task.cancel()
         for client in (self.defguard, self.graph, self.keys):
             await client.aclose()
+        await asyncio.to_thread(self.audit_log.close)
 
     @staticmethod
     async def _quietly(work: Awaitable[None]) -> None:
@@ -205,20 +221,42 @@ class Broker:
         async with self._ready_lock:
             if time.monotonic() - self._ready_at < READY_CACHE_SECONDS:
                 return self._ready_reason
-            reason = None
+            reason, detail = self.audience_problem, self.audience_problem
             try:
                 if not self.keys.loaded:
                     await self.keys.refresh()
             except KeysUnavailable as exc:
                 log.warning("not ready: %s", exc)
-                reason = "the tenant's signing keys are not loaded"
+                reason = reason or "the tenant's signing keys are not loaded"
+                detail = detail or f"{reason}: {exc}"
             try:
                 await self.defguard.group(self.config.group_name)
             except DgprovError as exc:
                 log.warning("not ready: %s", exc)
                 reason = reason or "Defguard does not answer the broker"
+                detail = detail or f"{reason}: {exc}"
+            if reason is not None and reason != self._ready_reason:
+                await self._audit_not_ready(detail or reason)
             self._ready_at, self._ready_reason = time.monotonic(), reason
             return reason
+
+    async def _audit_not_ready(self, detail: str) -> None:
+        """One audit line when the broker becomes not ready, or for another reason: what an
+        operator reading the log needs (a probe's 503 says why, in fewer words)."""
+        record = AuditRecord(new_request_id(), outcome="not_ready", status=503, detail=detail)
+        await self.audit_log.write(record.line(0.0), keep=True)  # one per change: bounded
+
+    def client_settings(self) -> dict[str, str]:
+        """What ``GET /v1/config`` tells anyone who asks: the scope users sign in for and the
+        tenant they sign in to, so a client needs only the broker's URL. Both are in every
+        token the broker accepts (and the tenant id in its authority's metadata): nothing
+        secret. A broker whose audience cannot be right tells no client to sign in for it."""
+        if self.audience_problem is not None:
+            raise Refusal(503, "not_ready", self.audience_problem)
+        tenant = self.keys.tenant_id or self.config.entra.tenant
+        if not tenant:  # only --authority given, and its keys not read yet
+            raise Refusal(503, "not_ready", "the tenant's signing keys are not loaded")
+        return {"scope": f"api://{self.config.entra.client_id}/{SCOPE}", "tenant": tenant}
 
     async def provision(self, authorization: str | None, record: AuditRecord) -> dict[str, str]:
         token = bearer_token(authorization)

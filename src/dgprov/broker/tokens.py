@@ -2,7 +2,8 @@
 
 Signature against the tenant's published keys (found through the authority's OpenID
 configuration, cached; an unknown ``kid`` refetches the keys once, at most once per floor
-interval, so a stream of forged key ids cannot make the broker hammer the authority), ``alg``
+interval, so a stream of forged key ids cannot make the broker hammer the authority; the daily
+refresh runs in the background while requests are served with the current keys), ``alg``
 from an allow-list (RS256: never ``none``, never HMAC, whose "secret" would be the public key),
 ``iss`` of the configured tenant in its v1 or v2 form, ``aud`` the broker's client id or App ID
 URI, ``exp``/``nbf`` with a small leeway, ``tid`` the tenant, the delegated scope ``Provision``
@@ -87,42 +88,71 @@ class KeySet:
         self._unknown_kid_at = float("-inf")
         self._failed_at = float("-inf")
         self._failure = ""
-        self._lock = asyncio.Lock()
+        self._refreshing: asyncio.Task[None] | None = None
 
     @property
     def loaded(self) -> bool:
         return bool(self.keys)
 
+    @property
+    def refreshing(self) -> bool:
+        """Whether a fetch of the keys is in flight."""
+        return self._refreshing is not None
+
     async def aclose(self) -> None:
+        if self._refreshing is not None:
+            self._refreshing.cancel()
         await self.http.aclose()
 
     async def key(self, kid: str) -> Any:
-        """The key with ``kid``; an unknown one refetches the set, at most once per floor."""
-        if not self.loaded or time.monotonic() - self._fetched_at > KEYS_MAX_AGE_SECONDS:
-            try:
-                await self.refresh(stale_at=self._fetched_at)
-            except KeysUnavailable:
-                if not self.loaded:
-                    raise
-                # A day-old set is still the tenant's (Entra rolls keys over weeks): keep
-                # using it while the authority is away; the next try waits the floor.
+        """The key with ``kid``: stale-while-revalidate.
+
+        Only a request that cannot be answered with the keys at hand waits: before the first
+        load, and for a ``kid`` the set does not hold (once per floor, or by joining the fetch
+        already under way). A day-old set is refreshed in the background, and requests go on
+        with it meanwhile: an authority that drops connections costs its own fetch ten
+        seconds, never the requests (Entra rolls keys over weeks, so the old set is still the
+        tenant's).
+        """
+        now = time.monotonic()
+        if not self.loaded:
+            await self.refresh()
+        elif (
+            now - self._fetched_at > KEYS_MAX_AGE_SECONDS
+            and now - self._failed_at >= self.refetch_floor
+        ):
+            self._start_refresh()  # not awaited: the current keys serve meanwhile
         if kid not in self.keys:
-            async with self._lock:
-                due = time.monotonic() - self._unknown_kid_at >= self.refetch_floor
-                if kid not in self.keys and due:
-                    self._unknown_kid_at = time.monotonic()
-                    await self._fetch_guarded()
+            if self._refreshing is None and (
+                time.monotonic() - self._unknown_kid_at >= self.refetch_floor
+            ):
+                self._unknown_kid_at = time.monotonic()
+                self._start_refresh()
+            if self._refreshing is not None:
+                await asyncio.shield(self._refreshing)
         if kid not in self.keys:
             raise TokenRejected(
                 "the token is signed with a key the tenant does not publish (unknown kid)"
             )
         return self.keys[kid]
 
-    async def refresh(self, stale_at: float | None = None) -> None:
-        """Fetch now, unless another request refreshed since ``stale_at``."""
-        async with self._lock:
-            if stale_at is None or self._fetched_at == stale_at:
-                await self._fetch_guarded()
+    async def refresh(self) -> None:
+        """Fetch now, or wait for the fetch already under way; ``KeysUnavailable`` if it fails."""
+        await asyncio.shield(self._start_refresh())
+
+    def _start_refresh(self) -> asyncio.Task[None]:
+        """The one fetch in flight, started if there is none: requests share it, and one that
+        gives up (a client gone) does not cancel it for the others (``shield``)."""
+        if self._refreshing is None:
+            task = asyncio.ensure_future(self._fetch_guarded())
+            task.add_done_callback(self._refreshed)
+            self._refreshing = task
+        return self._refreshing
+
+    def _refreshed(self, task: asyncio.Task[None]) -> None:
+        self._refreshing = None
+        if not task.cancelled():
+            task.exception()  # retrieved: a background fetch's failure is kept in _failure
 
     async def _fetch_guarded(self) -> None:
         """A fetch, unless one failed within the floor: anonymous requests arrive faster than

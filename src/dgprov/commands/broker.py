@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any, TypeVar
 
 import click
 
@@ -19,10 +21,18 @@ from .. import environment
 from ..credentials import read_secret
 from ..urls import check_defguard_url
 from .optional import load_optional
-from .options import EntraOptions, broker_entra_options, ca_bundle_option, terminal_prompt, warn
+from .options import (
+    EntraOptions,
+    allow_guests_option,
+    broker_entra_options,
+    ca_bundle_option,
+    terminal_prompt,
+    warn,
+)
 
 BROKER_PACKAGE = "dgprov.broker"
 SERVER_PACKAGES = {"starlette", "uvicorn", "prometheus_client", "jwt"}  # the broker extra
+F = TypeVar("F", bound=Callable[..., Any])
 INSTALL_HINT = (
     "the broker's web server is not installed; install it with pip install 'dgprov[broker]' "
     "(the single-file binary does not include it)"
@@ -33,6 +43,21 @@ def load_broker() -> ModuleType:
     """The ``dgprov.broker`` package, or a usage error (exit 2) saying how to install it: the
     binary leaves out the package itself, an installation without the extra its web server."""
     return load_optional(BROKER_PACKAGE, INSTALL_HINT, SERVER_PACKAGES)
+
+
+def limit_option(name: str, default: float, help: str) -> Callable[[F], F]:
+    """A connection limit: seconds (a float default) or a count (an int; 0 only for the
+    per-client cap). The defaults are ``connection_limits.ConnectionLimits``' (docs/broker.md)."""
+    seconds = isinstance(default, float)
+    kind = click.FloatRange(0, 3600, min_open=True) if seconds else click.IntRange(0)
+    return click.option(
+        name,
+        type=kind,
+        default=default,
+        show_default=True,
+        metavar="SECONDS" if seconds else "N",
+        help=help,
+    )
 
 
 @click.command("broker")
@@ -90,6 +115,32 @@ def load_broker() -> ModuleType:
     help="Accept only tokens requested by this client app (azp / appid), e.g. the dgprov public "
     "client's application id; repeatable. Without it, any app the user consented to.",
 )
+@allow_guests_option
+@limit_option(
+    "--head-timeout",
+    10.0,
+    "A new connection's TLS handshake and request head, and a later request's head from its "
+    "first byte, must be complete within this.",
+)
+@limit_option(
+    "--idle-timeout", 75.0, "A kept-alive connection is closed after this long without a request."
+)
+@limit_option(
+    "--max-connections",
+    1024,
+    "Open connections per process; a new one beyond it closes the longest idle one.",
+)
+@limit_option(
+    "--max-requests",
+    512,
+    "Requests in flight per process; more are answered 503 busy (/healthz never is).",
+)
+@limit_option(
+    "--max-connections-per-client",
+    64,
+    "Connections per client address (an IPv6 /64); 0: no cap, for a proxy in front that hides "
+    "client addresses.",
+)
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
@@ -111,17 +162,24 @@ def broker_command(
     enrolled_users: str,
     rate_window: float,
     allowed_client_ids: tuple[str, ...],
+    allow_guests: bool,
+    head_timeout: float,
+    idle_timeout: float,
+    max_connections: int,
+    max_requests: int,
+    max_connections_per_client: int,
     workers: int,
 ) -> None:
     """Serve POST /v1/provisioning: for an Entra access token issued for the broker, the
-    caller's Defguard enrollment URL and a fresh token, as provisioning.json holds them.
+    caller's Defguard enrollment URL and a fresh token, as provisioning.json holds them; and
+    GET /v1/config: the broker's scope and tenant, so clients need only its URL.
 
     Prints one JSON line with broker_url on stdout when listening; one JSON audit line per
     request on stderr. Needs the broker extra: pip install 'dgprov[broker]'.
     """
     broker = load_broker()
     config_module = importlib.import_module(f"{BROKER_PACKAGE}.config")
-    settings = entra.settings(ca_bundle)
+    settings = entra.settings(ca_bundle, client_id_variable=environment.BROKER_CLIENT_ID)
     token = read_secret(
         what="Defguard API token",
         env_var=environment.DEFGUARD_API_TOKEN,
@@ -144,6 +202,14 @@ def broker_command(
         ca_bundle=ca_bundle,
         rate_window_seconds=rate_window,
         allowed_client_ids=allowed_client_ids,
+        allow_guests=allow_guests,
+        connections=importlib.import_module(f"{BROKER_PACKAGE}.connection_limits").ConnectionLimits(
+            head_timeout=head_timeout,
+            idle_timeout=idle_timeout,
+            max_connections=max_connections,
+            max_requests=max_requests,
+            max_per_client=max_connections_per_client,
+        ),
     )
     config.check()
     sys.exit(broker.serve(config))

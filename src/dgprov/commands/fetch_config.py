@@ -68,7 +68,8 @@ def _log_to(path: Path | None) -> None:
 )
 @click.option(
     "--broker-scope",
-    help="The broker's scope to sign in for, e.g. api://<broker app id>/Provision.",
+    help="The broker's scope to sign in for, e.g. api://<broker app id>/Provision "
+    f"[env {environment.BROKER_SCOPE}; default: the scope the broker gives].",
 )
 @click.option(
     "--strict", is_flag=True, help="Exit 3 (not 0) when the machine is joined to nothing."
@@ -128,7 +129,7 @@ def fetch_config_command(
         attribute_set_name=attribute_set_name,
         entra=entra.settings(ca_bundle),
         broker_url=broker_url or environment.get(environment.BROKER_URL),
-        broker_scope=broker_scope,
+        broker_scope=broker_scope or environment.get(environment.BROKER_SCOPE),
         ldap_url=ad.ldap_url,
         base_dn=ad.base_dn,
         ad_attribute=ad.ad_attribute or "defguardProvisioningConfig",

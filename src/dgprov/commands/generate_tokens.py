@@ -9,15 +9,20 @@ import click
 
 from .. import api
 from .options import AdminJobOptions, admin_job_options
-from .render import Progress, echo_err, show_run, show_summary
+from .render import (
+    Progress,
+    ask_at_terminal,
+    echo_err,
+    show_run,
+    show_summary,
+)
 
 
 def _confirm(pending: int, directory_name: str, replacing: int) -> bool:
     """Asked on a terminal only; installers and schedulers pass --yes or have no terminal."""
-    return click.confirm(
-        f"Issue {pending} enrollment tokens and store them in {directory_name}? {replacing} "
-        "members hold an unused token that this run will replace.",
-        err=True,
+    return ask_at_terminal(
+        f"Issue {api.counted(pending, 'enrollment token')} and store them in {directory_name}? "
+        f"{api.replacing_phrase(replacing).capitalize()}."
     )
 
 
@@ -36,7 +41,8 @@ def generate_tokens_command(*, job: AdminJobOptions, resume_path: Path | None) -
     --directory ad, as JSON in an Active Directory attribute.
 
     Exit status: 0 all members provisioned or deliberately skipped, 1 some failed, 2 usage,
-    preflight or sign-in error (nothing changed).
+    preflight or sign-in error, or another generate-tokens or sync running on this host
+    (nothing changed; both take the lock in DGPROV_LOCK_FILE, by default one per account).
     """
     record = api.generate_tokens(
         **job.arguments(),
@@ -45,5 +51,7 @@ def generate_tokens_command(*, job: AdminJobOptions, resume_path: Path | None) -
         progress=Progress(),
         confirm_replacing=None if job.yes or not sys.stdin.isatty() else _confirm,
     )
-    show_run(record.members, record.dry_run, record.report_path, show_summary)
+    show_run(
+        record.members, record.dry_run, record.report_path, show_summary, record.known_failures
+    )
     sys.exit(record.exit_status)

@@ -48,11 +48,14 @@ def terminal_prompt() -> Prompt | None:
     return lambda question: str(click.prompt(question, hide_input=True, err=True))
 
 
-def _entra_option_list(client_id_help: str, auth: Decorator) -> list[Decorator]:
-    """The Entra options; ``--client-id`` and ``--auth`` differ between the jobs and the broker."""
+def _entra_option_list(
+    client_id_help: str, auth: Decorator, client_id_variable: str = environment.CLIENT_ID
+) -> list[Decorator]:
+    """The Entra options; ``--client-id`` (and its variable) and ``--auth`` differ between the
+    jobs and the broker."""
     return [
         click.option("--tenant", help=f"Entra tenant id or domain [env {environment.TENANT}]."),
-        click.option("--client-id", help=f"{client_id_help} [env {environment.CLIENT_ID}]."),
+        click.option("--client-id", help=f"{client_id_help} [env {client_id_variable}]."),
         auth,
         click.option(
             "--client-secret-file",
@@ -95,6 +98,7 @@ _BROKER_ENTRA_OPTIONS = _entra_option_list(
         show_default=True,
         help="How the broker signs in to Graph (application permission User.Read.All).",
     ),
+    environment.BROKER_CLIENT_ID,
 )
 
 
@@ -132,8 +136,11 @@ class EntraOptions:
     authority: str | None
     graph_url: str
 
-    def settings(self, ca_bundle: str | None) -> EntraSettings:
-        """The sign-in settings; a missing tenant or client id is reported when one is needed."""
+    def settings(
+        self, ca_bundle: str | None, client_id_variable: str = environment.CLIENT_ID
+    ) -> EntraSettings:
+        """The sign-in settings; a missing tenant or client id is reported when one is needed.
+        The broker reads its client id from a variable of its own (``client_id_variable``)."""
         secret = None
         if self.auth == "client-secret":
             secret = read_secret(
@@ -155,7 +162,7 @@ class EntraOptions:
                 ) from None
         return EntraSettings(
             tenant=self.tenant or environment.get(environment.TENANT) or "",
-            client_id=self.client_id or environment.get(environment.CLIENT_ID) or "",
+            client_id=self.client_id or environment.get(client_id_variable) or "",
             authority=check_service_url(self.authority, "--authority") if self.authority else None,
             graph_url=check_service_url(self.graph_url, "--graph-url"),
             ca_bundle=ca_bundle,
@@ -227,6 +234,15 @@ def ad_options(*, attribute_default: str | None) -> Decorator:
         ),
     ]
     return _grouped(options, AdOptions, "ad")
+
+
+allow_guests_option = click.option(
+    "--allow-guests",
+    is_flag=True,
+    help="Also provision members whose Entra account is a guest (userType Guest); refused "
+    "otherwise.",
+)
+"""Shared by generate-tokens, sync and the broker, so all three admit guests alike."""
 
 
 match_by_option = click.option(
@@ -302,7 +318,14 @@ _ADMIN_JOB_OPTIONS: list[Decorator] = [
         help="Also issue tokens for members whose Entra or AD account is disabled (skipped "
         "otherwise).",
     ),
-    click.option("--dry-run", is_flag=True, help="Print the plan and change nothing."),
+    allow_guests_option,
+    click.option(
+        "--dry-run",
+        is_flag=True,
+        help="Change nothing: print the plan, the tokens' lifetimes and what can be checked "
+        "without writing (with --report, write the plan as a report); exit 1 if the plan "
+        "already fails members.",
+    ),
     click.option("--yes", is_flag=True, help="Do not ask for confirmation on a terminal."),
     click.option(
         "--concurrency",
@@ -332,6 +355,31 @@ _ADMIN_JOB_OPTIONS: list[Decorator] = [
         help="The enrollment URL Defguard hands out: its length is checked before any token is "
         "issued, and the run stops if the first token's URL differs.",
     ),
+    click.option(
+        "--member",
+        "members",
+        multiple=True,
+        metavar="USERNAME",
+        help="Act on this member of the group only (repeatable); nobody else is touched.",
+    ),
+    click.option(
+        "--exclude-member",
+        "exclude_members",
+        multiple=True,
+        metavar="USERNAME",
+        help="Leave this member untouched, reported as skipped (repeatable).",
+    ),
+    click.option(
+        "--exclude-members-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Usernames to leave untouched, one a line ('#' starts a comment).",
+    ),
+    click.option(
+        "--previous-report",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="The last run's report, to tell new failures from known ones (default: the "
+        "--report file that --overwrite-report replaces).",
+    ),
 ]
 
 
@@ -353,6 +401,7 @@ class AdminJobOptions:
     match_by: str
     enrolled_users: str
     include_disabled_directory_users: bool
+    allow_guests: bool
     dry_run: bool
     yes: bool
     concurrency: int
@@ -360,6 +409,10 @@ class AdminJobOptions:
     overwrite_report: bool
     include_tokens_in_report: bool
     enrollment_url: str | None
+    members: tuple[str, ...]
+    exclude_members: tuple[str, ...]
+    exclude_members_file: Path | None
+    previous_report: Path | None
 
     def arguments(self) -> dict[str, Any]:
         """Keyword arguments for ``api.generate_tokens`` / ``api.sync``: the directory settings
@@ -370,7 +423,14 @@ class AdminJobOptions:
             ad_settings = self.ad.settings(self.match_by, self.ca_bundle)
         else:
             entra_settings = self.entra.settings(self.ca_bundle)
-            entra_settings.check()
+            # Everything missing in one message: an administrator fixes the unit file once.
+            missing = entra_settings.missing()
+            if missing and self.api_token_source() is None:
+                missing.append(
+                    f"no Defguard API token ({environment.DEFGUARD_API_TOKEN} or --api-token-file)"
+                )
+            if missing:
+                raise UsageError("; ".join(missing))
         token = read_secret(
             what="Defguard API token",
             env_var=environment.DEFGUARD_API_TOKEN,
@@ -392,6 +452,7 @@ class AdminJobOptions:
             "enrollment_token_expiration_time": self.expiration,
             "enrolled_users": EnrolledPolicy(self.enrolled_users),
             "include_disabled_directory_users": self.include_disabled_directory_users,
+            "allow_guests": self.allow_guests,
             "dry_run": self.dry_run,
             "concurrency": self.concurrency,
             "report": self.report_path,
@@ -399,7 +460,24 @@ class AdminJobOptions:
             "include_tokens_in_report": self.include_tokens_in_report,
             "enrollment_url": self.enrollment_url,
             "ca_bundle": self.ca_bundle,
+            "members": self.members,
+            "exclude_members": self.exclude_members,
+            "exclude_members_file": self.exclude_members_file,
+            "previous_report": self.previous_report,
+            "api_token_source": self.api_token_source()
+            or f"{environment.DEFGUARD_API_TOKEN} or --api-token-file",
         }
+
+    def api_token_source(self) -> str | None:
+        """Where the API token comes from, in read_secret's order; None when only a prompt
+        could give it."""
+        if self.api_token:
+            return "--api-token"
+        if self.api_token_file is not None:
+            return f"--api-token-file {self.api_token_file}"
+        if environment.get(environment.DEFGUARD_API_TOKEN):
+            return environment.DEFGUARD_API_TOKEN
+        return None
 
 
 admin_job_options = _grouped(_ADMIN_JOB_OPTIONS, AdminJobOptions, "job")
