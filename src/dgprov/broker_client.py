@@ -113,6 +113,9 @@ FIXES = {
     "not_in_group": "ask your administrator to add you to the Defguard group",
     "user_disabled": "ask your administrator to enable your Defguard account",
     "account_disabled": "ask your administrator to enable your account",
+    "guest_account": "this is a guest account of the tenant, which the broker serves only when "
+    "your administrator allows guests (--allow-guests); sign in with your own organisation's "
+    "account, or ask your administrator",
     "enrolled": "your Defguard account is enrolled already and this broker issues no token "
     "for it: add this device from the Defguard desktop client, or ask your administrator",
 }

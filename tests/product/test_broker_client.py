@@ -105,6 +105,7 @@ def test_each_refusal_is_one_line_with_the_fix(
         ("user_disabled", "enable your Defguard account"),
         ("account_disabled", "enable your account"),
         ("enrolled", "add this device from the Defguard desktop client"),
+        ("guest_account", "allows guests (--allow-guests)"),
         ("something_new", "add you to the Defguard group (or to enable your account)"),
     ],
 )
