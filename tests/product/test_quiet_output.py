@@ -17,8 +17,18 @@ from dgprov_sandbox.tenant import synthetic_tenant
 from dgprov.cli import main
 from dgprov.commands.render import Progress
 
-from ..conftest import StartSandbox
+from ..conftest import Running, StartSandbox
 from .test_generate_tokens import cli_args, environment
+
+
+def signed_in(start_sandbox: StartSandbox, users: int | None = None) -> Running:
+    """A sandbox (synthetic with ``users`` members, else the example tenant) whose device
+    codes its admin approves."""
+    running = start_sandbox(synthetic_tenant(users, 2) if users is not None else None)
+    assert running.sandbox.entra is not None
+    running.sandbox.entra.auto_approve_upn = running.info["admin_upn"]
+    return running
+
 
 PROGRESS_LINE = re.compile(r"^progress: (\d+)/(\d+) members settled \((\d+) %\)$")
 
@@ -26,9 +36,7 @@ PROGRESS_LINE = re.compile(r"^progress: (\d+)/(\d+) members settled \((\d+) %\)$
 def test_without_a_terminal_progress_is_a_line_per_tenth(
     start_sandbox: StartSandbox, tmp_path: Path
 ) -> None:
-    running = start_sandbox(synthetic_tenant(45, 2))
-    assert running.sandbox.entra is not None
-    running.sandbox.entra.auto_approve_upn = running.info["admin_upn"]
+    running = signed_in(start_sandbox, 45)
     result = CliRunner().invoke(main, cli_args(running), env=environment(running, tmp_path))
     assert result.exit_code == 0, result.output
     shown = [PROGRESS_LINE.match(line) for line in result.output.splitlines()]
@@ -54,9 +62,7 @@ def test_a_line_every_30_seconds_in_a_slow_run(capsys: pytest.CaptureFixture[str
 def test_skipped_members_are_summarised_by_reason(
     start_sandbox: StartSandbox, tmp_path: Path
 ) -> None:
-    running = start_sandbox()  # the example tenant: disabled, missing and enrolled users
-    assert running.sandbox.entra is not None
-    running.sandbox.entra.auto_approve_upn = running.info["admin_upn"]
+    running = signed_in(start_sandbox)  # the example tenant: disabled, missing, enrolled users
     result = CliRunner().invoke(
         main,
         cli_args(running, "--enrolled-users", "skip"),
@@ -78,9 +84,7 @@ def test_the_plain_cache_warning_is_said_once_per_cache(
     start_sandbox: StartSandbox, tmp_path: Path
 ) -> None:
     """Two scheduled runs sharing one cache: the second says nothing about the cache."""
-    running = start_sandbox(synthetic_tenant(3, 2))
-    assert running.sandbox.entra is not None
-    running.sandbox.entra.auto_approve_upn = running.info["admin_upn"]
+    running = signed_in(start_sandbox, 3)
     env = {**os.environ, **environment(running, tmp_path / "cache")}
     env["DGPROV_LOCK_FILE"] = str(tmp_path / "dgprov.lock")
     runs = [
@@ -105,9 +109,7 @@ def test_the_plain_cache_warning_is_said_once_per_cache(
 def test_the_dry_run_says_zero_replaced_tokens_as_a_sentence(
     start_sandbox: StartSandbox, tmp_path: Path
 ) -> None:
-    running = start_sandbox(synthetic_tenant(1, 2))
-    assert running.sandbox.entra is not None
-    running.sandbox.entra.auto_approve_upn = running.info["admin_upn"]
+    running = signed_in(start_sandbox, 1)
     result = CliRunner().invoke(
         main, cli_args(running, "--dry-run"), env=environment(running, tmp_path)
     )

@@ -10,9 +10,15 @@ HTTP; ``OAuthError`` is rendered by ``authority_app`` in Entra's JSON shape.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
+
+from .clock import SandboxClock
+
+if TYPE_CHECKING:
+    from .entra_setup import SetupDirectory
 
 GRAPH_AUDIENCE = "https://graph.microsoft.com"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
@@ -52,6 +58,8 @@ class EntraUser:
     # attribute set id (as defined) -> attribute name -> value
     custom_security_attributes: dict[str, dict[str, Any]] = field(default_factory=dict)
     user_type: str = "Member"  # Graph's userType: Member, or Guest for an invited outsider
+    # Roles assigned at an attribute set's scope through Graph: (role name, lower-cased set id).
+    scoped_roles: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass
@@ -79,6 +87,11 @@ class Application:
     # As a client of other web APIs: resource client id -> consented scopes / granted roles.
     api_scopes: dict[str, set[str]] = field(default_factory=dict)
     api_roles: dict[str, set[str]] = field(default_factory=dict)
+    # Apps registered through Graph (entra_setup): unknown to sign-in until replicated, more
+    # client secrets, and a device code that needs isFallbackPublicClient (AADSTS7000218).
+    visible_from: datetime | None = None
+    extra_secrets: list[str] = field(default_factory=list)
+    registered_through_graph: bool = False
 
 
 @dataclass
@@ -89,6 +102,9 @@ class AttributeDefinition:
     is_collection: bool
     status: str
     description: str
+    use_predefined_values_only: bool = False
+    is_searchable: bool = True
+    visible_from: datetime | None = None  # created through Graph: replicated from then on
 
     @property
     def id(self) -> str:
@@ -99,7 +115,8 @@ class AttributeDefinition:
 class AttributeSet:
     id: str
     description: str
-    max_attributes_per_set: int
+    max_attributes_per_set: int | None
+    visible_from: datetime | None = None  # created through Graph: replicated from then on
 
 
 def graph_scope(scope: str) -> str | None:
@@ -133,6 +150,8 @@ class EntraDirectory:
     applications: dict[str, Application]
     attribute_sets: dict[str, AttributeSet]
     definitions: dict[tuple[str, str], AttributeDefinition]
+    setup: SetupDirectory
+    clock: SandboxClock
 
     # ------------------------------------------------------------------------------- directory
 
@@ -149,12 +168,18 @@ class EntraDirectory:
         """The sample admin: the first user holding User Administrator and Attribute Assignment
         Administrator."""
         wanted = {ROLE_USER_ADMIN, ROLE_ATTRIBUTE_ASSIGNMENT_ADMIN}
-        return next((u for u in self.users.values() if wanted <= u.directory_roles), None)
+        admin = next((u for u in self.users.values() if wanted <= u.directory_roles), None)
+        if admin is None and self.setup.mode == "none":
+            # Before setup-entra the admin holds no attribute role yet: the User Administrator.
+            admin = next((u for u in self.users.values() if ROLE_USER_ADMIN in u.directory_roles), None)
+        return admin
 
     # ------------------------------------------------------------------------------------ scopes
 
     def application(self, client_id: str) -> Application:
         app = self.applications.get(client_id.lower())
+        if app is not None and app.visible_from is not None and self.clock.now() < app.visible_from:
+            app = None  # registered seconds ago through Graph and not yet replicated
         if app is None:
             raise OAuthError(
                 "unauthorized_client",

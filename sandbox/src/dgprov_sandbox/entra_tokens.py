@@ -53,9 +53,23 @@ class Principal:
         held = self.scopes if self.delegated else self.roles
         return bool(held & permissions)
 
-    def in_role(self, roles: set[str]) -> bool:
-        """Directory roles of the signed-in user; app-only callers need none."""
-        return self.user is None or bool(self.user.directory_roles & roles)
+    def in_role(self, roles: set[str], attribute_set: str | None = None) -> bool:
+        """Directory roles of the signed-in user; app-only callers need none.
+
+        A role assigned at an attribute set's scope counts for that set only.
+        """
+        if self.user is None or self.user.directory_roles & roles:
+            return True
+        if attribute_set is None:
+            return False
+        wanted = attribute_set.lower()
+        return any(name in roles and scope == wanted for name, scope in self.user.scoped_roles)
+
+    def in_role_anywhere(self, roles: set[str]) -> bool:
+        """Holds one of ``roles`` tenant-wide or at the scope of some attribute set."""
+        return self.in_role(roles) or any(
+            name in roles for name, _ in (self.user.scoped_roles if self.user else set())
+        )
 
 
 def random_text(

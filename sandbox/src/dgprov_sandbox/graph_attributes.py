@@ -8,6 +8,7 @@ definitions need their own permission.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from .entra_directory import AttributeDefinition, EntraUser
@@ -15,6 +16,7 @@ from .entra_state import EntraState
 from .entra_tokens import Principal
 from .graph_messages import GraphCall, GraphError, GraphReply, bad_request, not_found
 from .graph_paging import GraphPaging
+from .graph_filters import DEFINITION_FILTERS, filter_records
 from .graph_permissions import (
     CSA_DEFINITIONS_READ,
     CSA_READ,
@@ -54,10 +56,12 @@ class GraphAttributes(GraphPaging):
         Assignment Administrator as the least privileged role.
         """
         roles = CSA_READ_ROLES if self.csa_read_role == "reader" else CSA_WRITE_ROLES
-        if not (principal.granted(CSA_READ) and principal.in_role(roles)):
+        if not (principal.granted(CSA_READ) and principal.in_role_anywhere(roles)):
             return None
         view: dict[str, Any] = {}
         for set_id, values in user.custom_security_attributes.items():
+            if not principal.in_role(roles, set_id):
+                continue  # a role scoped to another attribute set reads nothing here
             present = {k: v for k, v in values.items() if v is not None and v != []}
             if not present:
                 continue
@@ -74,10 +78,16 @@ class GraphAttributes(GraphPaging):
             view[set_id] = entry
         return view or None
 
-    def _definitions(self, principal: Principal, parts: list[str]) -> GraphReply:
+    def _definitions(self, principal: Principal, call: GraphCall, parts: list[str]) -> GraphReply:
         require(principal, CSA_DEFINITIONS_READ)
-        if not principal.in_role(DEFINITION_READ_ROLES):
+        if not principal.in_role_anywhere(DEFINITION_READ_ROLES):
             raise GraphError(403, "Authorization_RequestDenied", INSUFFICIENT)
+        now = self.state.clock.now()
+
+        def readable(set_id: str, visible_from: Any) -> bool:
+            replicated = visible_from is None or now >= visible_from
+            return replicated and principal.in_role(DEFINITION_READ_ROLES, set_id)
+
         if parts[1] == "attributeSets":
             sets: list[dict[str, Any]] = [
                 {
@@ -86,6 +96,7 @@ class GraphAttributes(GraphPaging):
                     "maxAttributesPerSet": s.max_attributes_per_set,
                 }
                 for s in self.state.attribute_sets.values()
+                if readable(s.id, s.visible_from)
             ]
             if len(parts) == 3:
                 match = next((s for s in sets if s["id"].lower() == parts[2].lower()), None)
@@ -104,7 +115,13 @@ class GraphAttributes(GraphPaging):
                 },
             )
         if parts[1] == "customSecurityAttributeDefinitions":
-            views = [_definition_view(d) for d in self.state.definitions.values()]
+            views = [
+                _definition_view(d)
+                for d in self.state.definitions.values()
+                if readable(d.attribute_set, d.visible_from)
+            ]
+            if len(parts) == 2 and "$filter" in call.query:
+                views = filter_records(views, call.query["$filter"], DEFINITION_FILTERS)
             if len(parts) == 3:
                 match = next((v for v in views if v["id"].lower() == parts[2].lower()), None)
                 if match is None:
@@ -146,11 +163,13 @@ class GraphAttributes(GraphPaging):
         require(principal, CSA_WRITE)
         if principal.delegated:
             require(principal, READ_USERS)
-        if not principal.in_role(CSA_WRITE_ROLES):
+        if not principal.in_role_anywhere(CSA_WRITE_ROLES):
             raise GraphError(403, "Authorization_RequestDenied", INSUFFICIENT)
         if not isinstance(attributes, dict):
             raise bad_request("Invalid property 'customSecurityAttributes'.")
         changes = self._validate_csa(attributes)
+        if not all(principal.in_role(CSA_WRITE_ROLES, set_id) for set_id in changes):
+            raise GraphError(403, "Authorization_RequestDenied", INSUFFICIENT)
         merged = {k: dict(v) for k, v in user.custom_security_attributes.items()}
         for set_id, values in changes.items():
             merged.setdefault(set_id, {}).update(values)
@@ -173,6 +192,8 @@ class GraphAttributes(GraphPaging):
         changes: dict[str, dict[str, Any]] = {}
         for set_name, values in attributes.items():
             attribute_set = self.state.attribute_sets.get(set_name.lower())
+            if attribute_set is not None and not _replicated(self, attribute_set.visible_from):
+                attribute_set = None
             if attribute_set is None:
                 raise bad_request(f"Invalid property '{set_name}'.")
             if not isinstance(values, dict):
@@ -192,12 +213,20 @@ class GraphAttributes(GraphPaging):
                 if key == "@odata.type" or key.endswith("@odata.type"):
                     continue
                 definition = self.state.definitions.get((attribute_set.id.lower(), key))
-                if definition is None or definition.status != "Available":
+                if (
+                    definition is None
+                    or definition.status != "Available"
+                    or not _replicated(self, definition.visible_from)
+                ):
                     raise bad_request(f"Invalid property '{key}'.")
                 _check_value(definition, value, values.get(f"{key}@odata.type"))
                 change[key] = value
             changes[attribute_set.id] = change
         return changes
+
+
+def _replicated(layer: GraphAttributes, visible_from: datetime | None) -> bool:
+    return visible_from is None or layer.state.clock.now() >= visible_from
 
 
 def _names_no_attribute(attributes: Any) -> bool:
@@ -251,8 +280,8 @@ def _definition_view(definition: AttributeDefinition) -> dict[str, Any]:
         "name": definition.name,
         "type": definition.type,
         "isCollection": definition.is_collection,
-        "isSearchable": True,
+        "isSearchable": definition.is_searchable,
         "status": definition.status,
-        "usePreDefinedValuesOnly": False,
+        "usePreDefinedValuesOnly": definition.use_predefined_values_only,
         "description": definition.description,
     }

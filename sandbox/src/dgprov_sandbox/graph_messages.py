@@ -16,13 +16,19 @@ class GraphError(Exception):
     """A Graph failure, rendered in Graph's error envelope."""
 
     def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        details: list[dict[str, str]] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.details = details
 
 
 @dataclass
@@ -41,18 +47,24 @@ class GraphReply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def error_body(code: str, message: str, headers: dict[str, str]) -> dict[str, Any]:
-    return {
-        "error": {
-            "code": code,
-            "message": message,
-            "innerError": {
-                "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
-                "request-id": headers.get("request-id", ""),
-                "client-request-id": headers.get("client-request-id", ""),
-            },
-        }
+def error_body(
+    code: str,
+    message: str,
+    headers: dict[str, str],
+    details: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    error: dict[str, Any] = {
+        "code": code,
+        "message": message,
+        "innerError": {
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+            "request-id": headers.get("request-id", ""),
+            "client-request-id": headers.get("client-request-id", ""),
+        },
     }
+    if details:
+        error["details"] = details
+    return {"error": error}
 
 
 def not_found(key: str) -> GraphError:

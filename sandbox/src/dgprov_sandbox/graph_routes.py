@@ -120,7 +120,7 @@ class GraphRoutes(GraphGroups):
             reply = self._route(principal, call, template)
         except GraphError as error:
             reply = GraphReply(
-                error.status, error_body(error.code, error.message, call.headers), error.headers
+                error.status, error_body(error.code, error.message, call.headers, error.details), error.headers
             )
         reply.headers.update(throttle_headers)
         return reply
@@ -157,7 +157,7 @@ class GraphRoutes(GraphGroups):
         if parts[:1] == ["directory"] and len(parts) in (2, 3):
             if method != "GET":
                 raise method_not_allowed()
-            return self._definitions(principal, parts)
+            return self._definitions(principal, call, parts)
         raise GraphError(
             400,
             "BadRequest",
