@@ -56,5 +56,11 @@ def skeleton(text: str) -> str:
 
 
 def describe(text: str) -> str:
-    """The look-alike characters of ``text`` by code point, for a message (``U+212A``)."""
-    return ", ".join(f"U+{ord(c):04X}" for c in look_alikes(text))
+    """The look-alike characters of ``text``, each by code point, as itself and with the ASCII it
+    may become, for a message (``U+00DF 'ß' may read as 'ss'``): an address such as ``groß@…``
+    is genuine, and refused only because a directory may take it for ``gross@…``, whether or
+    not anyone holds that one; the message must make that plain. ``repr`` shows a character
+    that cannot be printed as an escape."""
+    return ", ".join(
+        f"U+{ord(c):04X} {c!r} may read as {_into_ascii(c)!r}" for c in look_alikes(text)
+    )

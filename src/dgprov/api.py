@@ -259,6 +259,7 @@ async def generate_tokens_async(
         # once, before asking anyone to sign in.
         lock.enter_context(host_lock(lock_file, "generate-tokens", notify))
         version = await defguard.server_version()
+        config.clock_offset = defguard.clock_offset  # expiries on Defguard's clock, as sync's
         group = await defguard.group(group_name)
         for line in selection.check(group.members, group_name):
             notify(line)

@@ -39,6 +39,10 @@ DEFAULT_RENEW_BEFORE = "2h"
 DEFAULT_DESKTOP_LIFETIME = "24h"  # Defguard's default, where its settings do not say (1.6)
 CHANGES = (Decision.ISSUE, Decision.RENEW, Decision.CLEAR)
 ISSUING = (Decision.ISSUE, Decision.RENEW)
+NO_URL_TO_COMPARE = (
+    "Defguard's settings name no enrollment URL (1.6 shows none), so stored URLs are not "
+    "compared with it: pass --enrollment-url URL to have values pointing elsewhere renewed"
+)
 
 
 @dataclass(repr=False)
@@ -183,6 +187,8 @@ async def sync_async(
             if server.desktop_lifetime_seconds is not None:
                 hours = server.desktop_lifetime_seconds // 3600
                 notify(f"start_desktop tokens last {hours}h (Defguard's settings)")
+            if moment.enrollment_url is None:
+                notify(NO_URL_TO_COMPARE)
             opened = await open_directory(
                 directory, entra, attribute_set_name, ad, notify, allow_guests=allow_guests
             )

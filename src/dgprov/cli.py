@@ -38,7 +38,10 @@ class DgprovGroup(click.Group):
             # click's own "Usage: … Error: Invalid value …" (a directory given as a file, an
             # unknown option), in dgprov's one error style, with --help named as the way on.
             message = exc.format_message().rstrip(".")
-            click.echo(f"{_command(ctx)}: error: {message}; see {_command(ctx)} --help", err=True)
+            joint = " " if message.endswith("?") else "; "  # after click's "Did you mean …?"
+            click.echo(
+                f"{_command(ctx)}: error: {message}{joint}see {_command(ctx)} --help", err=True
+            )
             ctx.exit(EXIT_USAGE)
 
 

@@ -166,8 +166,16 @@ def directory_user(value: dict[str, Any]) -> DirectoryUser:
         upn,
         upn if mail == upn else mail,  # one string where both are the same (memory)
         enabled=value.get("accountEnabled") is not False,
-        guest=value.get("userType") == "Guest",
+        guest=is_guest(value.get("userType")),
     )
+
+
+def is_guest(user_type: str | None) -> bool:
+    """Whether Graph's ``userType`` says guest. Graph documents ``Member`` and ``Guest``, but the
+    value is a free string to a reader, and its case says nothing about who someone is: a
+    ``guest`` spelled otherwise is still refused. Missing or null stays a member (accounts
+    created before the property existed have none)."""
+    return user_type is not None and fold(user_type) == "guest"
 
 
 def stored_in(item: Answer, set_name: str, digests: bool = True) -> Stored | None:

@@ -7,13 +7,16 @@ Defguard before the other's issue keeps tokens Defguard no longer has. The lock 
 however it ends: no stale lock to remove by hand, and a note in the file never holds it.
 
 Whoever holds the file open can hold its lock, so the file (``lock_rules.py`` says which) is this
-account's or root's and closed to other accounts, in a directory no other account may write:
-root's default is ``/run/dgprov``, another account's is its own cache directory (where
-``DGPROV_CACHE_DIR`` points; ``~/.cache/dgprov``), and on Windows ``%ProgramData%\\dgprov``.
+account's or root's and closed to other accounts, in a directory no other account may write,
+sticky or not (in ``/tmp`` anyone could create the lock first): root's default is
+``/run/dgprov``, another account's is its own cache directory (where ``DGPROV_CACHE_DIR``
+points; ``~/.cache/dgprov``), and on Windows ``%ProgramData%\\dgprov``, whose folder and file
+must be this account's, SYSTEM's or the Administrators' (``windows_lock.py``).
 ``DGPROV_LOCK_FILE`` names another file, e.g. one root created for several service accounts.
 Nothing falls back elsewhere: a place that will not do stops the run (exit 2) naming the path.
 The file is opened without following a link and without waiting (a FIFO answers at once and is
-refused). The holder writes who it is after the first byte, which is the one Windows locks.
+refused). The holder writes who it is after the first byte, which is the one Windows locks; a
+file that holds anything else is refused, never overwritten.
 """
 
 from __future__ import annotations
@@ -31,11 +34,14 @@ from . import environment
 from .errors import AlreadyRunning, UnsafePath, UsageError
 from .lock_rules import (
     ELSEWHERE,
+    NOT_A_LOCK,
+    NOTE_LIMIT,
     already_running,
     directory_problem,
     file_problem,
     fix_for,
     holder_note,
+    is_lock_content,
     kind_problem,
 )
 
@@ -157,7 +163,7 @@ def _open_posix(path: Path, default: bool) -> tuple[int, bool]:
         raise _cannot("open the lock directory", path.parent, exc, default) from None
     try:
         status = os.fstat(directory)
-        problem = directory_problem(status.st_mode, status.st_uid, account, not default)
+        problem = directory_problem(status.st_mode, status.st_uid, account)
         if problem is not None:
             raise UsageError(f"the lock directory {path.parent} {problem}: {ELSEWHERE}")
         descriptor, writable = _open_in(directory, path, default)
@@ -166,26 +172,25 @@ def _open_posix(path: Path, default: bool) -> tuple[int, bool]:
         os.close(directory)
 
 
-def _open_windows(path: Path) -> tuple[int, bool]:
-    """Windows has no descriptor-relative calls: the folder and the name are checked, then the
-    opened file is checked again, so a link or a device put there in between is still refused."""
-    from .private_files import is_link
+def _open_windows(path: Path, default: bool) -> tuple[int, bool]:
+    """The folder and the file are opened and judged by handle (``windows_lock.py``); the
+    descriptor's type is checked here as on POSIX, so a device is refused too."""
+    from .windows_lock import open_windows_lock
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if is_link(os.lstat(path.parent)):
-            raise UsageError(f"the lock directory {path.parent} is a link: {ELSEWHERE}")
-        with contextlib.suppress(FileNotFoundError):
-            existing = os.lstat(path)
-            if is_link(existing):
-                raise _refused(path, "is a link (a reparse point)")
-            problem = kind_problem(existing.st_mode)
-            if problem is not None:
-                raise _refused(path, problem)
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o600)
+        descriptor, _created = open_windows_lock(path)
     except OSError as exc:
-        raise _cannot("open the lock file", path, exc, False) from None
+        raise _cannot("open the lock file", path, exc, default) from None
     return _checked(descriptor, path, None), True
+
+
+def _is_lock(descriptor: int) -> bool:
+    """Whether the file holds what a lock holds, read while this run holds the lock."""
+    try:
+        os.lseek(descriptor, 0, os.SEEK_SET)
+        return is_lock_content(os.read(descriptor, NOTE_LIMIT + 1))
+    except OSError:
+        return False
 
 
 def _user() -> str:
@@ -214,7 +219,7 @@ def host_lock(
     default = path is None and not environment.get(environment.LOCK_FILE)
     path = path or default_path()
     if sys.platform == "win32":
-        descriptor, writable = _open_windows(path)
+        descriptor, writable = _open_windows(path, default)
     else:
         descriptor, writable = _open_posix(path, default)
     try:
@@ -224,6 +229,8 @@ def host_lock(
             raise _cannot("lock", path, exc, default) from None
         if not locked:
             raise AlreadyRunning(already_running(_holder(descriptor), str(path)))
+        if not _is_lock(descriptor):  # e.g. a file DGPROV_LOCK_FILE names by mistake
+            raise _refused(path, NOT_A_LOCK)
         if writable and (sys.platform == "win32" or os.fstat(descriptor).st_nlink == 1):
             _write_note(descriptor, job)  # never into a file with another name
         if notify is not None:

@@ -299,6 +299,20 @@ class Provisioner:
         )
         return token
 
+    def _stored_expiry(self, member: PlannedMember) -> str:
+        """The expiry stored beside a token (where the directory has a place for it), in sync's
+        terms whichever job issued it, so that a later ``sync`` keeps the token until then
+        rather than renewing a value it cannot date: ``generate-tokens --member`` after the
+        switch to ``sync`` would otherwise lose the token it just handed out."""
+        if self.config.stamp:
+            return member.expires_at or UNKNOWN_EXPIRY
+        if member.action is Action.START_DESKTOP:  # the report says when; the store says how
+            now = datetime.datetime.now(datetime.timezone.utc)
+            return desktop_stamp(
+                utc_iso(now + datetime.timedelta(seconds=self.config.clock_offset))
+            )
+        return member.expires_at or UNKNOWN_EXPIRY
+
     async def _writer(
         self,
         queue: asyncio.Queue[tuple[PlannedMember, ProvisioningConfig] | None],
@@ -345,14 +359,10 @@ class Provisioner:
                 return
         pairs = [(m.directory_user, t) for m, t in storable if m.directory_user is not None]
         try:
-            if self.config.stamp:
-                expiries = {
-                    u.id: m.expires_at or UNKNOWN_EXPIRY
-                    for (u, _), (m, _) in zip(pairs, storable, strict=True)
-                }
-                results = await self.directory.write(pairs, expiries)
-            else:
-                results = await self.directory.write(pairs)
+            expiries = {
+                u.id: self._stored_expiry(m) for (u, _), (m, _) in zip(pairs, storable, strict=True)
+            }
+            results = await self.directory.write(pairs, expiries)
         except DgprovError as exc:
             for member, _ in storable:
                 self._fail(member, f"{_reason(exc)}; the token was issued but not stored")

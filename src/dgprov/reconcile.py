@@ -12,15 +12,32 @@ did since, and decides one of ``issue``, ``renew``, ``keep``, ``clear`` or ``ski
   token is stored with its issue time, and expires that long after it as Defguard's default
   lifetime (``Moment.desktop_lifetime``: from Defguard's settings, or
   ``--desktop-token-lifetime``);
-- a value is **not trusted**, and renewed, when the desktop client would refuse it, when its URL
-  is not the one Defguard hands out, when its expiry is later than any sync writes (now plus the
-  lifetime, plus ``SKEW``), or when it says ``unknown`` (what earlier versions stored for a
-  desktop token) on a member Defguard shows as not enrolled, who never gets a desktop token;
-  with ``--state``, such an ``unknown`` is aged from when a run first saw it instead;
+- a value is **not trusted**, whatever else is known of it, when the desktop client would refuse
+  it or when its URL is not the one Defguard hands out (``_distrusted``). These checks come
+  first: a value failing either is never adopted because ``--state`` has no record of it, nor
+  left alone because the member has a device. Where no enrollment URL is known (Defguard 1.6
+  without ``--enrollment-url``) the URL cannot be compared, and the run says so;
+- a value is not trusted either when its expiry is later than any sync writes (now plus the
+  lifetime, plus ``SKEW``), or when it is a desktop value (an issue time, or ``unknown``) on a
+  member Defguard shows as not enrolled, who never gets a ``start_desktop`` token;
+- ``unknown`` is what earlier versions stored beside a ``start_desktop`` token, without its issue
+  time. Kept in the directory, it is **replaced once**: how long that token lasts cannot be
+  known (it may have expired long ago, and then the member can never enroll), and the token
+  sync issues instead is stored with its issue time, so it is never ``unknown`` again. The
+  alternative, stamping "first seen now" beside the old token without re-issuing, would vouch
+  for a token that may already be dead for one more lifetime, would need a write of the
+  expiry alone (in AD the whole JSON, token included, which sync never reads back), and would
+  let whoever plants ``unknown`` keep a token alive. A ``--state`` file (0600, this account's)
+  records ``unknown`` only for a token it saw sync write, and ages it from when a run first saw
+  it (``SyncState.vouch``), which then reads as an issue time like any other;
 - a value with no expiry beside it was not written by sync (or was changed since): it is
   renewed, once, so that from then on sync knows it; but a value ``--state`` merely has no
   record of (``Stored.unrecorded``: a run killed before it could say, another tool) is kept as
   if issued now, so a stopped run's tokens are never destroyed;
+- on a member with a device (who gets no token from sync), a value sync did not write is left
+  alone (an administrator's desktop token for a second device, perhaps) while the client could
+  use it at Defguard's URL; one pointing elsewhere, or that the client would refuse, is a stale
+  value nobody needs and is cleared;
 - the stored value of a member disabled in Defguard or in the directory, and a value sync wrote
   on an object no member maps to any more (the member left the group), is cleared.
 """
@@ -133,20 +150,25 @@ def _distrusted(stored: Stored, moment: Moment) -> str | None:
 def _expiry_of(stored: str, user: DefguardUser, moment: Moment) -> tuple[str | None, str]:
     """The expiry (ISO 8601 UTC) a stored value vouches for, or None and why it is renewed."""
     issued_text = desktop_issued(stored)
-    if issued_text is not None:
+    if issued_text is not None or stored == UNKNOWN_EXPIRY:
+        if not user.enrolled:
+            what = "a start_desktop issue time" if issued_text else "expiry 'unknown'"
+            return None, (
+                f"{what} on a member Defguard shows as not enrolled, who never gets a "
+                "start_desktop token: not trusted"
+            )
+        if issued_text is None:
+            return None, (
+                "expiry 'unknown', which an earlier dgprov stored beside a start_desktop token: "
+                "how long it lasts cannot be known, so it is replaced once (sync now stores "
+                "when it issued a token)"
+            )
         issued = parse_expiry(issued_text)
         if issued is None:
             return None, "the stored issue time is not ISO 8601"
         if issued > moment.now + SKEW:
             return None, f"issued at {issued_text}, later than now: not trusted"
         return _iso(issued + moment.desktop_lifetime), ""
-    if stored == UNKNOWN_EXPIRY:
-        if user.enrolled:
-            return stored, ""
-        return None, (
-            "expiry 'unknown' on a member Defguard shows as not enrolled, who never gets a "
-            "start_desktop token: not trusted"
-        )
     expires = parse_expiry(stored)
     if expires is None:
         return None, "the stored expiry is not ISO 8601"
@@ -195,14 +217,17 @@ def decide(
     if is_used(user, stored):
         _settle(member, Decision.CLEAR, None, "enrolled since the token was issued")
         return
-    foreign = stored.expires_at in (None, INVALID_VALUE)
-    if foreign and _has_device(user):
-        _settle(
-            member,
-            Decision.SKIP,
-            Outcome.SKIPPED,
-            "enrolled; the stored value was not written by sync and is left alone",
-        )
+    distrusted = _distrusted(stored, moment)  # before anything could adopt or leave it alone
+    if _has_device(user):  # a value sync wrote would be used: what is left, sync did not write
+        if distrusted is not None:
+            why = f"enrolled, with a device; {distrusted}: a stale value nobody needs, removed"
+            _settle(member, Decision.CLEAR, None, why)
+        else:
+            why = "enrolled; the stored value was not written by sync and is left alone"
+            _settle(member, Decision.SKIP, Outcome.SKIPPED, why)
+        return
+    if distrusted is not None:
+        member.decision, member.reason = Decision.RENEW, distrusted
         return
     if stored.expires_at is None and stored.unrecorded:
         # --state has no record of it (a run killed before it said, or another tool): kept as
@@ -217,23 +242,9 @@ def decide(
         member.decision = Decision.RENEW
         member.reason = "no expiry stored beside the token (not written by sync, or changed)"
         return
-    distrusted = _distrusted(stored, moment)
-    if distrusted is not None:
-        member.decision, member.reason = Decision.RENEW, distrusted
-        return
     expiry, why = _expiry_of(stored.expires_at, user, moment)
     if expiry is None:
         member.decision, member.reason = Decision.RENEW, why
-        return
-    if expiry == UNKNOWN_EXPIRY:
-        member.expires_at = UNKNOWN_EXPIRY
-        _settle(
-            member,
-            Decision.KEEP,
-            Outcome.KEPT,
-            "start_desktop token an earlier dgprov stored without its issue time: kept until "
-            "the member uses it (with --state, it is aged from when a run first saw it)",
-        )
         return
     expires = parse_expiry(expiry)
     assert expires is not None

@@ -244,6 +244,10 @@ async def send(
     )
 
 
+# OpenSSL's words for a server that answered in plain text where a TLS handshake was expected.
+NOT_TLS_REASONS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG")
+
+
 def transport_problem(exc: httpx.TransportError, url: str) -> str:
     """What went wrong, in the terms that say what to fix: a name that does not resolve (DNS,
     a typo), a port where nothing listens (the wrong port, a stopped service), a certificate
@@ -262,5 +266,7 @@ def transport_problem(exc: httpx.TransportError, url: str) -> str:
             return f"nothing accepts connections on {host} port {port}"
         if isinstance(cause, ssl.SSLCertVerificationError):
             return f"{host}'s certificate is not trusted ({cause.verify_message}); see --ca-bundle"
+        if isinstance(cause, ssl.SSLError) and cause.reason in NOT_TLS_REASONS:
+            return f"{host} port {target.port or 443} does not answer in TLS (is it http://?)"
         cause = cause.__cause__ or cause.__context__
     return type(exc).__name__

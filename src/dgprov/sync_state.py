@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import stat
@@ -138,34 +139,43 @@ class SyncState:
         return state
 
     def _replay(self) -> None:
-        """Apply the journal a stopped run left, line by line; a last line cut short (the run
-        was killed while writing it) is the only one ignored: its token was never sent."""
+        """Apply the journal a stopped run left, line by line. A last line cut short (the run
+        was killed while writing it; its token was never sent) is ignored and cut off the file,
+        so that this run's lines start on a line of their own: appended after the fragment, the
+        first of them would be unreadable to every later run."""
         journal = self.journal_path
+        problem = f"--state {journal}: not a dgprov sync journal"
         try:
-            status = journal.lstat()
+            descriptor = os.open(journal, os.O_RDWR | _OPEN_FLAGS, 0)
         except FileNotFoundError:
             return
         except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EMLINK, errno.ENXIO):  # a link, a FIFO
+                raise UsageError(f"{problem} (not a regular file); remove it") from None
             raise UsageError(f"--state {journal}: cannot read it ({exc.strerror})") from None
-        problem = f"--state {journal}: not a dgprov sync journal"
-        if not stat.S_ISREG(status.st_mode):
-            raise UsageError(f"{problem} (not a regular file); remove it")
-        if status.st_size > MAX_BYTES:
-            raise UsageError(f"{problem} (larger than {MAX_BYTES // 2**20} MiB); remove it")
-        _check_owner(journal, status)
         try:
-            text = journal.read_bytes().decode("utf-8")
-        except (OSError, UnicodeDecodeError):
-            raise UsageError(f"{problem} (unreadable); remove it") from None
-        *lines, _torn = text.split("\n")
-        for line in lines:
-            try:
-                entry = _entry(json.loads(line))
-            except (ValueError, RecursionError):
-                entry = None
-            if entry is None:
-                raise UsageError(f"{problem} (a line is malformed); remove it")
-            self.entries[entry.object_id.lower()] = entry
+            status = os.fstat(descriptor)
+            if not stat.S_ISREG(status.st_mode):
+                raise UsageError(f"{problem} (not a regular file); remove it")
+            if status.st_nlink > 1:
+                raise UsageError(f"{problem} (it has other names, hard links); remove it")
+            if status.st_size > MAX_BYTES:
+                raise UsageError(f"{problem} (larger than {MAX_BYTES // 2**20} MiB); remove it")
+            _check_owner(journal, status)
+            data = _read_all(descriptor, status.st_size)
+            *lines, torn = data.split(b"\n")
+            for line in lines:
+                entry = _journal_entry(line)
+                if entry is None:
+                    raise UsageError(f"{problem} (a line is malformed); remove it")
+                self.entries[entry.object_id.lower()] = entry
+            if torn:
+                os.ftruncate(descriptor, len(data) - len(torn))
+                os.fsync(descriptor)
+        except OSError as exc:
+            raise UsageError(f"--state {journal}: cannot repair it ({exc.strerror})") from None
+        finally:
+            os.close(descriptor)
         self.unsaved = True
 
     def vouch(self, held: Mapping[str, Stored], now: str | None = None) -> dict[str, Stored]:
@@ -224,14 +234,14 @@ class SyncState:
     def _open_journal(self) -> int:
         if self._journal is not None:
             return self._journal
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
-        flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        flags |= getattr(os, "O_BINARY", 0)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _OPEN_FLAGS
         descriptor = os.open(self.journal_path, flags, 0o600)
         try:
             status = os.fstat(descriptor)
             if not stat.S_ISREG(status.st_mode):
                 raise OSError(0, "not a regular file")
+            if status.st_nlink > 1:  # appended to, it would write into another file too
+                raise OSError(0, "it has other names, hard links")
             if hasattr(os, "geteuid") and (status.st_uid != os.geteuid() or status.st_mode & 0o077):
                 raise OSError(0, "not this account's alone (0600)")
             if hasattr(os, "O_DIRECTORY"):  # the new name itself survives a power loss
@@ -275,5 +285,30 @@ class SyncState:
                 self._journal = None
 
 
+def _read_all(descriptor: int, size: int) -> bytes:
+    chunks, left = [], size
+    while left > 0:
+        chunk = os.read(descriptor, left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _journal_entry(line: bytes) -> Entry | None:
+    try:
+        return _entry(json.loads(line.decode("utf-8")))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+
+
+# No link followed, no wait on a FIFO.
+_OPEN_FLAGS = (
+    getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
 _KEYS = ("object_id", "token_sha256_128", "expires_at", "username")
 _OPTIONAL = ("replaced_sha256_128", "seen_at")

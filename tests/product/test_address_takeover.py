@@ -217,3 +217,70 @@ def test_the_broker_refuses_guests_unless_admitted(start_sandbox: StartSandbox) 
     with broker_process(running, "--allow-guests") as broker:
         assert broker.post(token).status_code == 200
     assert len(running.tokens("jdoe")) == 1
+
+
+JDOE = "a0000000-0000-4000-8000-000000000002"
+
+
+def lower_case_guest(start_sandbox: StartSandbox) -> Running:
+    """jdoe's Entra account is a guest whose userType reads ``guest``: Graph documents Member
+    and Guest, but the value is a free string to a reader, and case says nothing about who
+    someone is."""
+    running = start_sandbox(example_tenant())
+    assert running.sandbox.entra is not None
+    running.sandbox.entra.users[JDOE].user_type = "guest"
+    return running
+
+
+def test_sync_skips_a_guest_whatever_the_case_of_its_user_type(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    running = lower_case_guest(start_sandbox)
+    report = tmp_path / "s.json"
+    Sync(running, tmp_path)("--report", str(report))
+    row = {r["username"]: r for r in json.loads(report.read_text())["members"]}["jdoe"]
+    assert row["outcome"] == "skipped" and "--allow-guests" in row["reason"], row
+    assert "jdoe" not in token_hashes(running)
+    holds_nothing(running, "jdoe@contoso.example")
+
+
+def test_the_broker_refuses_a_guest_whatever_the_case_of_its_user_type(
+    start_sandbox: StartSandbox,
+) -> None:
+    running = lower_case_guest(start_sandbox)
+    token = broker_token(running, "jdoe@contoso.example")
+    with broker_process(running) as broker:
+        response = broker.post(token)
+        assert (response.status_code, response.json()["error"]) == (403, "guest_account")
+    assert running.tokens("jdoe") == []
+
+
+def test_an_address_refused_for_a_character_that_folds_into_ascii_says_which_and_into_what(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    """``ß`` may become ``ss`` (U+0130, U+0131 and U+017F also reach ASCII): a directory may take
+    such an address for the plain one, so it is refused even where no account holds that plain
+    address; the reason names the character and what it may become, so the administrator sees
+    why a rare but genuine address is refused."""
+    tenant = example_tenant()
+    tenant["users"].append(
+        {
+            "username": "gross",
+            "first_name": "Greta",
+            "last_name": "Groß",
+            "email": "groß@contoso.example",
+            "entra": {
+                "object_id": "a0000000-0000-4000-8000-0000000000f3",
+                "user_principal_name": "greta@contoso.example",
+                "mail": "groß@contoso.example",
+            },
+        }
+    )
+    next(g for g in tenant["groups"] if g["name"] == "vpn-users")["members"].append("gross")
+    running = start_sandbox(tenant)
+    report = tmp_path / "s.json"
+    Sync(running, tmp_path)("--report", str(report))
+    row = {r["username"]: r for r in json.loads(report.read_text())["members"]}["gross"]
+    assert row["outcome"] == "failed" and row["reason"].startswith("ambiguous"), row
+    assert "U+00DF 'ß' may read as 'ss'" in row["reason"], row["reason"]
+    assert "gross" not in token_hashes(running)

@@ -6,6 +6,7 @@ issue allows, names the path, and leaves Defguard untouched."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -85,12 +86,17 @@ def link_to_fifo(path: Path, tmp_path: Path) -> str:
     return "is a symbolic link"
 
 
-def another_accounts_file(path: Path, tmp_path: Path) -> str:
+def planted_by_nobody(path: Path) -> None:
+    """Another account's lock file with a forged holder's note (root only)."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         pytest.skip("needs root to give the file to another account")
     path.write_text(" dgprov sync, pid 1, user nobody, started 2020-01-01T00:00:00Z", "utf-8")
     path.chmod(0o600)
     os.chown(path, NOBODY, NOBODY)
+
+
+def another_accounts_file(path: Path, tmp_path: Path) -> str:
+    planted_by_nobody(path)
     return f"belongs to another account (uid {NOBODY})"
 
 
@@ -303,18 +309,72 @@ def test_another_account_locks_a_private_file_in_its_cache_directory(
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX modes")
-def test_a_named_lock_may_be_in_a_sticky_directory_but_not_in_one_anyone_may_write(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("mode", "sticky"), [(0o1777, " sticky or not:"), (0o777, ""), (0o770, "")]
+)
+def test_a_lock_in_a_directory_other_accounts_may_write_is_refused_sticky_or_not(
+    tmp_path: Path, mode: int, sticky: str
 ) -> None:
-    """In ``/tmp`` (sticky) nobody can remove or replace this account's file; in a directory
-    every account may write, anyone could swap the file under a running job."""
-    sticky, shared = tmp_path / "sticky", tmp_path / "shared"
-    for directory, mode in ((sticky, 0o1777), (shared, 0o777)):
-        directory.mkdir()
-        directory.chmod(mode)
-    with host_lock(sticky / "dgprov.lock") as held:
-        assert stat.S_IMODE(held.stat().st_mode) == 0o600
-    refusal = f"the lock directory {shared} can be written by other"
-    with pytest.raises(UsageError, match=refusal), host_lock(shared / "dgprov.lock"):
+    """In ``/tmp`` (sticky) nobody can remove this account's file, but anyone can create the
+    lock's name first and stop every run; elsewhere anyone could also swap it under a run."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    refusal = (
+        f"the lock directory {shared} can be written by other accounts (mode {mode:04o}),{sticky}"
+        " any of them could create the lock first, or replace it, and stop every run: set "
+        "DGPROV_LOCK_FILE to a file in a directory only this account (or root) can write"
+    )
+    with pytest.raises(UsageError) as caught, host_lock(shared / "dgprov.lock"):
         pass
+    assert str(caught.value) == refusal
     assert not (shared / "dgprov.lock").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX modes")
+@pytest.mark.parametrize("command", JOBS)
+@pytest.mark.parametrize("planted", [False, True])
+def test_a_named_lock_in_a_sticky_directory_is_refused_whatever_stands_there(
+    start_sandbox: StartSandbox, tmp_path: Path, command: str, planted: bool
+) -> None:
+    """The place is refused, not only what another account planted there: the run says to
+    move the lock, which no planted file can then stop."""
+    running = start_sandbox(tenant())
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    lock = sticky / "dgprov.lock"
+    if planted:
+        planted_by_nobody(lock)
+    started = time.monotonic()
+    completed = run_job(running, tmp_path, command, lock)
+    assert time.monotonic() - started < DEADLINE
+    refused(
+        completed,
+        f"the lock directory {sticky} can be written by other accounts (mode 1777), sticky",
+        "set DGPROV_LOCK_FILE to a file in a directory only this account (or root) can write",
+    )
+    assert token_hashes(running) == {}
+    assert lock.exists() == planted
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX modes")
+def test_a_file_that_is_not_a_lock_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    """``DGPROV_LOCK_FILE`` pointing at another file by mistake used to truncate it to the
+    holder's note. A lock's own note, 0.1.0's included, is taken over."""
+    path = tmp_path / "precious.lock"
+    path.write_text("root's data that is not a lock\n", "utf-8")
+    path.chmod(0o600)
+    refusal = f"the lock file {path} holds something other than a dgprov lock's note"
+    with pytest.raises(UsageError, match=re.escape(refusal)), host_lock(path):
+        pass
+    assert path.read_text("utf-8") == "root's data that is not a lock\n"
+    for note in (
+        "\0 pid 12, user ann, started 2026-01-01T00:00:00Z",
+        "\0 dgprov generate-tokens, pid 12, user ann, started 2026-01-01T00:00:00Z",
+        "\0",
+        "",
+    ):
+        path.write_text(note, "utf-8")
+        with host_lock(path):
+            assert f"pid {os.getpid()}, " in path.read_text("utf-8")

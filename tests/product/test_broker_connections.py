@@ -304,6 +304,7 @@ def test_the_documented_limits_are_the_code_defaults() -> None:
     expected = {
         "--head-timeout": limits.head_timeout,
         "--idle-timeout": limits.idle_timeout,
+        "--write-timeout": limits.write_timeout,
         "--max-connections": limits.max_connections,
         "--max-requests": limits.max_requests,
         "--max-connections-per-client": limits.max_per_client,

@@ -219,3 +219,22 @@ def test_a_refused_token_from_a_file_names_that_file(
     line = assert_one_error_line(result, "generate-tokens", "refused the API token")
     assert f"put it in --api-token-file {token_file}" in line
     assert "DEFGUARD_API_TOKEN" not in line
+
+
+def test_https_to_a_plain_http_server_says_so(start_sandbox: StartSandbox, tmp_path: Path) -> None:
+    running = start_sandbox()
+    plain = running.info["defguard_url"]  # the sandbox's core speaks plain http
+    result = CliRunner().invoke(
+        main,
+        cli_args(running, "--url", plain.replace("http://", "https://")),
+        env=environment(running, tmp_path / "cache"),
+    )
+    port = plain.rsplit(":", 1)[1]
+    assert_one_error_line(result, "generate-tokens", f"port {port} does not answer in TLS")
+
+
+def test_a_suggested_option_reads_as_a_sentence() -> None:
+    line = assert_one_error_line(
+        CliRunner().invoke(main, ["sync", "--group-nam", "x"]), "sync", "Did you mean"
+    )
+    assert "?; " not in line and line.endswith("? see dgprov sync --help")

@@ -110,9 +110,14 @@ def test_flow_by_account_name(
     issued = tokens(running)
     for name, dn in dns.items():
         stored = slapd.read(dn, "defguardProvisioningConfig")
-        assert stored is not None and " " not in stored  # compact JSON
+        assert stored is not None
         value = json.loads(stored)
-        assert list(value) == ["enrollmentUrl", "enrollmentToken"]
+        assert stored == json.dumps(value, separators=(",", ":"))  # compact JSON
+        # The two keys Defguard's MSI script reads, then the expiry a later sync dates it by.
+        assert list(value) == ["enrollmentUrl", "enrollmentToken", "expiresAt"]
+        desktop = rows[name]["action"] == "start_desktop"
+        expected = "start_desktop issued " if desktop else rows[name]["expires_at"]
+        assert value["expiresAt"].startswith(expected)
         assert value["enrollmentUrl"] == running.info["proxy_url"] + "/"
         assert issued[name] == {sha(value["enrollmentToken"])}
         assert rows[name]["directory_id"] == dn

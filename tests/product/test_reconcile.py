@@ -85,15 +85,18 @@ def test_a_valid_token_is_kept_and_an_expiring_one_renewed() -> None:
     assert decided["edge"][:2] == (Decision.RENEW, None)
 
 
-def test_an_earlier_versions_unknown_expiry_is_kept_only_on_an_enrolled_member() -> None:
+def test_an_earlier_versions_unknown_expiry_is_replaced_once() -> None:
     """``unknown`` is what earlier versions stored beside a desktop token, which sync gives only
-    to enrolled members: on a member Defguard shows as never enrolled it is not trusted."""
-    users = [user("desk", enrolled=True), user("never")]
+    to enrolled members: how long it lasts cannot be known, so it is replaced (and the new one
+    stored with its issue time); on a member Defguard shows as never enrolled it is not
+    trusted either. A desktop issue time on such a member is not trusted, for the same reason."""
+    users = [user("desk", enrolled=True), user("never"), user("stamp")]
     held = {name: stored(name, UNKNOWN_EXPIRY) for name in ("desk", "never")}
+    held["stamp"] = stored("stamp", desktop_stamp(iso(-1)))
     decided = decide(users, held)
-    assert decided["desk"][:2] == (Decision.KEEP, Outcome.KEPT)
-    assert "without its issue time" in decided["desk"][2]
+    assert decided["desk"][:2] == (Decision.RENEW, None) and "replaced once" in decided["desk"][2]
     assert decided["never"][:2] == (Decision.RENEW, None) and "not enrolled" in decided["never"][2]
+    assert decided["stamp"][:2] == (Decision.RENEW, None) and "not enrolled" in decided["stamp"][2]
 
 
 def moment(**fields: object) -> Moment:
@@ -138,9 +141,25 @@ def test_an_expiry_later_than_sync_would_write_is_not_trusted(expiry: str) -> No
 def test_a_value_the_client_would_refuse_is_renewed() -> None:
     decision, why = decide_at(MOMENT, user("ann"), stored("ann", INVALID_VALUE))
     assert decision is Decision.RENEW and "desktop client accepts" in why
-    # Another tool's junk on an enrolled member with a device is theirs, as a valid value is.
+    # On an enrolled member with a device (who gets no token), a value nobody can use goes.
     used = user("ann", enrolled=True, devices=1)
-    assert decide_at(MOMENT, used, stored("ann", INVALID_VALUE))[0] is Decision.SKIP
+    assert decide_at(MOMENT, used, stored("ann", INVALID_VALUE))[0] is Decision.CLEAR
+
+
+def test_the_url_is_checked_before_a_value_is_adopted_or_left_alone() -> None:
+    """A value --state has no record of is kept as if issued now, and another tool's value on a
+    member with a device is left alone: neither when it points elsewhere than Defguard."""
+    when = moment(enrollment_url="https://enroll.corp.example/")
+    foreign = dataclasses.replace(stored("ann", None), url="https://evil.example/")
+    unrecorded = dataclasses.replace(foreign, unrecorded=True)
+    for member in (user("ann"), user("ann", enrolled=True)):
+        decision, why = decide_at(when, member, unrecorded)
+        assert decision is Decision.RENEW and "not the one Defguard hands out" in why
+    with_device = user("ann", enrolled=True, devices=1)
+    decision, why = decide_at(when, with_device, foreign)
+    assert decision is Decision.CLEAR and "not the one Defguard hands out" in why
+    ours = dataclasses.replace(foreign, url="https://enroll.corp.example/")
+    assert decide_at(when, with_device, ours)[0] is Decision.SKIP
 
 
 def test_a_value_whose_url_is_not_defguards_is_renewed() -> None:

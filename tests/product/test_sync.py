@@ -274,20 +274,27 @@ def test_dry_run_and_generate_tokens_count_what_would_be_replaced(
     )
 
 
-def test_generate_tokens_after_sync_leaves_no_stale_expiry(
+def test_generate_tokens_after_sync_stores_the_new_tokens_expiry(
     start_sandbox: StartSandbox, tmp_path: Path
 ) -> None:
-    """generate-tokens writes no expiry; where the set holds one, it removes the old token's,
-    so the next sync does not judge the new token by the old one's date."""
+    """generate-tokens (``--member`` to re-issue one person's) stores its token's expiry where
+    the set holds one, in sync's terms: the next sync keeps that token instead of renewing a
+    value it cannot date, and never judges it by the old token's date."""
     running = start_sandbox(tenant())
     sync = Sync(running, tmp_path)
     assert sync().exit_code == 0
-    assert "EnrollmentTokenExpiresAt" in stored(running, U1)
-    assert sync("--yes", command="generate-tokens").exit_code == 0
+    old = stored(running, U1)
+    running.advance_clock(3600)  # an hour later, jdoe's install needs a new token
+    report = tmp_path / "reissued.json"
+    assert sync("--member", U1, "--report", str(report), command="generate-tokens").exit_code == 0
+    (row,) = json.loads(report.read_text())["members"]
     values = stored(running, U1)
-    assert values["EnrollmentToken"] and "EnrollmentTokenExpiresAt" not in values
+    assert values["EnrollmentToken"] != old["EnrollmentToken"]
+    assert values["EnrollmentTokenExpiresAt"] == row["expires_at"]
+    assert values["EnrollmentTokenExpiresAt"] != old["EnrollmentTokenExpiresAt"]
     again = sync.report()
-    assert rows(again)[U1] == ("renew", "provisioned")  # a value without expiry: not sync's
+    assert rows(again)[U1] == ("keep", "kept")
+    assert stored(running, U1)["EnrollmentToken"] == values["EnrollmentToken"]
 
 
 def test_sync_has_the_options_of_generate_tokens() -> None:

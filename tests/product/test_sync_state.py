@@ -115,14 +115,14 @@ def test_a_second_process_is_refused_while_the_first_holds_the_lock(tmp_path: Pa
 @pytest.mark.parametrize("how", ["hard link", "another owner"])
 def test_the_lock_never_writes_into_a_file_it_does_not_own_alone(tmp_path: Path, how: str) -> None:
     """A lock file someone prepared (a hard link to a file, or their own file) is never
-    rewritten: the link is locked without the holder's note, another account's file refused."""
+    rewritten: the link is refused for what it holds, another account's file for its owner."""
     victim = tmp_path / "precious"
     victim.write_text("keep me", "utf-8")
     victim.chmod(0o600)
     path = tmp_path / "sync.lock"
     if how == "hard link":
         os.link(victim, path)
-        with host_lock(path):
+        with pytest.raises(UsageError, match="holds something other than"), host_lock(path):
             pass
     else:
         path.write_text("keep me", "utf-8")
@@ -231,3 +231,57 @@ def test_a_journal_that_is_a_link_or_writable_by_others_is_refused(tmp_path: Pat
     journal.chmod(0o666)
     with pytest.raises(UsageError, match="belong to this account"):
         SyncState.load(path)
+
+
+@pytest.mark.parametrize(
+    "fragment",
+    [
+        b'{"object_id": "obj-2", "token_sha',
+        '{"object_id": "obj-2", "username": "Zoë'.encode()[:-1],  # cut inside a character
+    ],
+)
+def test_a_line_cut_short_is_cut_off_so_later_runs_still_read_the_journal(
+    tmp_path: Path, fragment: bytes
+) -> None:
+    """Run 1 is killed while writing a line; run 2 appends and is killed too; run 3 must still
+    read every whole line (appended after the fragment, run 2's first line was unreadable and
+    every later run refused the journal)."""
+    path = tmp_path / "state.json"
+    first = SyncState(path)
+    first.append([first.record("obj-1", b"a" * 16, "2026-01-01T00:00:00Z", "ann")])
+    first.close()
+    journal = tmp_path / "state.json.journal"
+    with journal.open("ab") as torn:
+        torn.write(fragment)  # run 1 killed mid-line
+    second = SyncState.load(path)
+    assert set(second.entries) == {"obj-1"}
+    assert journal.read_bytes().endswith(b"\n")  # repaired on replay, before any append
+    entry = second.record("obj-3", b"b" * 16, "2026-01-02T00:00:00Z", "lee", replaced=b"c" * 16)
+    second.append([entry])
+    second.close()  # run 2 killed before it saved
+    third = SyncState.load(path)
+    assert set(third.entries) == {"obj-1", "obj-3"}
+    assert third.entries["obj-3"].replaced == (b"c" * 16).hex()  # its 'replaced' record kept
+    held = {"obj-1": Stored("obj-1", None, b"a" * 16), "obj-3": Stored("obj-3", None, b"c" * 16)}
+    vouched = third.vouch(held)
+    assert vouched["obj-1"].expires_at == "2026-01-01T00:00:00Z"
+    assert vouched["obj-3"].expires_at == REPLACED_VALUE
+
+
+@pytest.mark.skipif(not hasattr(os, "link"), reason="hard links")
+def test_a_journal_with_another_name_is_refused_and_never_appended_to(tmp_path: Path) -> None:
+    """A hard link to another 0600 file of this account: replayed, its lines would be trusted;
+    appended to, the other file would be written."""
+    path = tmp_path / "state.json"
+    other = tmp_path / "other.txt"
+    line = {"object_id": "obj-1", "token_sha256_128": "a" * 32, "expires_at": "x", "username": "u"}
+    other.write_text(json.dumps(line) + "\n")
+    other.chmod(0o600)
+    journal = tmp_path / "state.json.journal"
+    os.link(other, journal)
+    with pytest.raises(UsageError, match=f"{journal}: not a dgprov sync journal .*hard links"):
+        SyncState.load(path)
+    state = SyncState(path)
+    with pytest.raises(UsageError, match=r"cannot write the journal .*hard links"):
+        state.append([state.record("obj-9", b"b" * 16, "x", "lee")])
+    assert other.read_text() == json.dumps(line) + "\n"

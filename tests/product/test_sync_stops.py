@@ -129,3 +129,25 @@ def test_sigkill_loses_no_record_and_the_next_run_keeps_what_was_stored(
     assert ended.returncode == -signal.SIGKILL
     next_run_replaces_none(running, tmp_path, state, after)
     assert not state.with_name("state.json.journal").exists()  # folded into the file
+
+
+def test_a_journal_line_cut_short_by_a_kill_does_not_stop_later_runs(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    """Run 1 killed while writing a journal line (the fragment it left is written here), run 2
+    appends its own records and is killed too, run 3 reads every whole line and replaces none of
+    the tokens either run stored. Before, run 2's first line followed the fragment on the same
+    line and every later run exited 2."""
+    running = start_sandbox(big_tenant())
+    state = tmp_path / "state.json"
+    journal = state.with_name("state.json.journal")
+    ended = stop_part_way(running, tmp_path, state, signal.SIGKILL, 5)
+    assert ended.returncode == -signal.SIGKILL
+    with journal.open("ab") as torn:
+        torn.write(b'{"object_id": "0f1e2d3c-')  # the kill fell inside a line
+    after = len(stored_tokens(running)) + 5
+    ended = stop_part_way(running, tmp_path, state, signal.SIGKILL, after)
+    assert ended.returncode == -signal.SIGKILL, ended.stderr
+    assert journal.read_bytes().endswith(b"\n")
+    next_run_replaces_none(running, tmp_path, state, after)
+    assert not journal.exists()

@@ -13,14 +13,21 @@ that completes the TLS handshake and sends nothing is held forever and counts to
   head sent a byte at a time is cut off as surely as silence;
 - TLS is started on the accepted connection as ``loop.start_tls`` does (uvicorn would start it
   in ``create_server`` with asyncio's 60 s handshake timeout and no way to change it), so the
-  handshake is bounded by the same deadline, and with a read buffer of 32 KiB instead of
-  asyncio's 256 KiB (``CompactTLS``);
+  handshake is bounded by the same deadline, and with a read buffer of 16 KiB instead of
+  asyncio's 256 KiB and smaller flow-control bounds (``CompactTLS``);
 - every request head is checked on its bytes before h11 parses it (``request_head``), also
-  the heads of pipelined requests, which h11 holds in its buffer.
+  the heads of pipelined requests, which h11 holds in its buffer;
+- a client must take its answers: while the send buffers stay full it has ``write_timeout``
+  seconds, and a pipelined request is started only once the previous answer was taken, so a
+  client that never reads holds no request slot (uvicorn's ``send`` would wait in
+  ``drain()`` for ever); while a request is answered nothing more is read from a client that
+  has sent the next one already (``PipelineFlow``), and the TLS layer's buffers are bounded
+  (``CompactTLS``), so h11's buffer and the memory per connection stay bounded.
 
 The subclass relies on uvicorn's ``H11Protocol`` internals (``conn``, ``transport``, ``cycle``,
-``connections``, ``loop``, ``connection_made``, ``data_received``, ``on_response_complete``,
-``send_400_response``, ``shutdown``) as uvicorn 0.30 to 0.55 have them; pyproject.toml pins that
+``connections``, ``loop``, ``flow``, ``connection_made``, ``data_received``, ``handle_events``,
+``on_response_complete``, ``pause_writing``, ``resume_writing``, ``send_400_response``,
+``shutdown``; ``FlowControl``) as uvicorn 0.30 to 0.55 have them; pyproject.toml pins that
 range, and tests/product/test_broker_connections.py exercises every hook over real TLS.
 ``start_tls`` uses asyncio's ``sslproto.SSLProtocol`` (private too, stable since 3.7; 3.11
 rewrote it, keeping the constructor this calls).
@@ -29,8 +36,10 @@ rewrote it, keeping the constructor this calls).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import socket
 import ssl
 import sys
 from asyncio import sslproto
@@ -39,6 +48,7 @@ from typing import Any, ClassVar
 
 import h11
 from uvicorn.config import Config
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 from uvicorn.server import ServerState
 
@@ -47,7 +57,19 @@ from .request_head import MAX_HEAD_BYTES, HeadRefusal, head_refusal
 
 # After a response with "Connection: close", how long the TLS close may wait for the peer's.
 TLS_SHUTDOWN_SECONDS = 5.0
-TLS_READ_BUFFER = 32 * 1024  # two full TLS records
+TLS_READ_BUFFER = 16 * 1024  # a full TLS record takes two reads at most
+# Bytes the TLS layer holds for one connection before it stops reading from, or asks the
+# broker to stop writing to, the socket (asyncio's defaults: 256 KiB in, 512 KiB out). A
+# response larger than the outgoing bound still goes out whole; the bound only makes the
+# broker wait (``--write-timeout``) before it starts on the next request.
+TLS_INCOMING_HIGH_WATER = 8 * 1024
+TLS_OUTGOING_HIGH_WATER = 16 * 1024
+# The same for the socket below (plain TCP, or TLS's ciphertext): asyncio's default is 64 KiB.
+SOCKET_WRITE_HIGH_WATER = 8 * 1024
+# The kernel's send buffer per connection (Linux doubles it). Autotuning lets it grow to
+# megabytes, even toward a client that reads nothing: the broker would compute hundreds of
+# pipelined answers into it, and the pod's memory cgroup is charged for it.
+SOCKET_SEND_BUFFER = 32 * 1024
 # After a refusal on plain TCP, how long to read and drop the rest before closing.
 LINGER_SECONDS = 2.0
 # Python 3.10's SSLProtocol takes no such bound.
@@ -60,21 +82,39 @@ HEAD_TIMED_OUT = HeadRefusal(408, "the request head did not arrive in time; send
 
 
 def tls_server_context(cert: str, key: str) -> ssl.SSLContext:
-    """The broker's TLS: 1.2 or later, HTTP/1.1 over ALPN. Raises OSError (ssl.SSLError) for
-    files that are missing, not PEM, or a key that does not match."""
+    """The broker's TLS: 1.2 or later, HTTP/1.1 over ALPN, no renegotiation (in TLS 1.2 a
+    client could ask for one handshake after another, each costing the broker a private-key
+    operation, on one connection and outside every deadline). Raises OSError (ssl.SSLError)
+    for files that are missing, not PEM, or a key that does not match."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_RENEGOTIATION
     context.load_cert_chain(cert, key)
     context.set_alpn_protocols(["http/1.1"])
     return context
 
 
+def bound_kernel_buffer(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_SEND_BUFFER)
+
+
 class CompactTLS(sslproto.SSLProtocol):
-    """asyncio's TLS layer with a smaller read buffer. Its own, 256 KiB per connection and
-    allocated up front, made an idle TLS connection cost 283 KiB (measured: 1,000 of them,
-    340 MB), past the manifest's 256 MiB long before ``max_connections``."""
+    """asyncio's TLS layer with a smaller read buffer and smaller flow-control bounds. Its own
+    read buffer, 256 KiB per connection and allocated up front, made an idle TLS connection
+    cost 283 KiB (measured: 1,000 of them, 340 MB), past the manifest's 256 MiB long before
+    ``max_connections``; now 1,000 cost 51 MB. Its bounds (256 KiB received, 512 KiB to send)
+    let 1,024 clients that pipeline requests and read nothing take 630 MB; now 145 MB."""
 
     max_size = TLS_READ_BUFFER
+
+    def _set_read_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        super()._set_read_buffer_limits(high or TLS_INCOMING_HIGH_WATER, low)  # type: ignore[misc]
+
+    def _set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        super()._set_write_buffer_limits(high or TLS_OUTGOING_HIGH_WATER, low)  # type: ignore[misc]
 
 
 async def start_tls(
@@ -134,6 +174,22 @@ class StrictConnection(h11.Connection):
         return event
 
 
+class PipelineFlow(FlowControl):
+    """uvicorn's flow control, which also keeps reading paused while a request that has been
+    received whole is answered and the client has already sent more (the start of the next
+    request): uvicorn resumes reading whenever the app asks for the body, and each resume let
+    another buffer of pipelined requests into h11, without a bound."""
+
+    def __init__(self, transport: asyncio.Transport, conn: h11.Connection) -> None:
+        super().__init__(transport)
+        self.conn = conn
+
+    def resume_reading(self) -> None:
+        if self.conn.their_state is h11.DONE and self.conn.trailing_data[0]:
+            return  # the next request is here already; read on once this one is answered
+        super().resume_reading()
+
+
 class GuardedProtocol(H11Protocol):
     """One connection; ``protocol_class`` makes the subclass that shares one registry."""
 
@@ -157,6 +213,8 @@ class GuardedProtocol(H11Protocol):
         self._accepted: asyncio.Transport | None = None  # the TCP connection
         self._early: list[bytes] | None = None  # decrypted before start_tls returned
         self._deadline: asyncio.TimerHandle | None = None
+        self._write_deadline: asyncio.TimerHandle | None = None
+        self._answered = False  # a response is out, the next request waits for the client
         self._awaiting_first_byte = False  # kept alive, no byte of the next request yet
         self._handshake: asyncio.Task[None] | None = None
         self._gone = False
@@ -173,9 +231,11 @@ class GuardedProtocol(H11Protocol):
             transport.abort()
             return
         self.connections.add(self)  # uvicorn's shutdown closes it, and waits for it
+        transport.set_write_buffer_limits(SOCKET_WRITE_HIGH_WATER)
+        bound_kernel_buffer(transport)
         self._set_deadline(self.limits.head_timeout, "head_timeout")
         if self.tls is None:
-            super().connection_made(transport)
+            self._connection_made(transport)
             return
         transport.pause_reading()  # the ClientHello is for the TLS layer start_tls inserts
         self._early = []
@@ -194,9 +254,13 @@ class GuardedProtocol(H11Protocol):
             self._lost()
             return
         early, self._early = self._early or [], None
-        super().connection_made(transport)
+        self._connection_made(transport)
         for data in early:
             self.data_received(data)
+
+    def _connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)
+        self.flow = PipelineFlow(transport, self.conn)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost()
@@ -206,12 +270,14 @@ class GuardedProtocol(H11Protocol):
     def _lost(self) -> None:
         self._gone = True
         self._cancel_deadline()
+        self._cancel_write_deadline()
         self.registry.forget(self)
         self.connections.discard(self)
 
     def evict(self) -> None:
-        """Close now, without a TLS goodbye (the registry needs the room)."""
+        """Close now, without a TLS goodbye (the registry needs the room, or a deadline passed)."""
         self._cancel_deadline()
+        self._cancel_write_deadline()
         transport = self.transport or self._accepted
         if transport is not None:
             transport.abort()
@@ -234,8 +300,16 @@ class GuardedProtocol(H11Protocol):
             return
         if self._awaiting_first_byte and self.conn.their_state is h11.IDLE:
             self._awaiting_first_byte = False
+            self.registry.arriving(self)
             self._set_deadline(self.limits.head_timeout, "head_timeout")
         super().data_received(data)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        # ``PipelineFlow`` kept reading paused while pipelined requests were answered; once
+        # they are all parsed and the next head is not complete yet, it must be read.
+        if self.conn.their_state is h11.IDLE and not self._gone and not self.transport.is_closing():
+            self.flow.resume_reading()
 
     def _request_started(self) -> None:
         self._cancel_deadline()
@@ -245,9 +319,18 @@ class GuardedProtocol(H11Protocol):
     def on_response_complete(self) -> None:
         # Idle again before uvicorn looks at a pipelined request, which makes it busy again.
         self.registry.idle(self)
+        if self.flow.write_paused and not self.transport.is_closing():
+            # The client has not taken this answer yet: the next request it sent waits (and
+            # holds no request slot) until it does, within ``--write-timeout``.
+            self._answered = True
+            return
+        self._next_request()
+
+    def _next_request(self) -> None:
         pending = bool(self.conn.trailing_data[0])
         self._awaiting_first_byte = not pending
         if pending:
+            self.registry.arriving(self)
             self._set_deadline(self.limits.head_timeout, "head_timeout")
         else:
             self._set_deadline(self.limits.idle_timeout, "idle_timeout")
@@ -287,6 +370,34 @@ class GuardedProtocol(H11Protocol):
         self._discarding = True
         self._cancel_deadline()
         self._deadline = self.loop.call_later(LINGER_SECONDS, self.evict)
+
+    # Writing: the client must take what it asked for
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_deadline is None:
+            self._write_deadline = self.loop.call_later(
+                self.limits.write_timeout, self._write_expired
+            )
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._cancel_write_deadline()
+        if self._answered and not self._gone:
+            self._answered = False
+            self._next_request()
+
+    def _cancel_write_deadline(self) -> None:
+        if self._write_deadline is not None:
+            self._write_deadline.cancel()
+            self._write_deadline = None
+
+    def _write_expired(self) -> None:
+        """The client took nothing for ``write_timeout`` seconds: an answer it does not read
+        would hold its request slot, its buffers and its connection for ever."""
+        self._write_deadline = None
+        self.registry.count("write_timeout")
+        self.evict()
 
     # Deadlines
 

@@ -5,7 +5,10 @@ bare-LF line endings and unfolds obsolete line folding. Each of those is a way t
 parsers (a proxy's and the broker's) read one request differently, or to make the broker hold
 more than it should, so the broker refuses them: 431 for a head above ``MAX_HEAD_BYTES``
 (finished or not), 400 for a bare LF or CR, 400 for a header line that starts with a space or
-a tab (RFC 9112 §5.2 lets a server refuse obs-fold with 400).
+a tab (RFC 9112 §5.2 lets a server refuse obs-fold with 400), and 400 for a request framed
+two ways: ``Content-Length`` beside ``Transfer-Encoding``, or more than one length (h11 reads
+the chunks and keeps the connection; a proxy that trusts the length reads the rest as another
+request: RFC 9112 §6.1 lets a server refuse it, and says to close after responding).
 
 Pure: bytes in, a refusal or None out; ``connections.StrictConnection`` calls it.
 """
@@ -39,6 +42,26 @@ FOLDED = HeadRefusal(
     "send each header on one line",
 )
 
+FRAMED_TWICE = HeadRefusal(
+    400,
+    "the request gives more than one Content-Length, or Content-Length with "
+    "Transfer-Encoding; send exactly one of them",
+)
+
+
+def framing_refusal(head: bytes) -> HeadRefusal | None:
+    """``FRAMED_TWICE`` for a complete head whose body length is given twice or two ways."""
+    lengths = 0
+    chunked = False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            lengths += 1 + value.count(b",")
+        elif name == b"transfer-encoding":
+            chunked = True
+    return FRAMED_TWICE if lengths > 1 or (lengths and chunked) else None
+
 
 def head_refusal(buffer: bytes, limit: int = MAX_HEAD_BYTES) -> HeadRefusal | None:
     """Why the head at the start of ``buffer`` must be refused; None while it may still be fine.
@@ -62,4 +85,4 @@ def head_refusal(buffer: bytes, limit: int = MAX_HEAD_BYTES) -> HeadRefusal | No
         return BARE_LINE_END
     if b"\r\n " in head or b"\r\n\t" in head:
         return FOLDED
-    return None
+    return framing_refusal(head) if end >= 0 else None

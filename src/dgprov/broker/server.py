@@ -73,7 +73,8 @@ def _server(config: BrokerConfig) -> uvicorn.Server:
     closed = Counter(
         "dgprov_broker_connections_closed",
         "Connections the broker closed or refused itself, by reason (head_timeout, "
-        "idle_timeout, full, per_client, full_refused, per_client_refused, head_400, head_431).",
+        "idle_timeout, write_timeout, full, per_client, full_refused, per_client_refused, "
+        "head_400, head_431).",
         ["reason"],
         registry=broker.metrics.registry,
     )

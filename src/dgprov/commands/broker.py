@@ -126,9 +126,15 @@ def limit_option(name: str, default: float, help: str) -> Callable[[F], F]:
     "--idle-timeout", 75.0, "A kept-alive connection is closed after this long without a request."
 )
 @limit_option(
+    "--write-timeout",
+    10.0,
+    "A connection whose client takes none of its answer for this long is closed.",
+)
+@limit_option(
     "--max-connections",
     1024,
-    "Open connections per process; a new one beyond it closes the longest idle one.",
+    "Open connections per process; a new one beyond it closes a kept-alive one, else one still "
+    "sending its head, from the address holding the most.",
 )
 @limit_option(
     "--max-requests",
@@ -165,6 +171,7 @@ def broker_command(
     allow_guests: bool,
     head_timeout: float,
     idle_timeout: float,
+    write_timeout: float,
     max_connections: int,
     max_requests: int,
     max_connections_per_client: int,
@@ -206,6 +213,7 @@ def broker_command(
         connections=importlib.import_module(f"{BROKER_PACKAGE}.connection_limits").ConnectionLimits(
             head_timeout=head_timeout,
             idle_timeout=idle_timeout,
+            write_timeout=write_timeout,
             max_connections=max_connections,
             max_requests=max_requests,
             max_per_client=max_connections_per_client,

@@ -21,7 +21,8 @@ from .render import (
 def _confirm(pending: int, directory_name: str, replacing: int) -> bool:
     """Asked on a terminal only; installers and schedulers pass --yes or have no terminal."""
     return ask_at_terminal(
-        f"Issue {api.counted(pending, 'enrollment token')} and store them in {directory_name}? "
+        f"Issue {api.counted(pending, 'enrollment token')} and store "
+        f"{'it' if pending == 1 else 'them'} in {directory_name}? "
         f"{api.replacing_phrase(replacing).capitalize()}."
     )
 

@@ -471,8 +471,8 @@ class AdminJobOptions:
     def api_token_source(self) -> str | None:
         """Where the API token comes from, in read_secret's order; None when only a prompt
         could give it."""
-        if self.api_token:
-            return "--api-token"
+        if self.api_token:  # the fix names a better place than the process list
+            return f"{environment.DEFGUARD_API_TOKEN} or --api-token-file"
         if self.api_token_file is not None:
             return f"--api-token-file {self.api_token_file}"
         if environment.get(environment.DEFGUARD_API_TOKEN):
