@@ -15,6 +15,7 @@ from types import FrameType
 import click
 
 from .defguard_directory import USER_ORDERS
+from .entra_setup import DUPLICATE_ANSWERS, ENTRA_SETUP_MODES, SCOPED_ROLE_ASSIGNERS
 from .graph_attributes import CSA_READ_ROLE_CHOICES, EMPTY_PATCH_RULES
 from .http_common import FaultSettings
 from .server import Sandbox, SandboxError, SandboxOptions
@@ -176,6 +177,38 @@ def _check_rates(error_rate: float, drop_rate: float) -> None:
     help="Directory role a delegated caller needs to read custom security attributes: "
     "Attribute Assignment Reader (or Administrator), or Administrator only.",
 )
+@click.option(
+    "--entra-setup",
+    type=click.Choice(ENTRA_SETUP_MODES),
+    default="full",
+    show_default=True,
+    help="full: the tenant file's attribute set and apps; none: the tenant before `dgprov "
+    "setup-entra` (users, groups and admin, no attribute set, no dgprov apps).",
+)
+@click.option(
+    "--entra-replication-delay",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Objects created through Graph answer 404 and are missing from lists for this long.",
+)
+@click.option(
+    "--entra-duplicate-answer",
+    type=click.Choice(DUPLICATE_ANSWERS),
+    default="bad-request",
+    show_default=True,
+    help="Undocumented answer to a duplicate attribute set, definition, role or app role "
+    "assignment: 400 Request_BadRequest, or 409 Request_MultipleObjectsWithSameKeyValue.",
+)
+@click.option(
+    "--scoped-role-assigner",
+    type=click.Choice(SCOPED_ROLE_ASSIGNERS),
+    default="privileged-role-administrator",
+    show_default=True,
+    help="Who may assign attribute roles at an attribute set's scope: Privileged Role "
+    "Administrator only, or also an Attribute Assignment Administrator of that set.",
+)
 def main(
     tenant_file: Path | None,
     users: int | None,
@@ -196,6 +229,10 @@ def main(
     user_list_order: str,
     empty_attribute_patch: str,
     csa_read_role: str,
+    entra_setup: str,
+    entra_replication_delay: float,
+    entra_duplicate_answer: str,
+    scoped_role_assigner: str,
 ) -> None:
     """Run emulators of Defguard core, its enrollment proxy, Entra sign-in and Microsoft Graph
     on loopback until interrupted.
@@ -203,7 +240,8 @@ def main(
     When ready, prints one JSON object on one line to stdout (defguard_url, proxy_url,
     api_token, defguard_version, authority_url, graph_url, tenant_id, client_id, ca_bundle,
     admin_upn, user_upns, confidential_client_id, client_secret, broker_client_id,
-    broker_client_secret, broker_scope, and group_name for --users). Logs go to stderr.
+    broker_client_secret, broker_scope, group_name for --users, and entra_setup and
+    setup_client_id for --entra-setup none). Logs go to stderr.
     """
     if tenant_file is not None and users is not None:
         raise click.UsageError("--tenant and --users conflict; give one of them")
@@ -213,7 +251,9 @@ def main(
         if tenant_file is not None:
             tenant = load_tenant(tenant_file)
         else:
-            tenant = synthetic_tenant(DEFAULT_USERS if users is None else users, seed)
+            tenant = synthetic_tenant(
+                DEFAULT_USERS if users is None else users, seed, entra_setup=entra_setup
+            )
     except TenantError as exc:
         raise click.ClickException(str(exc)) from None
     options = SandboxOptions(
@@ -234,6 +274,10 @@ def main(
         user_list_order=next(o for o in USER_ORDERS if o == user_list_order),
         empty_attribute_patch=next(r for r in EMPTY_PATCH_RULES if r == empty_attribute_patch),
         csa_read_role=next(r for r in CSA_READ_ROLE_CHOICES if r == csa_read_role),
+        entra_setup=next(m for m in ENTRA_SETUP_MODES if m == entra_setup),
+        entra_replication_delay=entra_replication_delay,
+        entra_duplicate_answer=next(a for a in DUPLICATE_ANSWERS if a == entra_duplicate_answer),
+        scoped_role_assigner=next(r for r in SCOPED_ROLE_ASSIGNERS if r == scoped_role_assigner),
     )
     sandbox = Sandbox(tenant, options)
     try:

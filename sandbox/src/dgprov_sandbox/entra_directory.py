@@ -92,6 +92,8 @@ class Application:
     visible_from: datetime | None = None
     extra_secrets: list[str] = field(default_factory=list)
     registered_through_graph: bool = False
+    # As a web API: api.requestedAccessTokenVersion (null and 1 mean v1.0 tokens).
+    access_token_version: int = 2
 
 
 @dataclass
@@ -171,12 +173,15 @@ class EntraDirectory:
         admin = next((u for u in self.users.values() if wanted <= u.directory_roles), None)
         if admin is None and self.setup.mode == "none":
             # Before setup-entra the admin holds no attribute role yet: the User Administrator.
-            admin = next((u for u in self.users.values() if ROLE_USER_ADMIN in u.directory_roles), None)
+            admin = next(
+                (u for u in self.users.values() if ROLE_USER_ADMIN in u.directory_roles), None
+            )
         return admin
 
     # ------------------------------------------------------------------------------------ scopes
 
     def application(self, client_id: str) -> Application:
+        self.setup.settle()
         app = self.applications.get(client_id.lower())
         if app is not None and app.visible_from is not None and self.clock.now() < app.visible_from:
             app = None  # registered seconds ago through Graph and not yet replicated

@@ -139,6 +139,16 @@ class EntraGrants(EntraTokens):
                 "The user has not yet completed authentication.",
                 70016,
             )
+        if app.registered_through_graph and not app.public_client:
+            # Without isFallbackPublicClient ("Allow public client flows") Entra treats the app
+            # as confidential and wants a credential (setup-entra.md section 3.2).
+            raise OAuthError(
+                "invalid_client",
+                "The request body must contain the following parameter: 'client_assertion' or "
+                "'client_secret'.",
+                7000218,
+                401,
+            )
         flow.redeemed = True
         return self.issue_user_tokens(app, self.users[flow.approved_user], flow.scopes)
 
@@ -316,7 +326,7 @@ class EntraGrants(EntraTokens):
                 7000218,
                 401,
             )
-        elif client_secret != app.client_secret:
+        elif client_secret != app.client_secret and client_secret not in app.extra_secrets:
             raise OAuthError(
                 "invalid_client",
                 f"Invalid client secret provided for app '{app.client_id}'.",

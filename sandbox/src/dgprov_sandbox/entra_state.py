@@ -5,7 +5,8 @@ here from the tenant file and implements the OAuth grants MSAL uses (device code
 code with PKCE, refresh token, client credentials) as recorded in
 ``shared/reference/graph-msal.md``. The behaviour lives in layers, each a module of its own:
 ``entra_directory`` (directory objects and consent), ``entra_tokens`` (JWT minting) and
-``entra_grants`` (the OAuth grants).
+``entra_grants`` (the OAuth grants); ``entra_setup`` holds what Graph creates (registrations,
+service principals, grants, role assignments) and derives the consent sign-ins use from it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from cryptography import x509
 from .clock import SandboxClock
 from .entra_directory import Application, AttributeDefinition, AttributeSet, EntraGroup, EntraUser
 from .entra_grants import AuthorizationCode, DeviceCode, EntraGrants
+from .entra_setup import DuplicateAnswer, EntraSetupMode, ScopedRoleAssigner, SetupDirectory
 from .entra_tokens import RefreshGrant
 from .keys import JwtSigner
 from .tenant import Tenant
@@ -36,6 +38,10 @@ class EntraState(EntraGrants):
         seed: int = 0,
         device_code_interval: int = 5,
         access_token_lifetime: int = 3600,
+        entra_setup: EntraSetupMode = "full",
+        replication_delay: float = 0.0,
+        duplicate_answer: DuplicateAnswer = "bad-request",
+        scoped_role_assigner: ScopedRoleAssigner = "privileged-role-administrator",
     ) -> None:
         entra = tenant.get("entra", {})
         self.tenant_id: str = entra.get("tenant_id", "00000000-0000-4000-8000-0000000000aa")
@@ -127,6 +133,16 @@ class EntraState(EntraGrants):
                     description=attribute.get("description", ""),
                 )
                 self.definitions[(attribute_set.id.lower(), definition.name)] = definition
+
+        self.setup = SetupDirectory(
+            self,
+            mode=entra_setup,
+            seed=seed,
+            replication_delay=replication_delay,
+            duplicate_answer=duplicate_answer,
+            scoped_role_assigner=scoped_role_assigner,
+        )
+        self.setup.seed_api_consent()
 
         self.device_codes: dict[str, DeviceCode] = {}
         self.authorization_codes: dict[str, AuthorizationCode] = {}

@@ -125,6 +125,7 @@ class EntraTokens(EntraDirectory):
                 "scp": " ".join(granted),
             }
         else:
+            self.setup.check_assignment(resource, app, user)
             access = self._api_claims(app, resource, user.object_id) | {
                 "idtyp": "user",
                 "name": user.display_name,
@@ -180,8 +181,25 @@ class EntraTokens(EntraDirectory):
 
     def _api_claims(self, app: Application, resource: Application, subject: str) -> dict[str, Any]:
         """A v2.0 access token for one of the tenant's web APIs (accessTokenAcceptedVersion 2):
-        ``aud`` its client id, ``iss`` the v2.0 issuer, ``azp`` the calling client."""
+        ``aud`` its client id, ``iss`` the v2.0 issuer, ``azp`` the calling client; for an API
+        registered through Graph without ``requestedAccessTokenVersion: 2``, the v1.0 shape."""
         now = unix_seconds(self.clock.now())
+        if resource.access_token_version != 2:
+            # requestedAccessTokenVersion null or 1: the v1.0 shape, audience the App ID URI.
+            return {
+                "aud": resource.identifier_uri or resource.client_id,
+                "iss": f"https://sts.windows.net/{self.tenant_id}/",
+                "iat": now,
+                "nbf": now,
+                "exp": now + self.access_token_lifetime,
+                "appid": app.client_id,
+                "appidacr": "0" if app.public_client else "1",
+                "oid": subject,
+                "sub": b64url(hashlib.sha256(f"{subject}:{resource.client_id}".encode()).digest()),
+                "tid": self.tenant_id,
+                "uti": random_text(self._rng, 22),
+                "ver": "1.0",
+            }
         return {
             "aud": resource.client_id,
             "iss": f"{self.authority_origin}/{self.tenant_id}/v2.0",
@@ -209,6 +227,7 @@ class EntraTokens(EntraDirectory):
                 "roles": sorted(app.application_permissions),
             }
         else:
+            self.setup.check_assignment(resource, app, None)
             claims = self._api_claims(app, resource, app.service_principal_id) | {"idtyp": "app"}
             claims["sub"] = app.service_principal_id
             roles = app.api_roles.get(resource.client_id, set()) & resource.app_roles

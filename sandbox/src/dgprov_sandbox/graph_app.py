@@ -108,7 +108,9 @@ def build_graph_app(service: GraphService) -> Starlette:
                 reply = service.dispatch(principal, call)
         except GraphError as error:
             reply = GraphReply(
-                error.status, error_body(error.code, error.message, headers, error.details), error.headers
+                error.status,
+                error_body(error.code, error.message, headers, error.details),
+                error.headers,
             )
         return respond(reply, headers)
 

@@ -14,9 +14,9 @@ from typing import Any, Literal
 from .entra_directory import AttributeDefinition, EntraUser
 from .entra_state import EntraState
 from .entra_tokens import Principal
+from .graph_filters import DEFINITION_FILTERS, filter_records
 from .graph_messages import GraphCall, GraphError, GraphReply, bad_request, not_found
 from .graph_paging import GraphPaging
-from .graph_filters import DEFINITION_FILTERS, filter_records
 from .graph_permissions import (
     CSA_DEFINITIONS_READ,
     CSA_READ,

@@ -3,15 +3,16 @@
 ``dispatch`` is the single entry every request takes, direct or inside ``$batch``: it admits the
 request through the throttle, routes it by its template (``/users/{id}``) and turns a
 ``GraphError`` into a reply. To serve a new path, add a branch to ``_route`` calling the handler
-of its resource layer.
+of its resource layer (the setup endpoints route themselves in ``graph_setup._setup_route``).
 """
 
 from __future__ import annotations
 
+import re
+
 from .clock import unix_seconds
 from .entra_directory import GRAPH_APP_ID, GRAPH_AUDIENCE
 from .entra_tokens import Principal
-from .graph_groups import GraphGroups
 from .graph_messages import (
     GraphCall,
     GraphError,
@@ -28,6 +29,7 @@ from .graph_schema import (
     group_record,
     project,
 )
+from .graph_setup import GraphSetup
 from .keys import TokenInvalid
 from .throttle import Throttle, format_retry_after, request_cost
 
@@ -37,17 +39,26 @@ def route_template(path: str) -> str:
     parts = [p for p in path.split("/") if p]
     if not parts:
         return "/"
-    named = [parts[0]]
+    named = [re.sub(r"\(.*\)$", "({key})", parts[0])]
     for index, part in enumerate(parts[1:], start=1):
         previous = parts[index - 1]
-        if previous in ("users", "groups", "attributeSets", "customSecurityAttributeDefinitions"):
+        if previous in (
+            "users",
+            "groups",
+            "attributeSets",
+            "customSecurityAttributeDefinitions",
+            "applications",
+            "servicePrincipals",
+            "oauth2PermissionGrants",
+            "roleAssignments",
+        ):
             named.append("{id}")
         else:
             named.append(part)
     return "/" + "/".join(named)
 
 
-class GraphRoutes(GraphGroups):
+class GraphRoutes(GraphSetup):
     """Authenticate a caller, then throttle and route each of its requests."""
 
     throttle: Throttle
@@ -120,7 +131,9 @@ class GraphRoutes(GraphGroups):
             reply = self._route(principal, call, template)
         except GraphError as error:
             reply = GraphReply(
-                error.status, error_body(error.code, error.message, call.headers, error.details), error.headers
+                error.status,
+                error_body(error.code, error.message, call.headers, error.details),
+                error.headers,
             )
         reply.headers.update(throttle_headers)
         return reply
@@ -129,6 +142,9 @@ class GraphRoutes(GraphGroups):
         parts = [p for p in call.path.split("/") if p]
         method = call.method
         self._check_query_options(call)
+        setup_reply = self._setup_route(principal, call, parts)
+        if setup_reply is not None:
+            return setup_reply
         if template == "/users" and method == "GET":
             return self._list_users(principal, call)
         if template in ("/users/{id}", "/me"):

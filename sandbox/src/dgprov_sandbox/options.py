@@ -9,6 +9,7 @@ from typing import Literal
 
 from .defguard_directory import UserOrder
 from .defguard_model import ServerLine
+from .entra_setup import DuplicateAnswer, EntraSetupMode, ScopedRoleAssigner
 from .graph_attributes import CsaReadRole, EmptyPatchRule
 from .http_common import FaultSettings
 
@@ -32,7 +33,13 @@ class SandboxOptions:
     auto_approve_as: str | None = None
     device_code_interval: int = 5
     access_token_lifetime: int = 3600
+    # "none": the tenant before `dgprov setup-entra` (no attribute set, no dgprov apps).
+    entra_setup: EntraSetupMode = "full"
+    # Seconds an object created through Graph stays invisible (404, missing from lists).
+    entra_replication_delay: float = 0.0
     # Behaviours no public source settles (docs/sandbox.md, "Decisions"):
     user_list_order: UserOrder = "heap"
     empty_attribute_patch: EmptyPatchRule = "checked"
     csa_read_role: CsaReadRole = "reader"
+    entra_duplicate_answer: DuplicateAnswer = "bad-request"
+    scoped_role_assigner: ScopedRoleAssigner = "privileged-role-administrator"

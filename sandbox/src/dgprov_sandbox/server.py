@@ -27,6 +27,7 @@ from .authority_app import build_authority_app
 from .clock import SandboxClock
 from .core_app import build_core_app
 from .defguard_state import DefguardState
+from .entra_setup import GRAPH_CLI_APP_ID
 from .entra_state import EntraState
 from .governor import RateLimiter
 from .graph_app import GraphService, build_graph_app, graph_server_error
@@ -34,7 +35,7 @@ from .http_common import ASGIApp, ClockDate, CrashDropper, FaultInjector
 from .keys import JwtSigner, make_tls_files
 from .options import SandboxOptions as SandboxOptions
 from .proxy_app import build_proxy_app
-from .tenant import SYNTHETIC_GROUP, Tenant
+from .tenant import SYNTHETIC_GROUP, Tenant, without_entra_setup
 from .throttle import Throttle
 
 log = logging.getLogger("dgprov_sandbox")
@@ -166,13 +167,17 @@ class Sandbox:
         )
         self.state = state
         entra = EntraState(
-            self.tenant,
+            without_entra_setup(self.tenant) if options.entra_setup == "none" else self.tenant,
             clock=self.clock,
             signer=JwtSigner(),
             authority_origin=authority_origin,
             seed=options.faults.seed,
             device_code_interval=options.device_code_interval,
             access_token_lifetime=options.access_token_lifetime,
+            entra_setup=options.entra_setup,
+            replication_delay=options.entra_replication_delay,
+            duplicate_answer=options.entra_duplicate_answer,
+            scoped_role_assigner=options.scoped_role_assigner,
         )
         self.entra = entra
         if options.auto_approve_as is not None:
@@ -305,7 +310,9 @@ class Sandbox:
         entra = self.entra
         api_tokens = self.tenant["api_tokens"]
         apps = list(entra.applications.values())
-        public = next((a for a in apps if a.public_client), None)
+        public = next(
+            (a for a in apps if a.public_client and a.client_id != GRAPH_CLI_APP_ID), None
+        )
         confidential = next(
             (a for a in apps if not a.public_client and a.client_secret and not a.exposed_scopes),
             None,
@@ -349,6 +356,9 @@ class Sandbox:
         }
         if self.options.synthetic_group:
             info["group_name"] = SYNTHETIC_GROUP
+        if self.options.entra_setup == "none":
+            info["entra_setup"] = "none"
+            info["setup_client_id"] = GRAPH_CLI_APP_ID
         return info
 
     def _run(self, sockets: list[socket.socket]) -> None:

@@ -8,6 +8,7 @@ editing a 500-line file needs to know *where*, not just *that*.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import json
 import random
@@ -165,7 +166,30 @@ SYNTHETIC_APPLICATION_PERMISSIONS = [
 ]
 
 
-def synthetic_tenant(users: int, seed: int) -> Tenant:
+# Before setup-entra (--entra-setup none) the admin holds the roles setup-entra needs and no
+# attribute role yet (setup-entra.md section 10: four roles, Global Administrator not enough).
+SETUP_ADMIN_ROLES = [
+    "User Administrator",
+    "Attribute Definition Administrator",
+    "Privileged Role Administrator",
+    "Cloud Application Administrator",
+]
+
+
+def without_entra_setup(tenant: Tenant) -> Tenant:
+    """The tenant before ``dgprov setup-entra``: its users, groups and admin, but no attribute
+    set or definition, no values of them, and none of the tenant's app registrations."""
+    stripped = copy.deepcopy(tenant)
+    entra = stripped.setdefault("entra", {})
+    entra["applications"] = []
+    entra["attribute_sets"] = []
+    for person in stripped["users"]:
+        if person.get("entra"):
+            person["entra"].pop("custom_security_attributes", None)
+    return stripped
+
+
+def synthetic_tenant(users: int, seed: int, *, entra_setup: str = "full") -> Tenant:
     """A tenant of ``users`` active, not-yet-enrolled members of one group, the same for one seed.
 
     Every value is drawn from ``random.Random(seed)`` so two runs with the same arguments produce
@@ -196,7 +220,11 @@ def synthetic_tenant(users: int, seed: int) -> Tenant:
                 "object_id": new_uuid(),
                 "user_principal_name": f"{SYNTHETIC_ADMIN}@{domain}",
                 "mail": f"{SYNTHETIC_ADMIN}@{domain}",
-                "directory_roles": ["User Administrator", "Attribute Assignment Administrator"],
+                "directory_roles": (
+                    SETUP_ADMIN_ROLES
+                    if entra_setup == "none"
+                    else ["User Administrator", "Attribute Assignment Administrator"]
+                ),
             },
         }
     ]
@@ -215,7 +243,11 @@ def synthetic_tenant(users: int, seed: int) -> Tenant:
                     "object_id": new_uuid(),
                     "user_principal_name": f"{username}@{domain}",
                     "mail": f"{username}@{domain}",
-                    "directory_roles": ["Attribute Assignment Reader"] if number == 1 else [],
+                    "directory_roles": (
+                        ["Attribute Assignment Reader"]
+                        if number == 1 and entra_setup != "none"
+                        else []
+                    ),
                 },
             }
         )
