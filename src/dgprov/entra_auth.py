@@ -338,6 +338,17 @@ class EntraSignIn:
         self._cache = common["token_cache"]
         self._account: dict[str, Any] | None = None
 
+    def refuses_app_token_for(self, resource: str) -> str | None:
+        """Entra's definite refusal to issue this app an app-only token for ``resource``
+        (``api://<client id>``: the broker asks whether its own registration exposes an API),
+        or None when it issues one or gives no definite answer; unreachable raises as usual."""
+        result = self._app.acquire_token_for_client([f"{resource}/.default"])
+        if "access_token" in result:
+            return None
+        described = str(result.get("error_description") or "")
+        definite = result.get("error") == "invalid_scope" or "AADSTS500011" in described
+        return str(result.get("error")) if definite else None
+
     def _app_only(self) -> str:
         result = self._app.acquire_token_for_client([f"{self.settings.graph_resource}/.default"])
         if "access_token" not in result:

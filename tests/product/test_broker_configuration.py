@@ -279,3 +279,30 @@ def test_readyz_is_not_ready_when_the_audience_cannot_be_right(
         result.output
     )
     assert running.tokens("jdoe") == []
+
+
+def test_readyz_is_not_ready_when_the_app_exposes_no_api(
+    start_sandbox: StartSandbox, tmp_path: Path
+) -> None:
+    """The admin job's confidential app given as the broker's: a real registration with a
+    secret, but it exposes no API, so no user's token can ever be for it."""
+    running = start_sandbox(tenant())
+    command = with_client_id(broker_command(running), running.info["confidential_client_id"])
+    secret = {"DGPROV_CLIENT_SECRET": running.info["client_secret"]}
+    with broker_process(running, command=command, env=secret) as broker:
+        line = waited(lambda: not_ready_line(broker), "not_ready audit line")
+        ready = broker.get("/readyz")
+        told = broker.get("/v1/config")
+    assert "exposes no API" in line["detail"] and line["status"] == 503
+    assert ready.status_code == 503 and "exposes no API" in ready.json()["reason"]
+    assert running.info["confidential_client_id"] not in ready.text
+    assert told.status_code == 503 and told.json()["error"] == "not_ready"
+
+
+def test_an_app_that_exposes_its_api_is_ready(start_sandbox: StartSandbox) -> None:
+    """The same check passes for the broker's own registration (the test above can fail)."""
+    running = start_sandbox(tenant())
+    with broker_process(running) as broker:
+        ready = waited(lambda: (r := broker.get("/readyz")).status_code == 200 and r, "ready")
+        assert not_ready_line(broker) is None
+    assert ready.json()["status"] == "ready"

@@ -160,6 +160,7 @@ class Broker:
         self._warm_up = [
             asyncio.create_task(self.readiness()),
             asyncio.create_task(self._quietly(self.fetch_graph_token())),
+            asyncio.create_task(self._check_exposed_api()),
         ]
 
     async def aclose(self) -> None:
@@ -204,6 +205,32 @@ class Broker:
             settings = replace(self.config.entra, persist_cache=False)
             self._signin = EntraSignIn(settings, [], lambda _: None, "broker")
         return self._signin.token(False)
+
+    async def _check_exposed_api(self) -> None:
+        """A registration that exposes no API (``api://<client id>``) can never be the audience
+        of a user's token: the admin job's app given as the broker's, say. Entra says so when
+        asked for an app-only token for it; only that definite answer makes the broker not
+        ready for good (an authority that cannot be reached just leaves the question open)."""
+        if self.audience_problem is not None:
+            return
+        resource = f"api://{self.config.entra.client_id}"
+        try:
+            await asyncio.to_thread(self._sign_in_for_graph)  # the msal app, made once
+            assert self._signin is not None
+            refused = await asyncio.wait_for(
+                asyncio.to_thread(self._signin.refuses_app_token_for, resource),
+                GRAPH_SIGN_IN_SECONDS,
+            )
+        except (asyncio.TimeoutError, DgprovError, OSError) as exc:
+            log.warning("could not ask Entra whether %s is exposed: %s", resource, exc)
+            return
+        if refused is not None:
+            self.audience_problem = (
+                "the broker's app registration exposes no API, so no user's token can be for "
+                "it: under Expose an API set its Application ID URI and add the Provision scope"
+            )
+            self._ready_at = float("-inf")
+            await self.readiness()  # said now, in the audit log, not at the next probe
 
     def _graph_token(self, fresh: bool) -> str:
         if fresh:  # Graph refused it: ask msal again before the next Graph call
