@@ -69,6 +69,7 @@ from .graph_messages import (
     not_found,
 )
 from .graph_permissions import INSUFFICIENT, READ_SELF, require
+from .odata import PropertyRule
 
 APP_READ = {
     "Application.Read.All",
@@ -182,6 +183,19 @@ class GraphSetup(GraphGroups):
     @property
     def setup(self) -> SetupDirectory:
         return self.state.setup
+
+    def _listing(
+        self,
+        call: GraphCall,
+        name: str,
+        views: list[dict[str, Any]],
+        filters: dict[str, PropertyRule] | None = None,
+    ) -> GraphReply:
+        """A collection answer: the views ``$filter`` keeps (where ``filters`` says which
+        properties it may name), each cut down by ``$select``."""
+        if filters is not None and "$filter" in call.query:
+            views = filter_records(views, call.query["$filter"], filters)
+        return GraphReply(200, _collection(self.base_url, name, [select(call, v) for v in views]))
 
     def _duplicate(self, message: str = CONFLICT) -> GraphError:
         """Decision G5: the answer to a duplicate no Microsoft page documents."""
@@ -420,12 +434,7 @@ class GraphSetup(GraphGroups):
                     for r in self.setup.registrations.values()
                     if self.setup.visible(r.created_at)
                 ]
-                if "$filter" in call.query:
-                    records = filter_records(records, call.query["$filter"], APPLICATION_FILTERS)
-                return GraphReply(
-                    200,
-                    _collection(self.base_url, "applications", [select(call, r) for r in records]),
-                )
+                return self._listing(call, "applications", records, APPLICATION_FILTERS)
             if method == "POST":
                 require(principal, APP_CREATE)
                 return self._create_application(principal, _body(call), None)
@@ -702,16 +711,7 @@ class GraphSetup(GraphGroups):
                     for s in self.setup.service_principals.values()
                     if self.setup.visible(s.created_at)
                 ]
-                if "$filter" in call.query:
-                    records = filter_records(
-                        records, call.query["$filter"], SERVICE_PRINCIPAL_FILTERS
-                    )
-                return GraphReply(
-                    200,
-                    _collection(
-                        self.base_url, "servicePrincipals", [select(call, r) for r in records]
-                    ),
-                )
+                return self._listing(call, "servicePrincipals", records, SERVICE_PRINCIPAL_FILTERS)
             if method == "POST":
                 body = _body(call)
                 return self._create_sp(principal, body, body.get("appId"))
@@ -832,8 +832,7 @@ class GraphSetup(GraphGroups):
             for a in self.setup.app_role_assignments.values()
             if getattr(a, side) == sp.id and self.setup.visible(a.created_at)
         ]
-        name = f"servicePrincipals('{sp.id}')/{kind}"
-        return GraphReply(200, _collection(self.base_url, name, [select(call, v) for v in views]))
+        return self._listing(call, f"servicePrincipals('{sp.id}')/{kind}", views)
 
     def _assign_app_role(
         self, principal: Principal, body: dict[str, Any], resource: ServicePrincipal
@@ -928,14 +927,7 @@ class GraphSetup(GraphGroups):
                     for g in setup.grants.values()
                     if setup.visible(g.created_at)
                 ]
-                if "$filter" in call.query:
-                    records = filter_records(records, call.query["$filter"], GRANT_FILTERS)
-                return GraphReply(
-                    200,
-                    _collection(
-                        self.base_url, "oauth2PermissionGrants", [select(call, r) for r in records]
-                    ),
-                )
+                return self._listing(call, "oauth2PermissionGrants", records, GRANT_FILTERS)
             if method != "POST":
                 raise method_not_allowed()
             require(principal, GRANT_WRITE)
@@ -1136,7 +1128,7 @@ class GraphSetup(GraphGroups):
                 for name in sorted(user.directory_roles)
             ]
         name = "directoryObjects" if cast is None else cast.rpartition(".")[2] + "s"
-        return GraphReply(200, _collection(self.base_url, name, [select(call, v) for v in values]))
+        return self._listing(call, name, values)
 
 
 def _check_permissions(entries: Any, previous: list[dict[str, Any]], kind: str) -> None:
