@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from dgprov_sandbox.tenant import synthetic_tenant
-
-from dgprov.cli import main
 
 from ..conftest import Running, StartSandbox, example_tenant
 from ..slapd import (
@@ -24,13 +22,12 @@ from ..slapd import (
     PROVISIONER_PASSWORD,
     READER_DN,
     READER_PASSWORD,
-    USERS_DN,
     Slapd,
     effective_rights_slapd,
     slapd,
 )
 from .test_generate_tokens import Invoker, token_hashes
-from .test_generate_tokens_ad import populate
+from .test_generate_tokens_ad import populate, run
 from .test_sync import Sync, tenant
 
 __all__ = ["effective_rights_slapd", "slapd"]  # the fixtures
@@ -164,21 +161,8 @@ def ad(
     dry_run: bool = True,
 ) -> Result:
     """``command --directory ad`` in-process, by default a dry run."""
-    args = [
-        command,
-        "--url", running.info["defguard_url"],
-        "--group-name", "vpn-users",
-        "--directory", "ad",
-        "--ldap-url", server.url,
-        "--base-dn", USERS_DN,
-        "--ad-attribute", ATTRIBUTE,
-        "--bind-dn", bind_dn,
-        "--yes",
-        *(["--dry-run"] if dry_run else []),
-        *extra,
-    ]  # fmt: skip
-    env = {"DEFGUARD_API_TOKEN": running.info["api_token"], "DGPROV_BIND_PASSWORD": password}
-    return CliRunner().invoke(main, args, env=env)
+    dry = ["--dry-run"] if dry_run else []
+    return run(running, server, *dry, *extra, command=command, bind_dn=bind_dn, password=password)
 
 
 @pytest.mark.parametrize("command", ["generate-tokens", "sync"])

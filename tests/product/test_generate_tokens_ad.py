@@ -35,14 +35,15 @@ def sha(value: str) -> str:
 def run(
     running: Running,
     server: Slapd,
-    tmp_path: Path,
     *extra: str,
+    command: str = "generate-tokens",
     bind_dn: str = PROVISIONER_DN,
     password: str = PROVISIONER_PASSWORD,
     attribute: str = "defguardProvisioningConfig",
 ) -> Result:
+    """``command --directory ad`` in-process against ``server``, bound as ``bind_dn``."""
     args = [
-        "generate-tokens",
+        command,
         "--url", running.info["defguard_url"],
         "--group-name", "vpn-users",
         "--directory", "ad",
@@ -98,7 +99,7 @@ def test_flow_by_account_name(
     running = start_sandbox(example_tenant(), line)
     dns = populate(slapd)
     report = tmp_path / "r.json"
-    result = run(running, slapd, tmp_path, "--report", str(report))
+    result = run(running, slapd, "--report", str(report))
     assert result.exit_code == 0, result.output
     rows = report_rows(report)
     outcomes = {name: (row["action"], row["outcome"]) for name, row in rows.items()}
@@ -141,7 +142,7 @@ def test_match_by_mail_escapes_and_detects_duplicates(
     slapd.add_user("Tom Twin", "ttwin", "SHARED@contoso.example")
     slapd.add_user("Walter A", "wa", "wa@contoso.example")  # would match an unescaped w*
     report = tmp_path / "r.json"
-    result = run(running, slapd, tmp_path, "--match-by", "mail", "--report", str(report))
+    result = run(running, slapd, "--match-by", "mail", "--report", str(report))
     assert result.exit_code == 1
     rows = report_rows(report)
     assert rows["obrien"]["outcome"] == "provisioned"  # apostrophe and + in the filter value
@@ -154,7 +155,7 @@ def test_match_by_mail_escapes_and_detects_duplicates(
 def test_json_in_description(start_sandbox: StartSandbox, slapd: Slapd, tmp_path: Path) -> None:
     running = start_sandbox(example_tenant())
     dns = populate(slapd)
-    result = run(running, slapd, tmp_path, attribute="description")
+    result = run(running, slapd, attribute="description")
     assert result.exit_code == 0, result.output
     value = json.loads(slapd.read(dns["jdoe"], "description") or "")
     assert sha(value["enrollmentToken"]) in tokens(running)["jdoe"]
@@ -163,7 +164,7 @@ def test_json_in_description(start_sandbox: StartSandbox, slapd: Slapd, tmp_path
 def test_wrong_bind_password(start_sandbox: StartSandbox, slapd: Slapd, tmp_path: Path) -> None:
     running = start_sandbox(example_tenant())
     populate(slapd)
-    result = run(running, slapd, tmp_path, password="wrong")
+    result = run(running, slapd, password="wrong")
     assert result.exit_code == 2 and "refused the bind" in result.output
     assert "wrong" not in result.output.replace("refused", "")
     assert tokens(running) == {}
@@ -174,9 +175,9 @@ def test_unknown_attribute_and_missing_rights_stop_before_any_token(
 ) -> None:
     running = start_sandbox(example_tenant())
     populate(slapd)
-    unknown = run(running, slapd, tmp_path, attribute="defguardConfig")
+    unknown = run(running, slapd, attribute="defguardConfig")
     assert unknown.exit_code == 2 and "no attribute 'defguardConfig'" in unknown.output
-    reader = run(running, slapd, tmp_path, bind_dn=READER_DN, password=READER_PASSWORD)
+    reader = run(running, slapd, bind_dn=READER_DN, password=READER_PASSWORD)
     assert reader.exit_code == 2 and "may not write" in reader.output
     assert tokens(running) == {}
 
@@ -197,7 +198,7 @@ def test_ad_usage_errors(start_sandbox: StartSandbox, slapd: Slapd, tmp_path: Pa
         env={"DEFGUARD_API_TOKEN": running.info["api_token"]},
     )
     assert missing.exit_code == 2 and "--ldap-url, --base-dn, --ad-attribute" in missing.output
-    plain = run(running, Slapd("ldap://dc1.corp.example", slapd.process), tmp_path)
+    plain = run(running, Slapd("ldap://dc1.corp.example", slapd.process))
     assert plain.exit_code == 2 and "use ldaps://" in plain.output
 
 
@@ -220,7 +221,7 @@ def test_account_names_differing_only_in_case_are_one_account(
     dns = populate(slapd)
     shared = slapd.add_user("John Doe Two", "jdoe2", "jdoe2@contoso.example")
     report = tmp_path / "r.json"
-    result = run(running, slapd, tmp_path, "--report", str(report))
+    result = run(running, slapd, "--report", str(report))
     assert result.exit_code == 1, result.output
     rows = report_rows(report)
     for name in ("JDoe2", "jdoe2"):
@@ -266,7 +267,7 @@ def test_disabled_ad_accounts_are_skipped_unless_included(
                 dns[name], {"userAccountControl": [(ldap3.MODIFY_REPLACE, [control])]}
             ), connection.result
     report = tmp_path / "r.json"
-    result = run(running, ad_slapd, tmp_path, "--report", str(report))
+    result = run(running, ad_slapd, "--report", str(report))
     assert result.exit_code == 0, result.output
     rows = report_rows(report)
     assert (rows["jdoe"]["outcome"], rows["jdoe"]["reason"]) == (
@@ -278,9 +279,7 @@ def test_disabled_ad_accounts_are_skipped_unless_included(
     assert "jdoe" not in tokens(running)
     assert ad_slapd.read(dns["jdoe"], "defguardProvisioningConfig") is None
     included = tmp_path / "included.json"
-    again = run(
-        running, ad_slapd, tmp_path, "--include-disabled-directory-users", "--report", str(included)
-    )
+    again = run(running, ad_slapd, "--include-disabled-directory-users", "--report", str(included))
     assert again.exit_code == 0, again.output
     assert report_rows(included)["jdoe"]["outcome"] == "provisioned"
     stored = json.loads(ad_slapd.read(dns["jdoe"], "defguardProvisioningConfig") or "")
@@ -305,7 +304,7 @@ def test_an_account_name_spelled_with_the_kelvin_sign_gets_no_token(
     populate(slapd)
     mallory = slapd.add_user("Mallory M", "\u212aim")
     report = tmp_path / "r.json"
-    result = run(running, slapd, tmp_path, "--report", str(report))
+    result = run(running, slapd, "--report", str(report))
     assert result.exit_code == 1, result.output
     row = report_rows(report)["kim"]
     assert (row["action"], row["outcome"]) == ("none", "failed"), row
